@@ -1,0 +1,237 @@
+"""ONNX ModelProto -> graphopt Graph.
+
+Constant nodes become initializers, types come from value_info plus onnx shape inference,
+control-flow bodies are kept verbatim (their outer-scope reads recorded as implicit inputs),
+and opsets below the supported range are upgraded with onnx's version converter.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from graphopt.errors import BadInputError, UnsupportedError
+from graphopt.ir.graph import Graph, ModelInfo, Node, Value
+from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.onnx_io.shapes import infer_value_types
+
+log = logging.getLogger(__name__)
+
+MIN_OPSET = 13
+MAX_OPSET = onnx.defs.onnx_opset_version()
+
+
+def tensor_type_from_proto(type_proto: onnx.TypeProto) -> TensorType | None:
+    if not type_proto.HasField("tensor_type"):
+        return None
+    tensor = type_proto.tensor_type
+    shape: tuple[Dim, ...] | None = None
+    if tensor.HasField("shape"):
+        dims: list[Dim] = []
+        for d in tensor.shape.dim:
+            if d.HasField("dim_value"):
+                dims.append(int(d.dim_value))
+            elif d.HasField("dim_param"):
+                dims.append(d.dim_param)
+            else:
+                dims.append(None)
+        shape = tuple(dims)
+    return TensorType(DType(tensor.elem_type), shape)
+
+
+def attribute_to_python(attr: onnx.AttributeProto) -> Any:
+    kind = attr.type
+    if kind == onnx.AttributeProto.TENSOR:
+        return numpy_helper.to_array(attr.t)
+    if kind == onnx.AttributeProto.TENSORS:
+        return [numpy_helper.to_array(t) for t in attr.tensors]
+    if kind == onnx.AttributeProto.GRAPH:
+        return attr.g
+    if kind == onnx.AttributeProto.GRAPHS:
+        return list(attr.graphs)
+    if kind in (onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS,
+                onnx.AttributeProto.TYPE_PROTO, onnx.AttributeProto.TYPE_PROTOS):
+        return attr  # rare kinds are carried verbatim
+    value = onnx.helper.get_attribute_value(attr)
+    if kind == onnx.AttributeProto.STRING:
+        return value.decode("utf-8", errors="surrogateescape")
+    if kind == onnx.AttributeProto.STRINGS:
+        return [v.decode("utf-8", errors="surrogateescape") for v in value]
+    if kind == onnx.AttributeProto.INTS:
+        return [int(v) for v in value]
+    if kind == onnx.AttributeProto.FLOATS:
+        return [float(v) for v in value]
+    return value
+
+
+def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
+    """The array a Constant node produces, or None for forms kept as nodes (sparse, ref attrs)."""
+    for attr in node.attribute:
+        if attr.ref_attr_name:
+            return None
+        if attr.name == "value":
+            return numpy_helper.to_array(attr.t)
+        if attr.name == "value_float":
+            return np.array(attr.f, dtype=np.float32)
+        if attr.name == "value_floats":
+            return np.array(list(attr.floats), dtype=np.float32)
+        if attr.name == "value_int":
+            return np.array(attr.i, dtype=np.int64)
+        if attr.name == "value_ints":
+            return np.array(list(attr.ints), dtype=np.int64)
+        if attr.name == "value_string":
+            return np.array(attr.s.decode(), dtype=object)
+        if attr.name == "value_strings":
+            return np.array([s.decode() for s in attr.strings], dtype=object)
+    return None
+
+
+def subgraph_outer_names(graph: onnx.GraphProto) -> set[str]:
+    """Names a subgraph reads that it does not define itself (its implicit inputs)."""
+    defined = {v.name for v in graph.input} | {t.name for t in graph.initializer}
+    defined |= {t.values.name for t in graph.sparse_initializer}
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(n for n in node.input if n)
+        for attr in node.attribute:
+            for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)):
+                used |= subgraph_outer_names(body)
+        defined.update(n for n in node.output if n)
+    used.update(o.name for o in graph.output)
+    return used - defined
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
+    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    if version is None:
+        return model
+    if version > MAX_OPSET:
+        raise UnsupportedError(f"the model uses opset {version}; this onnx package knows up to "
+                               f"{MAX_OPSET}. Upgrade the onnx package or export at a lower opset")
+    if version >= MIN_OPSET:
+        return model
+    log.info("converting the model from opset %d to %d", version, MIN_OPSET)
+    try:
+        return onnx.version_converter.convert_version(model, MIN_OPSET)
+    except Exception as err:  # the converter raises bare RuntimeError/ValueError variants
+        raise UnsupportedError(f"the model uses opset {version} (below {MIN_OPSET}) and onnx's "
+                               f"version converter could not upgrade it: "
+                               f"{str(err).splitlines()[0][:160]}") from None
+
+
+def import_model(model: onnx.ModelProto) -> Graph:
+    """Lower a loaded ModelProto (external data already in memory) into a Graph."""
+    model = _upgrade_opset(model)
+    onnx_graph = model.graph
+    graph = Graph({("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import})
+    graph.info = ModelInfo(
+        ir_version=model.ir_version, producer_name=model.producer_name,
+        producer_version=model.producer_version, domain=model.domain,
+        model_version=model.model_version, doc_string=model.doc_string,
+        graph_name=onnx_graph.name or "graph", graph_doc=onnx_graph.doc_string,
+        metadata_props={p.key: p.value for p in model.metadata_props},
+        functions=list(model.functions))
+
+    types = infer_value_types(model)
+    values: dict[str, Value] = {}
+
+    def type_of(name: str) -> TensorType | None:
+        return types.get(name)
+
+    for tensor in onnx_graph.initializer:
+        try:
+            array = numpy_helper.to_array(tensor)
+        except Exception as err:
+            raise BadInputError(f"initializer '{tensor.name}' cannot be read: {err}") from None
+        value = Value(tensor.name, TensorType(DType(tensor.data_type), tuple(array.shape)), array)
+        value.doc = tensor.doc_string
+        graph._register_value(value)
+        graph.initializers[tensor.name] = value
+        values[tensor.name] = value
+    if onnx_graph.sparse_initializer:
+        raise UnsupportedError("sparse initializers are not supported; densify them first")
+
+    for proto in onnx_graph.input:
+        if proto.name in values:
+            continue  # an initializer listed as input (IR < 4): treat it as a constant
+        value = Value(proto.name, tensor_type_from_proto(proto.type))
+        if value.type is None:
+            value.onnx_type = proto.type
+        value.doc = proto.doc_string
+        graph._register_value(value)
+        graph.inputs.append(value)
+        values[proto.name] = value
+
+    def lookup(name: str, reader: onnx.NodeProto) -> Value | None:
+        if not name:
+            return None
+        if name not in values:
+            raise BadInputError(f"node '{reader.name}' ({reader.op_type}) reads '{name}', which no "
+                                "node, input or initializer defines (or the graph is not sorted)")
+        return values[name]
+
+    for proto in _sorted_nodes(onnx_graph):
+        if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
+            array = constant_node_value(proto)
+            if array is not None:
+                value = Value(proto.output[0], TensorType(DType.from_numpy(array.dtype)
+                                                          if array.dtype != object else DType.STRING,
+                                                          tuple(array.shape)), array)
+                graph._register_value(value)
+                graph.initializers[value.name] = value
+                values[value.name] = value
+                continue
+        inputs = [lookup(n, proto) for n in proto.input]
+        outputs = []
+        for name in proto.output:
+            value = Value(name or graph.fresh_name(f"{proto.op_type.lower()}_unused"), type_of(name))
+            if value.type is None and name in types.onnx_types:
+                value.onnx_type = types.onnx_types[name]
+            outputs.append(value)
+        attrs = {a.name: attribute_to_python(a) for a in proto.attribute}
+        node = Node(proto.op_type, inputs, outputs, attrs, name=proto.name, domain=proto.domain)
+        node.doc = proto.doc_string
+        outer = set()
+        for body in node.subgraphs:
+            outer |= subgraph_outer_names(body)
+        node.set_implicit_inputs(values[n] for n in sorted(outer) if n in values)
+        graph.append(node)
+        for out in outputs:
+            values[out.name] = out
+
+    for proto in onnx_graph.output:
+        if proto.name not in values:
+            raise BadInputError(f"graph output '{proto.name}' is not produced by the graph")
+        value = values[proto.name]
+        if value.type is None:
+            value.type = tensor_type_from_proto(proto.type)
+        graph.outputs.append(value)
+    return graph
+
+
+def _sorted_nodes(onnx_graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Nodes in a valid topological order (some exporters write them unsorted)."""
+    produced = {n for node in onnx_graph.node for n in node.output if n}
+    available = {v.name for v in onnx_graph.input} | {t.name for t in onnx_graph.initializer}
+    pending = list(onnx_graph.node)
+    ordered: list[onnx.NodeProto] = []
+    while pending:
+        remaining = []
+        for node in pending:
+            reads = [n for n in node.input if n]
+            for attr in node.attribute:
+                for body in ([attr.g] if attr.type == onnx.AttributeProto.GRAPH else attr.graphs):
+                    reads.extend(subgraph_outer_names(body) & produced)
+            if all(n in available or n not in produced for n in reads):
+                ordered.append(node)
+                available.update(node.output)
+            else:
+                remaining.append(node)
+        if len(remaining) == len(pending):
+            names = ", ".join(f"{n.op_type} '{n.name}'" for n in remaining[:3])
+            raise BadInputError(f"the graph has a cycle or reads undefined values near: {names}")
+        pending = remaining
+    return ordered
