@@ -15,6 +15,7 @@ import onnx
 
 from graphopt.errors import BadInputError, VerificationError
 from graphopt.ir.graph import Graph
+from graphopt.onnx_io.exporter import initializer_bytes, save_model
 from graphopt.ir.types import DType
 from graphopt.pass_api import PassCall
 from graphopt.pass_manager import Instrument, PassRecord
@@ -44,11 +45,11 @@ def random_inputs(graph: Graph, seed: int = 0, dims: Mapping[str, int] | None = 
         shape = [d if isinstance(d, int) else dims.get(d or "", DEFAULT_DIM) for d in value.type.shape]
         np_type = value.type.dtype.numpy
         if value.type.dtype == DType.BOOL:
-            feeds[value.name] = rng.random(shape) > 0.5
+            feeds[value.name] = np.asarray(rng.random(shape) > 0.5)
         elif np.issubdtype(np_type, np.integer):
-            feeds[value.name] = rng.integers(0, 2, size=shape).astype(np_type)
+            feeds[value.name] = np.asarray(rng.integers(0, 2, size=shape)).astype(np_type)
         else:
-            feeds[value.name] = rng.standard_normal(shape).astype(np_type)
+            feeds[value.name] = np.asarray(rng.standard_normal(shape)).astype(np_type)
     return feeds
 
 
@@ -82,9 +83,7 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
     if not optimize:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     with tempfile.TemporaryDirectory(prefix="graphopt-ort-") as tmp:
-        if not _small_enough_to_measure(model) or model.ByteSize() > 1_800_000_000:
-            from graphopt.onnx_io.exporter import save_model
-
+        if initializer_bytes(model) > 1_000_000_000:
             path = str(Path(tmp) / "model.onnx")
             save_model(model, path)
             session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
@@ -92,11 +91,6 @@ def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],
             session = ort.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
         return session.run(None, dict(feeds))
-
-
-def _small_enough_to_measure(model: onnx.ModelProto) -> bool:
-    # ByteSize itself fails past 2 GB; initializer bytes are a cheap proxy.
-    return sum(len(t.raw_data) for t in model.graph.initializer) < 1_500_000_000
 
 
 @dataclass(frozen=True)

@@ -106,6 +106,7 @@ def _options_of(fn: PassFunction) -> dict[str, tuple[type, Any]]:
 
 
 def registered_passes() -> dict[str, PassInfo]:
+    """Every registered pass: built-ins, installed entry points, and plugins loaded so far."""
     load_builtin_passes()
     return dict(sorted(_REGISTRY.items()))
 
@@ -198,6 +199,7 @@ def load_builtin_passes() -> None:
     for module in pkgutil.iter_modules(package.__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{BUILTIN_PACKAGE}.{module.name}")
+    load_entry_point_passes()
 
 
 def _load_as(origin: str, loader: Callable[[], Any]) -> list[str]:

@@ -213,11 +213,15 @@ class Graph:
 
     # --- names ---------------------------------------------------------------------------------
     def fresh_name(self, prefix: str) -> str:
-        """A value/node name not used yet in this graph."""
+        """A value/node name not used yet in this graph, reserved from now on."""
+        name = self._unused_name(prefix)
+        self._names.add(name)
+        return name
+
+    def _unused_name(self, prefix: str) -> str:
         name = prefix
         while name in self._names:
             name = f"{prefix}_{next(self._counter)}"
-        self._names.add(name)
         return name
 
     @property
@@ -337,14 +341,33 @@ class Graph:
         if replace_graph_outputs and old in self.outputs:
             self._replace_output(old, new)
 
-    def _replace_output(self, old: Value, new: Value) -> None:
+    def can_take_output_name(self, new: Value) -> bool:
+        """Whether `replace_all_uses_with(old, new)` keeps a graph output's name: true unless
+        `new` is a graph input or output already, a constant, or read by name from a subgraph
+        (then the output would be renamed; keep an Identity instead)."""
         interface = set(map(id, self.inputs)) | set(map(id, self.outputs))
-        renamable = id(new) not in interface and not new.is_const and not new.implicit_readers()
-        if renamable:
-            self.rename_value(old, old.name + "__replaced")
-            self.rename_value(new, old.name[: -len("__replaced")] if old.name.endswith("__replaced")
-                              else old.name)
-        self.outputs = [new if v is old else v for v in self.outputs]
+        return id(new) not in interface and not new.is_const and not new.implicit_readers()
+
+    def _replace_output(self, old: Value, new: Value) -> None:
+        """Make the graph output that was `old` come from `new`, keeping its public name: `new`
+        takes the name when it can, else an Identity named like the output forwards `new`."""
+        public = old.name
+        self.rename_value(old, self._unused_name(public + "__replaced"))
+        if self.can_take_output_name(new):
+            self.rename_value(new, public)
+            replacement = new
+        else:
+            anchor = new.producer
+            identity = Node("Identity", [new], [Value(public, new.type)],
+                            name=self.fresh_name("keep_output_name"))
+            identity.origin = "replace_all_uses_with"
+            self._register_value(identity.outputs[0])
+            if anchor is not None and anchor.graph is self:
+                self.insert_after(anchor, identity)
+            else:
+                self._place(0, identity)
+            replacement = identity.outputs[0]
+        self.outputs = [replacement if v is old else v for v in self.outputs]
 
     def rename_value(self, value: Value, name: str) -> None:
         if value.name == name:

@@ -37,6 +37,8 @@ SHAPE_ONLY = _ops("Shape", "Size")
 DATA_MOVEMENT = _ops("Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Concat", "Split",
                      "Slice", "Gather", "Expand", "Pad", "Tile", "Identity", "DepthToSpace",
                      "SpaceToDepth")
+# Ops that only reinterpret the shape of their first input (element order unchanged).
+RESHAPE_LIKE = _ops("Reshape", "Flatten", "Squeeze", "Unsqueeze")
 # Ops whose semantics depend on the memory layout of their operands (NCHW axes).
 LAYOUT_SENSITIVE = _ops("Conv", "ConvTranspose", "MaxPool", "AveragePool", "GlobalAveragePool",
                         "GlobalMaxPool", "BatchNormalization", "InstanceNormalization", "LRN",

@@ -122,45 +122,110 @@ def _ir_version(graph: Graph) -> int:
     return max(graph.info.ir_version, needed, 4)
 
 
-def total_initializer_bytes(model: onnx.ModelProto) -> int:
-    return sum(len(t.raw_data) for t in model.graph.initializer)
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes held by initializers: a size estimate that, unlike ByteSize(), works past 2 GB."""
+    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
 
 
-def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
-    """Write atomically: a temp file in the target folder renamed into place, so a failure never
-    leaves a half-written model. Models past protobuf's 2 GB limit get a `<name>.data` file."""
+def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of everything but graph.initializer (safe on models of any size)."""
+    skeleton = onnx.ModelProto()
+    for field, value in model.ListFields():
+        if field.name != "graph":
+            _copy_field(skeleton, field, value)
+    for field, value in model.graph.ListFields():
+        if field.name != "initializer":
+            _copy_field(skeleton.graph, field, value)
+    return skeleton
+
+
+def _copy_field(target: Any, field: Any, value: Any) -> None:
+    # protobuf >= 6 spells it is_repeated; older releases only have label.
+    repeated = field.is_repeated if hasattr(field, "is_repeated") else field.label == 3
+    if repeated:
+        getattr(target, field.name).extend(value)
+    elif field.type == field.TYPE_MESSAGE:
+        getattr(target, field.name).CopyFrom(value)
+    else:
+        setattr(target, field.name, value)
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike, check: bool = True) -> None:
+    """Write atomically and valid: temp files in the target folder, onnx.checker on them, then a
+    rename, so a failure never leaves a half-written or invalid model. Models whose weights pass
+    protobuf's 2 GB limit store them in `<name>.data` beside the model. `model` is not modified."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     if not folder.is_dir():
         raise BadInputError(f"cannot write {path}: folder {folder} does not exist")
-    external = total_initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
-    data_name = path.name + ".data"
-    fd, tmp = tempfile.mkstemp(prefix=".graphopt-", suffix=".onnx", dir=folder)
+    external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
+    fd, tmp_name = tempfile.mkstemp(prefix=".graphopt-", suffix=".onnx", dir=folder)
     os.close(fd)
-    tmp_data = folder / (Path(tmp).name + ".data")
+    tmp = Path(tmp_name)
+    tmp_data = tmp.with_name(tmp.name + ".data")
     try:
         if external:
-            to_save = onnx.ModelProto()
-            to_save.CopyFrom(model) if model.ByteSize() < (1 << 31) - 1 else to_save.MergeFrom(model)
-            onnx.external_data_helper.convert_model_to_external_data(
-                to_save, all_tensors_to_one_file=True, location=tmp_data.name, size_threshold=1024)
-            onnx.save_model(to_save, tmp)
-            _relocate_external_data(tmp, data_name)
-            os.replace(tmp_data, folder / data_name)
+            skeleton = _write_external(model, tmp_data)
+            onnx.save_model(skeleton, tmp)
         else:
             onnx.save_model(model, tmp)
+        if check:
+            _check_saved(tmp)
+        _apply_umask(tmp)
+        if external:
+            _apply_umask(tmp_data)
+            _set_location(skeleton, path.name + ".data")
+            onnx.save_model(skeleton, tmp)
+            os.replace(tmp_data, path.with_name(path.name + ".data"))
         os.replace(tmp, path)
     except BaseException:
-        for leftover in (Path(tmp), tmp_data):
-            leftover.unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
+        tmp_data.unlink(missing_ok=True)
         raise
 
 
-def _relocate_external_data(model_path: str, location: str) -> None:
-    """Point the saved model's external tensors at their final data file name."""
-    model = onnx.load(model_path, load_external_data=False)
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
+def _write_external(model: onnx.ModelProto, data_path: Path) -> onnx.ModelProto:
+    """Write large initializers into `data_path` (64-byte aligned) and return the model with
+    external references in their place."""
+    skeleton = copy_without_initializers(model)
+    with open(data_path, "wb") as data:
+        for tensor in model.graph.initializer:
+            if len(tensor.raw_data) < 1024:
+                skeleton.graph.initializer.add().CopyFrom(tensor)
+                continue
+            offset = data.tell()
+            pad = (-offset) % 64
+            data.write(b"\0" * pad)
+            data.write(tensor.raw_data)
+            ref = skeleton.graph.initializer.add(name=tensor.name, data_type=tensor.data_type,
+                                                 doc_string=tensor.doc_string)
+            ref.dims.extend(tensor.dims)
+            ref.data_location = onnx.TensorProto.EXTERNAL
+            for key, val in (("location", data_path.name), ("offset", str(offset + pad)),
+                             ("length", str(len(tensor.raw_data)))):
+                ref.external_data.add(key=key, value=val)
+    return skeleton
+
+
+def _apply_umask(path: Path) -> None:
+    """mkstemp creates 0600 files; give outputs the permissions a plain open() would."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
+def _set_location(model: onnx.ModelProto, location: str) -> None:
+    for tensor in model.graph.initializer:
         for entry in tensor.external_data:
             if entry.key == "location":
                 entry.value = location
-    onnx.save_model(model, model_path)
+
+
+def _check_saved(path: Path) -> None:
+    from graphopt.errors import VerificationError
+
+    try:
+        onnx.checker.check_model(str(path))
+    except onnx.checker.ValidationError as err:
+        raise VerificationError(f"refusing to write an invalid model: onnx.checker says "
+                                f"{str(err).strip().splitlines()[0][:300]}") from None

@@ -31,40 +31,24 @@ class InferredTypes(dict):
 
 
 def _light_copy(model: onnx.ModelProto) -> onnx.ModelProto:
-    light = onnx.ModelProto()
-    light.CopyFrom(model) if model.ByteSize() < (1 << 30) else _copy_without_weights(model, light)
-    graph = light.graph
-    keep = []
-    for tensor in graph.initializer:
-        size = 1
-        for d in tensor.dims:
-            size *= d
-        if size <= KEEP_DATA_ELEMENTS:
-            keep.append(tensor)
+    """The model with large initializers turned into typed graph inputs (never serializes weights)."""
+    from graphopt.onnx_io.exporter import copy_without_initializers
+
+    light = copy_without_initializers(model)
+    for tensor in model.graph.initializer:
+        if _elements(tensor) <= KEEP_DATA_ELEMENTS:
+            light.graph.initializer.add().CopyFrom(tensor)
         else:
-            graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
-                                                                  list(tensor.dims)))
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
+            light.graph.input.append(onnx.helper.make_tensor_value_info(
+                tensor.name, tensor.data_type, list(tensor.dims)))
     return light
 
 
-def _copy_without_weights(model: onnx.ModelProto, light: onnx.ModelProto) -> None:
-    """Copy a huge model field by field, carrying only small initializers (ByteSize > 1 GB)."""
-    light.ir_version = model.ir_version
-    light.opset_import.extend(model.opset_import)
-    light.functions.extend(model.functions)
-    g = light.graph
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    g.value_info.extend(model.graph.value_info)
-    for tensor in model.graph.initializer:
-        if len(tensor.raw_data) <= KEEP_DATA_ELEMENTS * 8:
-            g.initializer.append(tensor)
-        else:
-            g.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type,
-                                                              list(tensor.dims)))
+def _elements(tensor: onnx.TensorProto) -> int:
+    size = 1
+    for d in tensor.dims:
+        size *= d
+    return size
 
 
 def infer_value_types(model: onnx.ModelProto) -> InferredTypes:
