@@ -1,32 +1,29 @@
 """Dead-code elimination."""
 from __future__ import annotations
 
-from graphopt import Graph, register_pass
-from graphopt.ir import ops
+from graphopt import Graph, PassResult, register_pass
+from graphopt.ir.graph import Node
 
 
 @register_pass("eliminate-dead-code")
-def eliminate_dead_code(graph: Graph) -> bool:
-    """Remove nodes whose outputs nobody reads, and unused initializers.
+def eliminate_dead_code(graph: Graph) -> PassResult:
+    """Remove nodes none of whose outputs reaches a graph output, then unused initializers.
 
-    Safe because such nodes cannot affect a graph output; nondeterministic ops are removed too,
-    since an unread random value has no observable effect.
+    A node stays when at least one of its outputs is live, even if its other outputs are unread
+    (Split, Dropout's mask, LayerNormalization's statistics). Nodes without inputs (Constant kept as
+    a node, RandomNormal) go like any other when unread. Safe because ONNX ops are pure: an unread
+    value, random ones included, has no observable effect. Graph inputs are the model's interface
+    and are never removed, even when unused.
     """
     live: set[int] = {id(v) for v in graph.outputs}
-    dead = []
+    dead: list[Node] = []
     for node in reversed(graph.nodes):
         if any(id(out) in live for out in node.outputs):
             live.update(id(v) for v in (*node.inputs, *node.implicit_inputs) if v is not None)
-        elif not ops.is_a(node, ops.CONTROL_FLOW) or not _has_side_effects(node):
-            dead.append(node)
         else:
-            live.update(id(v) for v in (*node.inputs, *node.implicit_inputs) if v is not None)
+            dead.append(node)
     if dead:
         graph.remove(dead)
     removed_constants = graph.remove_unused_initializers()
-    return bool(dead or removed_constants)
-
-
-def _has_side_effects(node) -> bool:
-    """Control-flow bodies are pure in standard ONNX; kept as a hook for custom domains."""
-    return False
+    return PassResult(bool(dead or removed_constants),
+                      {"nodes": len(dead), "constants": removed_constants})

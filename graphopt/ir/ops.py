@@ -47,10 +47,23 @@ LAYOUT_SENSITIVE = _ops("Conv", "ConvTranspose", "MaxPool", "AveragePool", "Glob
 NONDETERMINISTIC = _ops("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike",
                         "Multinomial", "Bernoulli")
 CONTROL_FLOW = _ops("If", "Loop", "Scan")
+# Random only in training mode (Dropout draws its mask when its training_mode input is true).
+RANDOM_IN_TRAINING = _ops("Dropout")
 
 
 def is_a(node: "Node", family: frozenset[OpKey]) -> bool:
     return node.key in family
+
+
+def is_random(node: "Node") -> bool:
+    """Whether two runs (or two copies) of `node` may give different outputs: NONDETERMINISTIC
+    ops, and RANDOM_IN_TRAINING ops unless training_mode is absent or a constant false."""
+    if node.key in NONDETERMINISTIC:
+        return True
+    if node.key in RANDOM_IN_TRAINING:
+        training = node.input(2)
+        return training is not None and (training.const is None or bool(training.const))
+    return False
 
 
 def is_known(domain: str, op_type: str, opset: int | None = None) -> bool:

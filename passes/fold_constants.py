@@ -1,0 +1,195 @@
+"""Constant folding: nodes whose outputs are known at compile time become initializers."""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from graphopt import Graph, PassResult, register_pass
+from graphopt.errors import UnsupportedError
+from graphopt.evaluator import evaluate_node
+from graphopt.evaluator.shape_values import ShapeTensor, evaluate_shape
+from graphopt.ir import ops
+from graphopt.ir.graph import Node, Value
+from graphopt.ir.types import DType
+from graphopt.onnx_io import refresh_types
+
+log = logging.getLogger(__name__)
+
+# Folding can make shapes static, which lets more Shape nodes fold: at most this many rounds.
+MAX_ROUNDS = 4
+
+
+@dataclass(frozen=True)
+class FoldLimits:
+    """Size caps, so folding never bloats the model (onnxscript caps its folder the same way)."""
+
+    max_output_elements: int
+    max_growth: float
+    always_fold_elements: int
+
+    def allows(self, out_elements: int, in_elements: int) -> bool:
+        if out_elements > self.max_output_elements:
+            return False
+        small = out_elements <= self.always_fold_elements
+        return small or out_elements <= self.max_growth * in_elements
+
+
+@register_pass("fold-constants")
+def fold_constants(graph: Graph, *, max_output_elements: int = 1 << 20, max_growth: float = 2.0,
+                   always_fold_elements: int = 1024, refresh: bool = True) -> PassResult:
+    """Replace deterministic nodes whose inputs are all constants by the constants they compute.
+
+    Also folds Shape/Size of statically shaped values (constant or not, Shape's start/end
+    included) and the static parts of shape arithmetic on partly symbolic shapes: Gather(Shape(x),
+    1) folds when dim 1 of x is static even if its batch dim is symbolic; symbolic dims are never
+    replaced by numbers. Values come from graphopt.evaluator, which reproduces onnxruntime's
+    results, and a result whose dtype or static shape disagrees with the value's declared type is
+    not used. Nondeterministic ops, control flow and nodes with subgraphs are never folded.
+
+    Size caps: an output above `max_output_elements`, or above `always_fold_elements` and more
+    than `max_growth` times the constant inputs' size (ConstantOfShape, Expand, Tile), stays a
+    node. After folding, types are refreshed with onnx inference so newly static shapes propagate,
+    and folding repeats while that uncovers more.
+    """
+    limits = FoldLimits(max_output_elements, max_growth, always_fold_elements)
+    folded = 0
+    for _ in range(MAX_ROUNDS):
+        count = _fold_round(graph, limits)
+        folded += count
+        if not count or not refresh or not refresh_types(graph):
+            break
+    return PassResult(folded > 0, {"folded": folded})
+
+
+def _fold_round(graph: Graph, limits: FoldLimits) -> int:
+    shapes: dict[int, ShapeTensor] = {}
+    folded: list[Node] = []
+    renames: list[tuple[Value, str]] = []
+    for node in graph:
+        if not _foldable(graph, node):
+            continue
+        arrays = _fold_shape(node, shapes)
+        if arrays is None and _all_inputs_constant(node):
+            arrays = _evaluate(node, limits)
+        if arrays is not None and _types_agree(node, arrays):
+            renames += _replace_with_constants(graph, node, arrays)
+            folded.append(node)
+    graph.remove(folded)  # in one sweep: node-by-node removal is quadratic in the graph size
+    for const, name in renames:
+        graph.rename_value(const, name)
+    return len(folded)
+
+
+def _foldable(graph: Graph, node: Node) -> bool:
+    if ops.is_random(node) or ops.is_a(node, ops.CONTROL_FLOW):
+        return False
+    if node.subgraphs or node.implicit_inputs or not node.inputs:
+        return False
+    outputs = set(map(id, graph.outputs))
+    if not any(out.uses() or id(out) in outputs for out in node.outputs):
+        return False  # dead: eliminate-dead-code removes it
+    if node.key == ("", "Identity") and id(node.outputs[0]) in outputs:
+        return False  # how a constant graph output keeps its name (see replace_all_uses_with)
+    # Non-tensor outputs (sequences, maps) cannot be initializers.
+    return all(out.onnx_type is None for out in node.outputs)
+
+
+def _all_inputs_constant(node: Node) -> bool:
+    return all(v is None or v.is_const for v in node.inputs)
+
+
+def _fold_shape(node: Node, shapes: dict[int, ShapeTensor]) -> list[np.ndarray] | None:
+    """Fold a shape computation that is static even when its inputs are not constants; remember
+    a partly symbolic result for the nodes that read it."""
+    result = evaluate_shape(node, shapes)
+    if result is None:
+        return None
+    if result.is_static:
+        return [result.to_array()]
+    shapes[id(node.outputs[0])] = result
+    return None
+
+
+def _evaluate(node: Node, limits: FoldLimits) -> list[np.ndarray] | None:
+    inputs = [None if v is None else v.const for v in node.inputs]
+    in_elements = sum(a.size for a in inputs if a is not None)
+    estimate = _declared_elements(node)
+    if estimate is not None and not limits.allows(estimate, in_elements):
+        log.debug("not folding %s: %d output elements exceed the caps", node.describe(), estimate)
+        return None
+    try:
+        arrays = evaluate_node(node, inputs)
+    except UnsupportedError as err:
+        log.debug("not folding %s: %s", node.describe(), err)
+        return None
+    except MemoryError:
+        log.debug("not folding %s: its result does not fit in memory", node.describe())
+        return None
+    if not limits.allows(sum(a.size for a in arrays), in_elements):
+        log.debug("not folding %s: its result exceeds the size caps", node.describe())
+        return None
+    return arrays
+
+
+# Generator ops whose output size is not bounded by their inputs: the input that sets it.
+_SIZE_INPUT = {("", "ConstantOfShape"): 0, ("", "Expand"): 1, ("", "Tile"): 1}
+
+
+def _declared_elements(node: Node) -> int | None:
+    """Output size known before evaluating: from static output types, or from the shape (or
+    repeats) input of a generator op, so a huge result is never even computed."""
+    if all(out.type is not None and out.type.is_static for out in node.outputs):
+        return sum(out.type.num_elements for out in node.outputs)
+    index = _SIZE_INPUT.get(node.key)
+    sizes = None if index is None else node.const_input(index)
+    if sizes is None:
+        return None
+    dims = [max(int(d), 1) for d in sizes.reshape(-1)]
+    data = node.const_input(0)
+    if index == 1 and data is not None:  # Expand broadcasts, Tile multiplies the data's dims
+        rank = max(data.ndim, len(dims))
+        data_dims = [1] * (rank - data.ndim) + list(data.shape)
+        dims = [1] * (rank - len(dims)) + dims
+        combine = max if node.op_type == "Expand" else (lambda d, r: d * r)
+        dims = [combine(d, r) for d, r in zip(data_dims, dims)]
+    return math.prod(dims)
+
+
+def _types_agree(node: Node, arrays: list[np.ndarray]) -> bool:
+    """Whether each result matches its value's declared dtype and static dims (a mismatch means a
+    wrong type annotation or an evaluator bug; either way the node is kept)."""
+    if len(arrays) != len(node.outputs):
+        return False
+    for out, array in zip(node.outputs, arrays):
+        if out.type is None:
+            continue
+        dtype = DType.STRING if array.dtype == object else DType.from_numpy(array.dtype)
+        shape = out.type.shape
+        same_dims = shape is None or (len(shape) == array.ndim and all(
+            not isinstance(d, int) or d == n for d, n in zip(shape, array.shape)))
+        if dtype != out.type.dtype or not same_dims:
+            log.warning("not folding %s: output %%%s is declared %s but evaluates to %s%s",
+                        node.describe(), out.name, out.type, dtype.short, list(array.shape))
+            return False
+    return True
+
+
+def _replace_with_constants(graph: Graph, node: Node,
+                            arrays: list[np.ndarray]) -> list[tuple[Value, str]]:
+    """Point the node's readers at new initializers; return (constant, name) pairs so that each
+    constant takes its output's name once the node is gone. A graph output keeps its name through
+    the Identity that replace_all_uses_with puts in front of a constant."""
+    outputs = set(map(id, graph.outputs))
+    renames: list[tuple[Value, str]] = []
+    for out, array in zip(node.outputs, arrays):
+        if not out.uses() and id(out) not in outputs:
+            continue
+        const = graph.add_constant(array, name=f"{out.name}_folded")
+        # A subgraph reading `out` by name is rewritten to the constant's name; keep that name.
+        if id(out) not in outputs and not out.implicit_readers():
+            renames.append((const, out.name))
+        graph.replace_all_uses_with(out, const)
+    return renames
