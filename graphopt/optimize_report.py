@@ -115,12 +115,10 @@ class OptimizeRun:
                f"save {self.save_seconds:.2f}s -> {output}")
 
     def fusion_explanations(self) -> Iterator[str]:
-        try:
-            from graphopt.rewrite import fusion_report
-        except ImportError:
-            yield "no fusion log available"
-            return
-        yield from fusion_report()
+        """Which fusion rules rewrote what, and why near-miss candidates were refused."""
+        from graphopt.rewrite.log import fusion_report
+
+        yield from fusion_report(self.graph)
 
 
 def _file_size(path: Path) -> int:

@@ -132,3 +132,26 @@ def test_passes_and_inspect_commands(model_path):
     assert code == 0 and "eliminate-dead-code" in output
     code, output, _ = invoke("inspect", model_path)
     assert code == 0 and "Relu" in output and "input  %x: f32[1x8]" in output
+
+
+def test_explain_fusions_reports_rules_and_misses(tmp_path):
+    from graphopt.examples import make_example_model
+
+    path, out = tmp_path / "ex.onnx", tmp_path / "o.onnx"
+    onnx.save_model(make_example_model(), path)
+    code, output, err = invoke("optimize", path, "-o", out, "-O2", "--explain-fusions", "--verify")
+    assert code == 0, err
+    assert "outputs match" in output
+    table = output[output.index("rule "):]
+    assert "bn-into-conv" in table and "rewritten" in table
+
+
+def test_make_example_then_optimize_shrinks_it(tmp_path):
+    path, out = tmp_path / "ex.onnx", tmp_path / "o.onnx"
+    assert invoke("make-example", path)[0] == 0
+    code, output, err = invoke("optimize", path, "-o", out, "--verify")
+    assert code == 0, err
+    optimized = onnx.load(out)
+    ops = [n.op_type for n in optimized.graph.node]
+    assert "BatchNormalization" not in ops and "Shape" not in ops and "Identity" not in ops
+    assert len(ops) < len(onnx.load(path).graph.node)
