@@ -169,23 +169,22 @@ def _parse_dims(items: Sequence[str]) -> dict[str, int]:
     return dims
 
 
-def _add_optional_commands() -> None:
-    """Commands of the backend and NPU consumers, added when their modules are present."""
-    import importlib
+def _add_consumer_commands() -> None:
+    """Commands of the NPU model and the C backend, defined in their own modules."""
+    from graphopt.cli_npu import npu_command
 
-    for module, attr in (("graphopt.cli_backend", "run_command"),
-                         ("graphopt.cli_backend", "bench_command"),
-                         ("graphopt.cli_npu", "npu_command")):
-        try:
-            command = getattr(importlib.import_module(module), attr)
-        except ModuleNotFoundError as err:
-            if err.name != module:
-                raise
-            continue
-        main.add_command(command)
+    main.add_command(npu_command)
+    try:
+        from graphopt.cli_backend import bench_command, run_command
+    except ModuleNotFoundError as err:  # the backend's CLI module is not built yet
+        if err.name != "graphopt.cli_backend":
+            raise
+        return
+    main.add_command(run_command)
+    main.add_command(bench_command)
 
 
-_add_optional_commands()
+_add_consumer_commands()
 
 if __name__ == "__main__":
     main()
