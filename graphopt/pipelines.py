@@ -11,16 +11,23 @@ from graphopt.errors import BadInputError
 from graphopt.pass_api import PassCall, PassInfo, get_pass, registered_passes
 from graphopt.pass_manager import FixedPoint, Step
 
-CLEANUP = ("remove-identity", "fold-constants", "eliminate-dead-code", "cse")
+FOLD = ("remove-identity", "fold-constants", "eliminate-dead-code")
+CLEANUP = FOLD + ("cse",)
+# Local simplifications: exporter and version-converter idioms undone, constant operands merged.
+SIMPLIFY = ("simplify-softmax-flatten", "simplify-affine-into-bn", "simplify-constant-chain",
+            "simplify-flatten-matmul-add")
 ALGEBRAIC = ("fuse-transpose-reshape", "fuse-matmul-add", "fuse-bn-into-conv", "fuse-pad-into-conv",
              "fuse-scale-into-conv")
 RECOGNIZE = ("fuse-layernorm", "fuse-gelu")
 
+# In -O2/-O3, cse closes each round, after the fusions: merging constants that are equal only by
+# coincidence (generated weights) would share one weight between several Convs, which blocks
+# folding their BatchNormalizations; once the fusions are done, cse merges what is still equal.
 PRESETS: dict[int, tuple[tuple[str, ...] | str, ...]] = {
     0: (),
     1: (CLEANUP,),
-    2: (CLEANUP + ALGEBRAIC,),
-    3: (CLEANUP + ALGEBRAIC + RECOGNIZE,),
+    2: (FOLD + SIMPLIFY + ALGEBRAIC + ("cse",),),
+    3: (FOLD + SIMPLIFY + ALGEBRAIC + RECOGNIZE + ("cse",),),
 }
 
 

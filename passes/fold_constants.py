@@ -4,6 +4,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -24,22 +25,32 @@ MAX_ROUNDS = 4
 
 @dataclass(frozen=True)
 class FoldLimits:
-    """Size caps, so folding never bloats the model (onnxscript caps its folder the same way)."""
+    """Size caps, so folding never bloats the model (onnxscript caps its folder the same way).
+
+    A result read only as a parameter (see fold_constants) has only the absolute cap
+    `max_weight_elements`; any other result has `max_output_elements` and the growth cap.
+    """
 
     max_output_elements: int
     max_growth: float
     always_fold_elements: int
+    max_weight_elements: int
 
-    def allows(self, out_elements: int, in_elements: int) -> bool:
-        if out_elements > self.max_output_elements:
-            return False
-        small = out_elements <= self.always_fold_elements
-        return small or out_elements <= self.max_growth * in_elements
+    def allows(self, out_elements: int, in_elements: int,
+               read_as_parameter: Callable[[], bool] = lambda: False) -> bool:
+        """Whether a result may fold; `read_as_parameter` is asked only when the answer hinges
+        on it (the analysis walks the readers)."""
+        if out_elements <= self.max_output_elements and (
+                out_elements <= self.always_fold_elements
+                or out_elements <= self.max_growth * in_elements):
+            return True
+        return out_elements <= self.max_weight_elements and read_as_parameter()
 
 
 @register_pass("fold-constants")
 def fold_constants(graph: Graph, *, max_output_elements: int = 1 << 20, max_growth: float = 2.0,
-                   always_fold_elements: int = 1024, refresh: bool = True) -> PassResult:
+                   always_fold_elements: int = 1024, max_weight_elements: int = 1 << 27,
+                   refresh: bool = True) -> PassResult:
     """Replace deterministic nodes whose inputs are all constants by the constants they compute.
 
     Also folds Shape/Size of statically shaped values (constant or not, Shape's start/end
@@ -49,12 +60,28 @@ def fold_constants(graph: Graph, *, max_output_elements: int = 1 << 20, max_grow
     results, and a result whose dtype or static shape disagrees with the value's declared type is
     not used. Nondeterministic ops, control flow and nodes with subgraphs are never folded.
 
-    Size caps: an output above `max_output_elements`, or above `always_fold_elements` and more
-    than `max_growth` times the constant inputs' size (ConstantOfShape, Expand, Tile), stays a
-    node. After folding, types are refreshed with onnx inference so newly static shapes propagate,
-    and folding repeats while that uncovers more.
+    Size policy. A result read only as a parameter is folded up to `max_weight_elements`
+    (default 2**27, room for VGG-19's 25088x4096 fc6 weight), however much it grows its inputs:
+    ConstantOfShape/Expand/Tile that generate weights must become initializers, or nothing that
+    needs constant weights (BatchNormalization folding into Conv, Gemm fusion) can run. A
+    parameter read is, for every reader:
+      * a parameter input of a compute op (graphopt.ir.ops.PARAMETER_INPUTS: Conv/ConvTranspose/
+        Gemm inputs 1-2, MatMul input 1, BatchNormalization statistics, normalization scale and
+        bias, PRelu slope, a Gather table, recurrent weights);
+      * the constant side of Add/Sub/Mul/Div whose other operand already has the output's shape,
+        so the constant broadcasts into the output without enlarging the activation (a bias, a
+        per-channel scale); or the input of such arithmetic with another constant, or of a
+        Reshape/Flatten/Squeeze/Unsqueeze/Transpose/Cast/Identity, whose own result is a parameter
+        read with the same number of elements.
+    Every other result, e.g. `x + zeros(shape)` that only broadcasts an activation to a larger
+    shape, or a graph output, stays a node when it has more than `max_output_elements`, or more
+    than `always_fold_elements` and `max_growth` times the constant inputs' elements.
+    `max_weight_elements=0` turns the parameter rule off.
+
+    After folding, types are refreshed with onnx inference so newly static shapes propagate, and
+    folding repeats while that uncovers more.
     """
-    limits = FoldLimits(max_output_elements, max_growth, always_fold_elements)
+    limits = FoldLimits(max_output_elements, max_growth, always_fold_elements, max_weight_elements)
     folded = 0
     for _ in range(MAX_ROUNDS):
         count = _fold_round(graph, limits)
@@ -73,7 +100,7 @@ def _fold_round(graph: Graph, limits: FoldLimits) -> int:
             continue
         arrays = _fold_shape(node, shapes)
         if arrays is None and _all_inputs_constant(node):
-            arrays = _evaluate(node, limits)
+            arrays = _evaluate(graph, node, limits)
         if arrays is not None and _types_agree(node, arrays):
             renames += _replace_with_constants(graph, node, arrays)
             folded.append(node)
@@ -113,11 +140,18 @@ def _fold_shape(node: Node, shapes: dict[int, ShapeTensor]) -> list[np.ndarray] 
     return None
 
 
-def _evaluate(node: Node, limits: FoldLimits) -> list[np.ndarray] | None:
+def _evaluate(graph: Graph, node: Node, limits: FoldLimits) -> list[np.ndarray] | None:
     inputs = [None if v is None else v.const for v in node.inputs]
     in_elements = sum(a.size for a in inputs if a is not None)
+    parameter: list[bool] = []  # the reader analysis, run at most once and only if needed
+
+    def read_as_parameter() -> bool:
+        if not parameter:
+            parameter.append(_read_as_parameter(graph, node))
+        return parameter[0]
+
     estimate = _declared_elements(node)
-    if estimate is not None and not limits.allows(estimate, in_elements):
+    if estimate is not None and not limits.allows(estimate, in_elements, read_as_parameter):
         log.debug("not folding %s: %d output elements exceed the caps", node.describe(), estimate)
         return None
     try:
@@ -128,10 +162,68 @@ def _evaluate(node: Node, limits: FoldLimits) -> list[np.ndarray] | None:
     except MemoryError:
         log.debug("not folding %s: its result does not fit in memory", node.describe())
         return None
-    if not limits.allows(sum(a.size for a in arrays), in_elements):
+    if not limits.allows(sum(a.size for a in arrays), in_elements, read_as_parameter):
         log.debug("not folding %s: its result exceeds the size caps", node.describe())
         return None
     return arrays
+
+
+# How far a parameter read is followed through carriers and constant arithmetic.
+_MAX_PARAMETER_DEPTH = 4
+
+
+def _read_as_parameter(graph: Graph, node: Node) -> bool:
+    """Whether every output of `node` is read only as a parameter (see fold_constants)."""
+    outputs = set(map(id, graph.outputs))
+    return all(_parameter_value(out, outputs, 0) for out in node.outputs if out.uses()
+               or id(out) in outputs)
+
+
+def _parameter_value(value: Value, outputs: set[int], depth: int) -> bool:
+    if id(value) in outputs or not value.uses():
+        return False
+    return all(_parameter_use(value, use.node, use.index, outputs, depth) for use in value.uses())
+
+
+def _parameter_use(value: Value, reader: Node, index: int, outputs: set[int], depth: int) -> bool:
+    if index in ops.PARAMETER_INPUTS.get(reader.key, ()):
+        return True
+    if depth >= _MAX_PARAMETER_DEPTH or len(reader.outputs) != 1:
+        return False
+    result = reader.outputs[0]
+    if ops.is_a(reader, ops.VALUE_CARRIERS):
+        return index == 0 and _passes_on(value, result, outputs, depth)
+    other = reader.input(1 - index) if index in (0, 1) else None
+    if not ops.is_a(reader, ops.ARITHMETIC) or other is None:
+        return False
+    if other.is_const:  # constant arithmetic on the way to its op: it folds next
+        return _passes_on(value, result, outputs, depth)
+    return _static_same_shape(other, result) and _broadcasts_into(value, result)
+
+
+def _passes_on(value: Value, result: Value, outputs: set[int], depth: int) -> bool:
+    """Whether `result`, computed from `value` with as many elements, is a parameter read."""
+    return _same_size(value, result) and _parameter_value(result, outputs, depth + 1)
+
+
+def _same_size(a: Value, b: Value) -> bool:
+    return (a.type is not None and b.type is not None and a.type.num_elements is not None
+            and a.type.num_elements == b.type.num_elements)
+
+
+def _static_same_shape(a: Value, b: Value) -> bool:
+    """Whether a and b have the same shape, dim for dim (a symbol only equals itself)."""
+    return (a.shape is not None and b.shape is not None and None not in a.shape
+            and tuple(a.shape) == tuple(b.shape))
+
+
+def _broadcasts_into(value: Value, result: Value) -> bool:
+    """Whether `value` broadcasts into `result`'s shape without enlarging anything."""
+    shape, target = value.shape, result.shape
+    if shape is None or target is None or len(shape) > len(target):
+        return False
+    aligned = target[len(target) - len(shape):]
+    return all(d == 1 or (isinstance(d, int) and d == t) for d, t in zip(shape, aligned))
 
 
 # Generator ops whose output size is not bounded by their inputs: the input that sets it.

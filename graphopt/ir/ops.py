@@ -49,6 +49,22 @@ NONDETERMINISTIC = _ops("RandomNormal", "RandomUniform", "RandomNormalLike", "Ra
 CONTROL_FLOW = _ops("If", "Loop", "Scan")
 # Random only in training mode (Dropout draws its mask when its training_mode input is true).
 RANDOM_IN_TRAINING = _ops("Dropout")
+# Ops that normalize along one axis (opset >= 13; before, over all dims from the axis on).
+SOFTMAX_LIKE = _ops("Softmax", "LogSoftmax", "Hardmax")
+# Two-input arithmetic whose constant operand acts as a parameter (a bias, a scale).
+ARITHMETIC = _ops("Add", "Sub", "Mul", "Div")
+# Ops that pass a tensor on with the same elements, only reshaped, permuted or converted (a weight
+# stored transposed or in another dtype passes through one on its way to its op).
+VALUE_CARRIERS = RESHAPE_LIKE | _ops("Transpose", "Cast", "Identity")
+# Inputs that hold an op's learned parameters (weights, biases, normalization statistics), by
+# position: their shape is fixed by the op, never a broadcast of something smaller.
+PARAMETER_INPUTS: dict[OpKey, tuple[int, ...]] = {
+    ("", "Conv"): (1, 2), ("", "ConvTranspose"): (1, 2), ("", "Gemm"): (1, 2),
+    ("", "MatMul"): (1,), ("", "BatchNormalization"): (1, 2, 3, 4),
+    ("", "InstanceNormalization"): (1, 2), ("", "LayerNormalization"): (1, 2),
+    ("", "GroupNormalization"): (1, 2), ("", "PRelu"): (1,), ("", "Gather"): (0,),
+    ("", "LSTM"): (1, 2, 3), ("", "GRU"): (1, 2, 3), ("", "RNN"): (1, 2, 3),
+}
 
 
 def is_a(node: "Node", family: frozenset[OpKey]) -> bool:

@@ -121,10 +121,62 @@ def test_graph_output_keeps_its_name_when_folded():
     assert not rerun.manager.records[0].changed  # the name-keeping Identity is not re-folded
 
 
-def test_generator_above_growth_cap_is_kept():
+def test_generator_that_broadcasts_an_activation_keeps_the_growth_cap():
+    # x + zeros(shape) is how exporters broadcast x: folding it would only bloat the model.
+    graph = fold("""g (float[1,64] x) => (float[64,64] y) <int64[2] s = {64, 64}>
+        { z = ConstantOfShape <value = float[1] {0.0}> (s) y = Add(x, z) }""")
+    assert op_types(graph) == ["ConstantOfShape", "Add"]
+
+
+def test_generator_read_as_a_bias_folds_above_the_growth_cap():
     graph = fold("""g (float[64,64] x) => (float[64,64] y) <int64[2] s = {64, 64}>
         { z = ConstantOfShape <value = float[1] {1.0}> (s) y = Add(x, z) }""")
-    assert op_types(graph) == ["ConstantOfShape", "Add"]
+    assert op_types(graph) == ["Add"]
+    assert graph.nodes[0].inputs[1].shape == (64, 64)
+
+
+# A Conv whose 16x8x3x3 weight (1152 elements, from an 4-element shape) and BatchNormalization
+# statistics come from ConstantOfShape, as in the onnx backend's `light` models.
+GENERATED_CONV_BN = """g (float[1,8,6,6] x) => (float[1,16,6,6] y)
+    <int64[4] ws = {16, 8, 3, 3}, int64[1] cs = {16}> {
+        w = ConstantOfShape <value = float[1] {0.02}> (ws)
+        g = ConstantOfShape <value = float[1] {1.5}> (cs)
+        c = Conv <pads = [1, 1, 1, 1]> (x, w)
+        y = BatchNormalization (c, g, g, g, g)
+    }"""
+
+
+def test_generated_conv_weight_folds_so_batchnorm_folds_into_the_conv():
+    graph = fold(GENERATED_CONV_BN, "fold-constants,eliminate-dead-code,fuse-bn-into-conv")
+    assert op_types(graph) == ["Conv"]
+    assert graph.nodes[0].inputs[1].shape == (16, 8, 3, 3)
+
+
+@pytest.mark.parametrize("option", ["max_weight_elements=0", "max_weight_elements=1151"])
+def test_max_weight_elements_option_keeps_generated_weights(option):
+    graph = fold(GENERATED_CONV_BN, f"fold-constants{{{option}}},eliminate-dead-code")
+    assert op_types(graph) == ["ConstantOfShape", "Conv", "BatchNormalization"]
+
+
+def test_weight_passing_through_transpose_and_a_constant_scale_is_a_parameter():
+    graph = fold("""g (float[2,48] x) => (float[2,32] y)
+        <int64[2] s = {32, 48}, float k = {0.5}> {
+            w = ConstantOfShape <value = float[1] {0.25}> (s)
+            t = Transpose <perm = [1, 0]> (w)
+            scaled = Mul(t, k)
+            y = MatMul(x, scaled)
+        }""")
+    assert op_types(graph) == ["MatMul"]
+    np.testing.assert_array_equal(graph.nodes[0].inputs[1].const, np.full((48, 32), 0.125))
+
+
+def test_generator_that_is_also_read_as_data_keeps_the_growth_cap():
+    graph = fold("""g (float[2,48] x) => (float[2,32] y, float[48,32] z) <int64[2] s = {48, 32}> {
+            w = ConstantOfShape <value = float[1] {0.25}> (s)
+            y = MatMul(x, w)
+            z = Relu(w)
+        }""")
+    assert op_types(graph) == ["ConstantOfShape", "MatMul", "Relu"]
 
 
 def test_small_generator_folds():
@@ -134,10 +186,18 @@ def test_small_generator_folds():
 
 
 def test_max_output_elements_option_is_respected():
+    body = """g (float[6] x) => (float[12] y) <float[6] a = {1, 2, 3, 4, 5, 6}>
+        { b = Neg(a) y = Concat <axis = 0> (x, b) }"""
+    assert op_types(fold(body, "fold-constants{max_output_elements=4}")) == ["Neg", "Concat"]
+    assert op_types(fold(body, "fold-constants{max_output_elements=6}")) == ["Concat"]
+
+
+def test_parameter_reads_have_their_own_cap():
     body = """g (float[6] x) => (float[6] y) <float[6] a = {1, 2, 3, 4, 5, 6}>
         { b = Neg(a) y = Add(x, b) }"""
-    assert op_types(fold(body, "fold-constants{max_output_elements=4}")) == ["Neg", "Add"]
-    assert op_types(fold(body, "fold-constants{max_output_elements=6}")) == ["Add"]
+    assert op_types(fold(body, "fold-constants{max_output_elements=4}")) == ["Add"]
+    limited = "fold-constants{max_output_elements=4,max_weight_elements=5}"
+    assert op_types(fold(body, limited)) == ["Neg", "Add"]
 
 
 def test_nondeterministic_ops_are_not_folded():
