@@ -6,7 +6,8 @@ The file describes *what the hardware is*, nothing about how a layer is mapped o
     dataflow          the default dataflow (ws, os, is, rs, nlr)
     [pe_array]        rows, cols, kind ("spatial" NoC array or "systolic"), multicast
     [register_files]  per-PE scratchpad entries (words) per operand; 0 = no scratchpad, only a
-                      one-word pipeline register (the operand streams through the PE)
+                      one-word pipeline register (the operand streams through the PE);
+                      streamed_reads (MACs read streamed operands from the RF, see RegisterFiles)
     [global_buffer]   size_kb, banks, bank_width_bits, keep (operands it stores), double_buffered,
                       resident_fraction (share that may hold tensors between layers)
     [noc]             words_per_cycle from the global buffer into the array
@@ -32,7 +33,7 @@ from graphopt.npu.energy_tables import DATATYPE_BITS, default_energies
 
 PRESET_DIR = Path(__file__).parent / "presets"
 OPERANDS = ("weights", "inputs", "outputs")
-DATAFLOWS = ("ws", "os", "is", "rs", "nlr")
+DATAFLOWS = ("ws", "os", "os_a", "os_c", "is", "rs", "nlr")
 LEVELS = ("mac", "rf", "noc", "glb", "dram")
 
 
@@ -50,14 +51,26 @@ class PEArray:
 
 @dataclass(frozen=True)
 class RegisterFiles:
-    """Per-PE scratchpad entries (words) for each operand; 0 means no scratchpad."""
+    """Per-PE scratchpad entries (words) for each operand; 0 means no scratchpad.
+
+    `streamed_reads`: a MAC reads even the input operands the dataflow does not keep (they
+    arrive over the NoC every use) out of the PE's register file, one RF access per use -- the
+    Eyeriss analysis framework's a*b*c*d x EC(RF) term with RF reuse d = 1. When false they pass
+    a pipeline register at no RF cost (a systolic PE). A PE without any scratchpad (all entries
+    0, no-local-reuse) has no register file to read from either way.
+    """
 
     weights: int
     inputs: int
     outputs: int
+    streamed_reads: bool = False
 
     def entries(self, operand: str) -> int:
         return getattr(self, operand)
+
+    @property
+    def present(self) -> bool:
+        return self.weights + self.inputs + self.outputs > 0
 
 
 @dataclass(frozen=True)
@@ -236,7 +249,8 @@ def arch_from_dict(data: Mapping[str, Any], where: str = "<dict>") -> Arch:
 
     rf = top.sub("register_files")
     register_files = RegisterFiles(*(rf.get(op, int, required=True, non_negative=True)
-                                     for op in OPERANDS))
+                                     for op in OPERANDS),
+                                   streamed_reads=rf.get("streamed_reads", bool, False))
     rf.done()
 
     gb = top.sub("global_buffer")

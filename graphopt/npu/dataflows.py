@@ -6,7 +6,14 @@ stationary (held while the inner loops stream past it). The mapper searches tili
 orders inside those constraints; the evaluator is the same for all of them.
 
     ws   weight-stationary: PEs keep weights; reduction dims (C,R,S) on rows, M on columns.
-    os   output-stationary: PEs keep partial sums; output pixels (P,Q,N) on rows, M on columns.
+    os   output-stationary: PEs keep partial sums; output pixels (P,Q,N) on rows, M on columns
+         (multiple output channels and pixels: Chen et al.'s OS_B, MOC-MOP).
+    os_a output-stationary over one ofmap plane (OS_A, SOC-MOP, ShiDianNao-like): output rows and
+         columns on the array and in the PE, one output channel and image at a time.
+         os and os_a step the filter taps inside the PE and pass ifmap values between
+         neighbouring PEs (the convolutional reuse Chen et al. credit them with).
+    os_c output-stationary over output channels (OS_C, MOC-SOP): output channels on the array
+         and in the PE, one output pixel at a time.
     is   input-stationary: PEs keep inputs; reduction dims on rows, output pixels on columns.
     rs   row-stationary (Eyeriss): filter rows R on PE rows, output rows P on PE columns; each
          PE runs a 1-D row convolution with weights, an input window and psums in its
@@ -38,6 +45,7 @@ class Dataflow:
     rf_dims: tuple[str, ...]
     systolic_rows: tuple[str, ...] = ()
     systolic_cols: tuple[str, ...] = ()
+    forwards_inputs: bool = False
 
     def spatial_dims(self, arch: Arch) -> tuple[tuple[str, ...], tuple[str, ...]]:
         if arch.pe_array.kind == "systolic":
@@ -82,8 +90,14 @@ DATAFLOWS: dict[str, Dataflow] = {df.name: df for df in (
              row_dims=("C", "R", "S"), col_dims=("M", "G"), rf_dims=("M", "C", "R", "S"),
              systolic_rows=("C",), systolic_cols=("M",)),
     Dataflow("os", "output-stationary", frozenset({"outputs"}), "outputs",
-             row_dims=("Q", "P", "N"), col_dims=("M", "G"), rf_dims=("N", "M", "P", "Q"),
-             systolic_rows=("N",), systolic_cols=("M",)),
+             row_dims=("Q", "P", "N"), col_dims=("M", "G"),
+             rf_dims=("N", "M", "P", "Q", "R", "S"),
+             systolic_rows=("N",), systolic_cols=("M",), forwards_inputs=True),
+    Dataflow("os_a", "output-stationary, one output plane (SOC-MOP)", frozenset({"outputs"}),
+             "outputs", row_dims=("P", "Q"), col_dims=("Q", "P"), rf_dims=("P", "Q", "R", "S"),
+             forwards_inputs=True),
+    Dataflow("os_c", "output-stationary, one output pixel (MOC-SOP)", frozenset({"outputs"}),
+             "outputs", row_dims=("M", "G"), col_dims=("M", "G"), rf_dims=("M",)),
     Dataflow("is", "input-stationary", frozenset({"inputs"}), "inputs",
              row_dims=("C", "R", "S", "G"), col_dims=("Q", "P", "N"),
              rf_dims=("N", "C", "P", "Q"),

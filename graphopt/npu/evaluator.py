@@ -4,7 +4,8 @@ Reuse model (the analytical model Timeloop and the Eyeriss analysis framework sh
 
 * Tiles. The extent of a dim at a level is the product of its factors at that level and below.
   An operand's tile is the product of its dims' extents, except the input's rows / columns,
-  which are sliding windows: (P-1)*stride + (R-1)*dilation + 1.
+  which are sliding windows: (P-1)*stride + (R-1)*dilation + 1, or P*R rows when the windows
+  leave gaps (stride > R: a tile holding one filter row of a stride-4 conv).
 * Fills. Flatten the temporal loops above a storage level, outer to inner. A tile is refetched
   each time a loop *relevant* to its operand steps; a run of innermost loops irrelevant to it
   leaves it in place, across level boundaries (weights stay in a PE while the pixel loops run,
@@ -16,9 +17,16 @@ Reuse model (the analytical model Timeloop and the Eyeriss analysis framework sh
   reduced spatially, written to the parent; a parent re-reads a psum it must keep accumulating
   (writes - distinct outputs). Operands the PE scratchpad does not keep have no reuse inside a
   PE: every MAC moves one such word (an input arrives, a psum leaves), and the parent serves the
-  array's distinct words of every temporal step.
+  array's distinct words of every temporal step. With `register_files.streamed_reads` a MAC
+  still reads a streamed weight / input out of the PE's register file (one access per use, the
+  Eyeriss framework's RF term with no RF reuse); a streamed psum accumulates as it passes.
+  A dataflow that forwards inputs between neighbouring PEs (os, os_a) fetches the ifmap window
+  of a run of innermost filter-tap loops once (see _forwarded).
+* Scratchpad accesses: each real MAC reads its kept operands (a kept psum is read and written),
+  each fill writes the pe tile into every used PE.
 * Energy = sum over levels of accesses x energy per word (psum words scaled by psum width),
-  plus MACs x MAC energy. Padded iterations (partial folds) cost cycles, not energy.
+  plus MACs x MAC energy. Padded iterations (partial folds) cost cycles but no MAC or RF-read
+  energy (their tiles are still counted whole on the NoC and in the buffer).
 * Cycles. A spatial array retires one MAC per PE per cycle: compute = product of temporal
   bounds. A systolic array runs folds: for every change of the stationary operand it preloads
   it (rows cycles, for weights / inputs), streams the inner run of loops irrelevant to it and
@@ -83,9 +91,17 @@ def tile_size(operand: str, ext: list[int], layer: Layer) -> int:
         return ext[_G] * ext[_M] * ext[_C] * ext[_R] * ext[_S]
     if operand == "outputs":
         return ext[_N] * ext[_G] * ext[_M] * ext[_P] * ext[_Q]
-    h = (ext[_P] - 1) * layer.stride[0] + (ext[_R] - 1) * layer.dilation[0] + 1
-    w = (ext[_Q] - 1) * layer.stride[1] + (ext[_S] - 1) * layer.dilation[1] + 1
+    h = _window(ext[_P], ext[_R], layer.stride[0], layer.dilation[0])
+    w = _window(ext[_Q], ext[_S], layer.stride[1], layer.dilation[1])
     return ext[_N] * ext[_G] * ext[_C] * h * w
+
+
+def _window(outputs: int, taps: int, stride: int, dilation: int) -> int:
+    """Input rows touched by `outputs` output rows under `taps` filter rows: the sliding-window
+    span, or outputs * taps when the windows leave gaps (a stride larger than the taps cover,
+    e.g. one filter row of a stride-4 conv touches every 4th row only). Exact for dilation 1,
+    an upper bound otherwise."""
+    return min((outputs - 1) * stride + (taps - 1) * dilation + 1, outputs * taps)
 
 
 def _fills(loops: list[tuple[int, int]], relevant: frozenset[int]) -> int:
@@ -155,6 +171,7 @@ def evaluate(arch: Arch, layer: Layer, m: Mapping, reserved_bytes: float = 0.0) 
     padded = temporal * n_pe
     out_words = tile_size("outputs", list(layer.sizes), layer)
 
+    streamed_reads = arch.register_files.streamed_reads and arch.register_files.present
     acc = {level: {op: 0.0 for op in OPERANDS} for level in STORAGE_LEVELS}
     dram_words = {op: 0.0 for op in OPERANDS}
     for op in OPERANDS:
@@ -164,20 +181,27 @@ def evaluate(arch: Arch, layer: Layer, m: Mapping, reserved_bytes: float = 0.0) 
         pe_tile = tile_size(op, ext_rf, layer) if kept else 1
         arr_tile = tile_size(op, ext_arr if kept else ext_spatial, layer)
         moved = fills * pe_tile * n_pe
+        if op == "inputs" and not kept and m.forwards_inputs:
+            fills, arr_tile = _forwarded(layer, ext_spatial, dram_loops + glb_loops + rf_loops,
+                                         temporal)
         distinct = fills * arr_tile if arch.pe_array.multicast else moved
         in_glb = op in arch.global_buffer.keep
         parent = "glb" if in_glb else "dram"
+        # Scratchpad traffic: every real MAC reads its kept operands (a psum is read and
+        # written) and every fill writes the scratchpad; idle PEs of a partial fold read nothing.
         if op == "outputs":
             refetch = max(0.0, distinct - out_words)
             acc["noc"][op] += moved + refetch
             acc[parent][op] += distinct + refetch
             if kept:
-                acc["rf"][op] += 2 * padded + moved + refetch
+                acc["rf"][op] += 2 * layer.macs + moved + refetch
         else:
             acc["noc"][op] += moved
             acc[parent][op] += distinct
             if kept:
-                acc["rf"][op] += padded + moved
+                acc["rf"][op] += layer.macs + moved
+            elif streamed_reads:
+                acc["rf"][op] += layer.macs
         if not in_glb:
             dram_words[op] += distinct + (refetch if op == "outputs" else 0.0)
             continue
@@ -211,6 +235,25 @@ def evaluate(arch: Arch, layer: Layer, m: Mapping, reserved_bytes: float = 0.0) 
         glb_cycles=glb_words / arch.glb_words_per_cycle,
         accesses=acc, energy=energy, dram_words=dram_words,
         glb_bytes=glb_requirement(arch, layer, m), folds=folds, pes_used=n_pe)
+
+
+def _forwarded(layer: Layer, ext_spatial: list[int], loops: list[tuple[int, int]],
+               temporal: int) -> tuple[int, int]:
+    """(parent fetches, words per fetch) of a streamed ifmap that PEs pass to their neighbours.
+
+    While the innermost temporal loops only step the filter taps (R, S), the array's input window
+    slides by one tap per step and all but its new edge is already in neighbouring PEs
+    (convolutional reuse in the array, as ShiDianNao does): the parent serves the window of the
+    whole run once instead of once per step. Every MAC still receives its word over one hop.
+    """
+    ext = list(ext_spatial)
+    run = 1
+    for dim, bound in reversed(loops):
+        if dim not in (_R, _S):
+            break
+        ext[dim] *= bound
+        run *= bound
+    return temporal // run, tile_size("inputs", ext, layer)
 
 
 def _compute_cycles(arch: Arch, m: Mapping, loops: list[tuple[int, int]], temporal: int

@@ -209,7 +209,7 @@ class Mapper:
                         factors = base + [[glb[d] for d in DIMS],
                                           [rest[d] // glb[d] for d in DIMS]]
                         yield Mapping(tuple(tuple(f) for f in factors), order, order, order,
-                                      df.rf_keep, df.stationary, df.name)
+                                      df.rf_keep, df.stationary, df.name, df.forwards_inputs)
 
     def _rf_tiles(self, layer: Layer, left: dict[str, int], reasons: Counter
                   ) -> list[dict[str, int]]:

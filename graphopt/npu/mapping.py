@@ -13,7 +13,9 @@ dim (it may exceed it: the last tile is then partly idle, e.g. 55 output rows ov
 run as 4 folds of 14). The glb and dram loops are ordered (outer to inner) because the order
 decides which operand stays put while the inner loops run. `rf_keep` lists the operands the PE
 scratchpad holds (the others stream through a one-word register), `stationary` names the operand
-that stays in the array across a stream on a systolic array.
+that stays in the array across a stream on a systolic array, `forwards_inputs` says that PEs
+holding adjacent output pixels pass streamed ifmap values to each other (convolutional reuse
+in the array) instead of each fetching them from the buffer.
 """
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ class Mapping:
     rf_keep: frozenset[str]
     stationary: str | None
     dataflow: str
+    forwards_inputs: bool = False     # PEs pass the ifmap window to their neighbours
 
     def factor(self, level: str, dim: str) -> int:
         return self.factors[LEVELS.index(level)][DIMS.index(dim)]
@@ -67,5 +70,6 @@ class Mapping:
             "dram_order": list(self.dram_order),
             "rf_keep": sorted(self.rf_keep),
             "stationary": self.stationary,
+            "forwards_inputs": self.forwards_inputs,
             "text": self.describe(),
         }

@@ -9,6 +9,8 @@ from graphopt.npu.evaluator import tile_size
 from graphopt.npu.mapping import Mapping
 from graphopt.npu.workload import DIMS
 
+from npu_helpers import make_arch
+
 
 def gemm(rows: int, cols: int, k: int) -> Layer:
     return Layer("g", "MatMul", "mac", sizes=(1, rows, cols, k, 1, 1, 1, 1))
@@ -93,6 +95,48 @@ def test_partial_folds_pad_cycles_not_energy(spatial2x2):
     ev = evaluate(spatial2x2, layer, m)
     assert ev.padded_macs == 8 and ev.macs == 6
     assert ev.energy["mac"] == pytest.approx(6 * spatial2x2.energy_pj["mac"])
+    # the idle PE of the second fold reads no weight: 6 reads + 2 fills x 4 PEs written
+    assert ev.accesses["rf"]["weights"] == 6 + 8
+
+
+def test_strided_windows_with_gaps():
+    layer = Layer("c", "Conv", "mac", sizes=(1, 1, 1, 1, 3, 3, 11, 11), stride=(4, 4))
+    # one filter row of a stride-4 conv touches rows 0, 4, 8: 3 rows, not the 9-row span
+    assert tile_size("inputs", [1, 1, 1, 1, 3, 3, 1, 1], layer) == 3 * 3
+    # the whole 11-row filter covers the span (3-1)*4 + 11 = 19 rows
+    assert tile_size("inputs", [1, 1, 1, 1, 3, 1, 11, 1], layer) == 19
+
+
+def test_streamed_operands_read_the_register_file():
+    """Eyeriss framework: a MAC reads even an operand without RF reuse from the RF (d = 1)."""
+    layer = gemm(rows=2, cols=2, k=2)
+    m = ws_mapping(factors(row={"C": 2}, col={"M": 2}, glb={"N": 2}))
+    plain = evaluate(make_arch(), layer, m).accesses["rf"]
+    assert plain["inputs"] == 0 and plain["outputs"] == 0
+    rf = evaluate(make_arch(rf={"weights": 16, "inputs": 0, "outputs": 0,
+                                "streamed_reads": True}), layer, m).accesses["rf"]
+    assert rf["inputs"] == 8 and rf["weights"] == plain["weights"]
+    assert rf["outputs"] == 0            # a streamed psum accumulates as it passes
+    nlr = get_dataflow("nlr")
+    bare = make_arch(rf={"weights": 0, "inputs": 0, "outputs": 0, "streamed_reads": True})
+    m_nlr = Mapping(m.factors, m.glb_order, m.dram_order, m.rf_order, nlr.rf_keep, None, "nlr")
+    assert sum(evaluate(bare, layer, m_nlr).accesses["rf"].values()) == 0   # no RF at all
+
+
+def test_neighbour_forwarding_serves_the_sliding_window_once():
+    """os_a: 2x2 output pixels on the array, the 3x3 filter taps stepped inside the PE."""
+    layer = Layer("c", "Conv", "mac", sizes=(1, 1, 1, 1, 4, 4, 3, 3))
+    df = get_dataflow("os_a")
+    f = factors(rf={"R": 3, "S": 3}, row={"P": 2}, col={"Q": 2}, glb={"P": 2, "Q": 2})
+    order = df.rf_order()
+    arch = make_arch()
+    evs = {fw: evaluate(arch, layer, Mapping(f, order, order, order, df.rf_keep, "outputs",
+                                             "os_a", fw)) for fw in (False, True)}
+    # without forwarding: 4 distinct words for each of the 36 steps; with it: one 4x4 window
+    # per glb step (4 steps)
+    assert evs[True].accesses["glb"]["inputs"] - evs[False].accesses["glb"]["inputs"] \
+        == 4 * 16 - 36 * 4
+    assert evs[True].accesses["noc"]["inputs"] == evs[False].accesses["noc"]["inputs"] == 144
 
 
 def test_capacity_failures_have_reasons(spatial2x2):

@@ -87,3 +87,9 @@ def test_scheduler_names_the_layer_that_cannot_map():
     layer = Layer("block3/conv", "Conv", "mac", sizes=CONV.sizes)
     with pytest.raises(NPUConfigError, match="Conv layer 'block3/conv' has no mapping"):
         Scheduler(tiny, "rs").run_layers([layer])
+
+
+def test_architecture_files_accept_every_dataflow():
+    from graphopt.npu import arch as arch_module
+
+    assert set(arch_module.DATAFLOWS) == set(DATAFLOWS)

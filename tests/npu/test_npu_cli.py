@@ -46,3 +46,17 @@ def test_cli_reports_bad_architecture_in_one_line(model_path, tmp_path):
     result = CliRunner().invoke(npu_command, [str(model_path), "--arch", str(bad)])
     assert result.exit_code == 2
     assert "field 'pe_array.rows' must be positive" in result.output
+
+
+def test_cli_plot_writes_a_png(model_path, tmp_path):
+    pytest.importorskip("matplotlib")
+    plot = tmp_path / "npu.png"
+    result = CliRunner().invoke(npu_command, [str(model_path), "--arch", "eyeriss", "--passes",
+                                              "eliminate-dead-code", "--plot", str(plot)])
+    assert result.exit_code == 0, result.output
+    data = plot.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    assert (width, height) == (14 * 110, 5 * 110)      # figsize (14, 5) at 110 dpi
+    assert len(data) > 20_000                          # two panels with content, not blank
+    assert not list(tmp_path.glob(".npu.png.*"))       # no temporary file left behind
