@@ -1,0 +1,57 @@
+"""Softmax, LogSoftmax and Hardmax along one axis (opset >= 13 semantics).
+
+The input is viewed as [outer, n, inner] around the axis. For each (outer, inner) position:
+m = max_j x_j, then softmax_j = exp(x_j - m) / sum exp(x - m) (subtracting the max keeps exp
+finite; the result is mathematically unchanged), log_softmax_j = x_j - m - log(sum exp(x - m)).
+"""
+from __future__ import annotations
+
+from graphopt.backend.c import cdtypes
+from graphopt.backend.c.emitter import index
+from graphopt.backend.c.kernel import Kernel
+from graphopt.backend.c.registry import register_op
+
+
+def axis_view(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
+    """(outer, n, inner) element counts around `axis`."""
+    outer = inner = 1
+    for d in shape[:axis]:
+        outer *= d
+    for d in shape[axis + 1:]:
+        inner *= d
+    return outer, shape[axis], inner
+
+
+@register_op("Softmax", "LogSoftmax", "Hardmax", dtypes=cdtypes.FLOATS)
+def emit_softmax(k: Kernel) -> None:
+    x, y = k.input(0), k.outputs[0]
+    op = k.node.op_type
+    if x.rank == 0:
+        k.unsupported(f"{op} of a scalar")
+    axis = int(k.attr("axis", -1)) % x.rank
+    outer, n, inner = axis_view(x.shape, axis)
+    em, X, Y = k.em, k.arg(x), k.arg(y)
+    T, f = x.ctype, cdtypes.math_suffix(x.dtype)
+    step = "" if inner == 1 else f" * {inner}"
+    with em.loops([outer, inner], parallel=True, work=x.size) as (o, i):
+        base = index([o, i], [n * inner, 1])
+        em.line(f"const {T}* x = {X} + {base};")
+        em.line(f"{T}* y = {Y} + {base};")
+        em.line(f"{T} top = x[0];")
+        em.line("int64_t at = 0;")
+        em.line(f"for (int64_t j = 1; j < {n}; ++j) "
+                f"if (x[j{step}] > top) {{ top = x[j{step}]; at = j; }}")
+        if op == "Hardmax":
+            em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] = ({T})(j == at);")
+            return
+        em.line("(void)at;")
+        em.line(f"{T} sum = 0;")
+        with em.block(f"for (int64_t j = 0; j < {n}; ++j)"):
+            em.line(f"const {T} e = exp{f}(x[j{step}] - top);")
+            em.line("sum += e;" if op == "LogSoftmax" else f"y[j{step}] = e; sum += e;")
+        if op == "Softmax":
+            em.line(f"const {T} scale = ({T})1 / sum;")
+            em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] *= scale;")
+        else:
+            em.line(f"const {T} shift = top + log{f}(sum);")
+            em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] = x[j{step}] - shift;")

@@ -1,0 +1,142 @@
+"""CLI commands of the C backend: `graphopt run` and `graphopt bench`.
+
+graphopt/cli.py adds them to the main group (`main.add_command(run_command)` ...). Errors go
+through graphopt.cli.handle_errors, like every other command: one line on stderr, an exit code.
+"""
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+import numpy as np
+
+
+
+def _reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """graphopt.cli.handle_errors, looked up when the command runs: graphopt.cli imports this
+    module while it is being imported, so it cannot be imported from here at import time."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from graphopt.cli import handle_errors
+
+        return handle_errors(fn)(*args, **kwargs)
+
+    return wrapper
+
+
+def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Options shared by run and bench."""
+    decorators = [
+        click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
+                     help="An .npz with one array per model input (default: random inputs)."),
+        click.option("-O", "--level", type=click.IntRange(0, 3), default=2, show_default=True,
+                     help="graphopt optimization level applied before code generation."),
+        click.option("--no-optimize", is_flag=True, help="Compile the model as it is."),
+        click.option("--target", type=click.Choice(["native", "portable"]), default="native",
+                     show_default=True, help="native: this CPU + OpenMP; portable: plain C99."),
+        click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
+                     help="Size of a symbolic input dim for random inputs (default 1)."),
+        click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Where built modules are cached (default $GRAPHOPT_CACHE_DIR or "
+                          "~/.cache/graphopt)."),
+    ]
+    for decorate in reversed(decorators):
+        fn = decorate(fn)
+    return fn
+
+
+def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: bool, target: str,
+             dims: tuple[str, ...], cache_dir: Path | None,
+             threads: int | None = None) -> tuple:
+    from graphopt.backend import compile as compile_model
+    from graphopt.cli import _parse_dims
+    from graphopt.numerics import load_inputs, random_inputs
+
+    sizes = _parse_dims(dims)
+    compiled = compile_model(model, optimize=not no_optimize, level=level, target=target,
+                             cache_dir=cache_dir, threads=threads, dims=sizes)
+    if inputs_path is not None:
+        feeds = load_inputs(inputs_path, compiled.graph)
+    else:
+        feeds = random_inputs(compiled.graph, seed=0, dims=sizes)
+    return compiled, feeds
+
+
+@click.command("run")
+@_compile_options
+@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Save the outputs to this .npz (keys are output names).")
+@click.option("--verify", is_flag=True, help="Also run onnxruntime and compare the outputs.")
+@click.option("--threads", type=int, help="OpenMP threads (default: all cores).")
+@_reports_errors
+def run_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
+                target: str, dims: tuple[str, ...], cache_dir: Path | None,
+                output_path: Path | None, verify: bool, threads: int | None) -> None:
+    """Compile MODEL to C, run it once and print its outputs."""
+    from graphopt.backend.bench import format_report
+
+    compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir,
+                               threads)
+    outputs = compiled.run(feeds)
+    click.echo(format_report(model.name, compiled.report))
+    for name, array in zip(compiled.output_names, outputs):
+        click.echo(f"{name}: {array.dtype}{list(array.shape)} {_summary(array)}")
+    if output_path is not None:
+        _save_npz(output_path, dict(zip(compiled.output_names, outputs)))
+        click.echo(f"wrote {output_path}")
+    if verify:
+        _verify(model, feeds, compiled.output_names, outputs)
+
+
+def _summary(array: np.ndarray) -> str:
+    if array.size == 0:
+        return "(empty)"
+    flat = array.reshape(-1)
+    head = np.array2string(flat[:6], precision=4, separator=", ")
+    if array.dtype.kind in "fiu":
+        return f"min {flat.min():.4g} max {flat.max():.4g} first {head}"
+    return f"first {head}"
+
+
+def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write atomically: a partial file never appears under the final name."""
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    tmp.replace(path)
+
+
+def _verify(model: Path, feeds: dict, names: list[str], outputs: list[np.ndarray]) -> None:
+    import onnx
+
+    from graphopt.errors import VerificationError
+    from graphopt.numerics import compare_outputs, format_mismatches, run_onnxruntime
+
+    reference = run_onnxruntime(onnx.load(str(model)), feeds)
+    mismatches = compare_outputs(names, reference, outputs)
+    if not all(m.ok for m in mismatches):
+        raise VerificationError(f"outputs differ from onnxruntime: {format_mismatches(mismatches)}")
+    click.echo(f"matches onnxruntime ({format_mismatches(mismatches)})")
+
+
+@click.command("bench")
+@_compile_options
+@click.option("--threads", "thread_counts", multiple=True, type=int, default=(1,),
+              show_default=True, help="Thread count(s) to compare at (repeatable).")
+@click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per engine.")
+@_reports_errors
+def bench_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
+                  target: str, dims: tuple[str, ...], cache_dir: Path | None,
+                  thread_counts: tuple[int, ...], repeat: int) -> None:
+    """Median latency of MODEL compiled by graphopt vs onnxruntime, at the same thread count."""
+    from graphopt.backend.bench import compare_latency, format_report
+
+    compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir)
+    click.echo(format_report(model.name, compiled.report))
+    click.echo(f"{'threads':>7}  {'graphopt ms':>11}  {'onnxruntime ms':>14}  {'speedup':>7}")
+    for threads in thread_counts:
+        timing = compare_latency(compiled, model, feeds, threads, repeat)
+        click.echo(f"{threads:>7}  {timing.graphopt_ms:>11.3f}  {timing.onnxruntime_ms:>14.3f}  "
+                   f"{timing.speedup:>6.2f}x")

@@ -1,0 +1,82 @@
+"""Helpers for backend tests: build small ONNX models, compile them, compare with onnxruntime."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from graphopt.backend import compile as compile_model
+from graphopt.numerics import run_onnxruntime
+
+RTOL = ATOL = 1e-4
+
+
+def make_model(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, tuple[int, Sequence]],
+               outputs: Sequence[str], initializers: Mapping[str, np.ndarray] | None = None,
+               opset: int = 17) -> onnx.ModelProto:
+    """A checked model; output types come from onnx shape inference."""
+    graph_inputs = [helper.make_tensor_value_info(n, t, list(s)) for n, (t, s) in inputs.items()]
+    inits = [numpy_helper.from_array(np.asarray(a), n) for n, a in (initializers or {}).items()]
+    known = {v.name: v for v in graph_inputs}
+    known.update((t.name, helper.make_tensor_value_info(t.name, t.data_type, list(t.dims)))
+                 for t in inits)
+    probe = helper.make_graph(list(nodes), "test", graph_inputs,
+                              [known.get(o) or helper.make_tensor_value_info(o, 0, None)
+                               for o in outputs], inits)
+    model = helper.make_model(probe, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
+    types = {**known, **{v.name: v for v in (*inferred.graph.value_info, *inferred.graph.output)
+                         if v.type.tensor_type.elem_type}}
+    del model.graph.output[:]
+    model.graph.output.extend(types[o] for o in outputs)
+    onnx.checker.check_model(model)
+    return model
+
+
+def random_feeds(model: onnx.ModelProto, seed: int = 0,
+                 overrides: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    inits = {t.name for t in model.graph.initializer}
+    for value in model.graph.input:
+        if value.name in inits:
+            continue
+        if overrides and value.name in overrides:
+            feeds[value.name] = overrides[value.name]
+            continue
+        tensor = value.type.tensor_type
+        shape = [d.dim_value for d in tensor.shape.dim]
+        dtype = helper.tensor_dtype_to_np_dtype(tensor.elem_type)
+        if dtype == np.bool_:
+            feeds[value.name] = rng.random(shape) > 0.5
+        elif np.issubdtype(dtype, np.integer):
+            feeds[value.name] = rng.integers(-5, 6, size=shape).astype(dtype)
+        else:
+            feeds[value.name] = rng.standard_normal(shape).astype(dtype)
+    return feeds
+
+
+def check_against_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | None = None,
+                              target: str = "native", rtol: float = RTOL, atol: float = ATOL,
+                              **compile_options) -> list[np.ndarray]:
+    """Compile (no graphopt passes), run, and assert every output matches onnxruntime."""
+    feeds = dict(feeds) if feeds is not None else random_feeds(model)
+    compiled = compile_model(model, optimize=False, target=target, **compile_options)
+    got = compiled.run(feeds)
+    want = run_onnxruntime(model, feeds)
+    failures = []
+    for output, g, w in zip(model.graph.output, got, want):
+        try:
+            assert g.dtype == w.dtype, f"dtype {g.dtype} vs onnxruntime {w.dtype}"
+            assert g.shape == w.shape, f"shape {g.shape} vs onnxruntime {w.shape}"
+            if w.dtype.kind in "fc":
+                np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
+            else:
+                np.testing.assert_array_equal(g, w)
+        except AssertionError as err:
+            failures.append(f"{output.name}: {str(err).strip()[:600]}")
+    assert not failures, f"{len(failures)} output(s) differ from onnxruntime:\n" + "\n".join(failures)
+    return got
