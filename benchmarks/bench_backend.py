@@ -10,6 +10,7 @@ with the machine it ran on.
 """
 from __future__ import annotations
 
+from graphopt.testing import sample_models_dir
 import argparse
 import os
 import platform
@@ -27,7 +28,7 @@ from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import compare_latency, onnxruntime_session
 from graphopt.numerics import random_inputs
 
-SHARED = Path("/work/shared/models")
+SHARED = sample_models_dir()
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 
 

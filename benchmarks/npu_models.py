@@ -8,6 +8,7 @@ on the edge-int8 design.
 """
 from __future__ import annotations
 
+from graphopt.testing import sample_models_dir
 import argparse
 import sys
 import time
@@ -18,7 +19,7 @@ import onnx
 from graphopt.npu import Scheduler, load_arch
 from graphopt.npu.entry import optimized_graph
 
-SHARED = Path("/work/shared/models")
+SHARED = sample_models_dir()
 LIGHT = Path(onnx.__file__).parent / "backend/test/data/light"
 DTYPE_MODELS = ("resnet18.onnx", "mobilenet_v2.onnx")
 

@@ -27,6 +27,7 @@ configurations took 12 minutes on 2 busy cores.
 """
 from __future__ import annotations
 
+from graphopt.testing import sample_models_dir
 import argparse
 import csv
 import json
@@ -51,7 +52,7 @@ OUT = HERE / "out"
 VENV = OUT / "scalesim-venv"
 CACHE = OUT / "scalesim-cache.json"
 MODELS = {
-    "resnet18": Path("/work/shared/models/resnet18.onnx"),
+    "resnet18": sample_models_dir() / "resnet18.onnx",
     "alexnet": Path(onnx.__file__).parent / "backend/test/data/light/light_bvlc_alexnet.onnx",
 }
 TOLERANCE = 0.05

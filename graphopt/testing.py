@@ -46,3 +46,22 @@ def assert_same_outputs(reference: onnx.ModelProto, graph: Graph, seed: int = 0,
         return
     mismatches = compare_outputs(names, want, got)
     assert all(m.ok for m in mismatches), format_mismatches(mismatches)
+
+
+def sample_models_dir() -> "Path":
+    """Folder of the sample models: $GRAPHOPT_SAMPLE_MODELS, else `shared/models` beside the
+    checkout (the layout CI and the developers' machines use)."""
+    import os
+    from pathlib import Path
+
+    override = os.environ.get("GRAPHOPT_SAMPLE_MODELS")
+    if override:
+        return Path(override)
+    return Path(__file__).resolve().parents[2] / "shared" / "models"
+
+
+def light_models_dir() -> "Path":
+    """The real architectures the onnx package ships (weights made by ConstantOfShape nodes)."""
+    from pathlib import Path
+
+    return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

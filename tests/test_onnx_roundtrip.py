@@ -11,10 +11,10 @@ import pytest
 from graphopt import onnx_io
 from graphopt.errors import BadInputError, UnsupportedError
 from graphopt.numerics import random_inputs, run_onnxruntime
-from graphopt.testing import parse_model
+from graphopt.testing import light_models_dir, parse_model, sample_models_dir
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
+LIGHT = light_models_dir()
+SHARED = sample_models_dir()
 
 
 def roundtrip_equal(model: onnx.ModelProto) -> None:

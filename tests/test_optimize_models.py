@@ -8,9 +8,10 @@ import pytest
 from graphopt import onnx_io
 from graphopt.numerics import compare_outputs, format_mismatches, random_inputs, run_onnxruntime
 from graphopt.optimizer import optimize
+from graphopt.testing import light_models_dir, sample_models_dir
 
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "models"
+LIGHT = light_models_dir()
+SHARED = sample_models_dir()
 MODELS = sorted(LIGHT.glob("*.onnx")) + sorted(SHARED.glob("*.onnx"))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphopt.testing import sample_models_dir
 import numpy as np
 import onnx
 import pytest
@@ -10,7 +11,7 @@ from click.testing import CliRunner
 
 from graphopt.cli_backend import bench_command, run_command
 
-MLP = Path("/work/shared/models/mlp.onnx")
+MLP = sample_models_dir() / "mlp.onnx"
 pytestmark = pytest.mark.skipif(not MLP.is_file(), reason="sample models missing")
 
 

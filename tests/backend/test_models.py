@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from graphopt.testing import sample_models_dir
 import numpy as np
 import onnx
 import pytest
@@ -11,7 +12,7 @@ from backend_helpers import ATOL, RTOL
 from graphopt.backend import compile as compile_model
 from graphopt.numerics import run_onnxruntime
 
-MODELS = Path("/work/shared/models")
+MODELS = sample_models_dir()
 pytestmark = pytest.mark.skipif(not (MODELS / "mlp.onnx").is_file(), reason="sample models missing")
 
 
