@@ -1,0 +1,46 @@
+"""The onnx `light` architectures through the C backend, compared with onnxruntime.
+
+Their weights are made by ConstantOfShape nodes (uniform values, so every output is the same
+number and a match would prove little). After -O2 folds them into initializers, each float weight
+is replaced by scaled random values, then the model is compiled (optimize=False: the graph is
+already optimized) and compared at fp32 rel 1e-4 / abs 1e-4.
+"""
+import numpy as np
+import pytest
+
+from graphopt import onnx_io
+from graphopt.backend import compile as compile_model
+from graphopt.numerics import random_inputs, run_onnxruntime
+from graphopt.optimizer import optimize
+from graphopt.testing import light_models_dir
+
+MODELS = sorted(light_models_dir().glob("*.onnx"))
+
+
+def randomize_weights(graph, seed: int = 0) -> None:
+    """Replace float weights by N(0, 1/fan_in) values so activations stay in a sane range; 1-D
+    parameters (biases, BatchNormalization statistics) get U(0.5, 1.5), positive like a variance."""
+    rng = np.random.default_rng(seed)
+    for value in graph.initializers.values():
+        array = value.const
+        if array.dtype != np.float32 or array.size < 2:
+            continue
+        if array.ndim == 1:
+            value.const = rng.uniform(0.5, 1.5, array.shape).astype(np.float32)
+            continue
+        fan_in = int(np.prod(array.shape[1:]))
+        value.const = (rng.standard_normal(array.shape) / np.sqrt(fan_in)).astype(np.float32)
+
+
+@pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)
+def test_light_model_compiles_and_matches(path, tmp_path):
+    graph = optimize(path, level=2).graph
+    randomize_weights(graph)
+    reference_model = onnx_io.export_model(graph)
+    feeds = random_inputs(graph, seed=1)
+    want = run_onnxruntime(reference_model, feeds)
+    compiled = compile_model(graph, optimize=False, threads=1)
+    got = compiled.run(feeds)
+    for name, w, g in zip([o.name for o in graph.outputs], want, got):
+        assert np.std(w) > 0 or w.size == 1, f"{name}: constant output, the check proves nothing"
+        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{path.stem}: {name}")
