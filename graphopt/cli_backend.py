@@ -1,29 +1,19 @@
 """CLI commands of the C backend: `graphopt run` and `graphopt bench`.
 
 graphopt/cli.py adds them to the main group (`main.add_command(run_command)` ...). Errors go
-through graphopt.cli.handle_errors, like every other command: one line on stderr, an exit code.
+through graphopt.cli_errors.handle_errors, like every other command: one line on stderr, an
+exit code.
 """
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any, Callable
 
 import click
 import numpy as np
 
+from graphopt.cli_errors import handle_errors
 
-
-def _reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """graphopt.cli.handle_errors, looked up when the command runs: graphopt.cli imports this
-    module while it is being imported, so it cannot be imported from here at import time."""
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from graphopt.cli import handle_errors
-
-        return handle_errors(fn)(*args, **kwargs)
-
-    return wrapper
 
 
 def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -71,7 +61,7 @@ def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: boo
               help="Save the outputs to this .npz (keys are output names).")
 @click.option("--verify", is_flag=True, help="Also run onnxruntime and compare the outputs.")
 @click.option("--threads", type=int, help="OpenMP threads (default: all cores).")
-@_reports_errors
+@handle_errors
 def run_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
                 target: str, dims: tuple[str, ...], cache_dir: Path | None,
                 output_path: Path | None, verify: bool, threads: int | None) -> None:
@@ -126,7 +116,7 @@ def _verify(model: Path, feeds: dict, names: list[str], outputs: list[np.ndarray
 @click.option("--threads", "thread_counts", multiple=True, type=int, default=(1,),
               show_default=True, help="Thread count(s) to compare at (repeatable).")
 @click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per engine.")
-@_reports_errors
+@handle_errors
 def bench_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
                   target: str, dims: tuple[str, ...], cache_dir: Path | None,
                   thread_counts: tuple[int, ...], repeat: int) -> None:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import click
 
+from graphopt.cli_errors import handle_errors
+
 from graphopt.npu.dataflows import DATAFLOWS
 from graphopt.npu.energy_tables import DATATYPE_BITS
 from graphopt.npu.mapper import OBJECTIVES
@@ -49,6 +51,4 @@ def _run(model: str, arch: str, dataflow: str | None, objective: str, batch: int
 def npu_command(**options: object) -> None:
     """Map and schedule MODEL (after the -O passes) onto a modeled NPU: per-layer mapping,
     cycles, utilization, accesses and energy per memory level, and totals."""
-    from graphopt.cli import handle_errors
-
     handle_errors(_run)(**options)

@@ -4,6 +4,7 @@ Public so plugin authors can test their passes the way the built-ins are tested.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -48,11 +49,10 @@ def assert_same_outputs(reference: onnx.ModelProto, graph: Graph, seed: int = 0,
     assert all(m.ok for m in mismatches), format_mismatches(mismatches)
 
 
-def sample_models_dir() -> "Path":
+def sample_models_dir() -> Path:
     """Folder of the sample models: $GRAPHOPT_SAMPLE_MODELS, else `shared/models` beside the
     checkout (the layout CI and the developers' machines use)."""
     import os
-    from pathlib import Path
 
     override = os.environ.get("GRAPHOPT_SAMPLE_MODELS")
     if override:
@@ -60,8 +60,6 @@ def sample_models_dir() -> "Path":
     return Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
-def light_models_dir() -> "Path":
+def light_models_dir() -> Path:
     """The real architectures the onnx package ships (weights made by ConstantOfShape nodes)."""
-    from pathlib import Path
-
     return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from types import NotImplementedType
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np

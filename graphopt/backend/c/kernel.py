@@ -123,9 +123,11 @@ class Kernel:
     """The emission context of one step (see the module docstring)."""
 
     def __init__(self, step: Step, index: int, target: Target, weights: WeightTable,
-                 shares: Callable[[Tensor, Tensor], bool], used: Callable[[Tensor], bool]):
+                 shares: Callable[[Tensor, Tensor], bool], used: Callable[[Tensor], bool],
+                 prefix: str = ""):
         self.step = step
         self.index = index
+        self.prefix = prefix
         self.node = step.node
         self.target = target
         self.em = CEmitter(target, level=1)
@@ -144,7 +146,7 @@ class Kernel:
     # --- facts ---------------------------------------------------------------------------------
     @property
     def name(self) -> str:
-        return f"k{self.index}_{_identifier(self.node.op_type)}"
+        return f"{self.prefix}k{self.index}_{_identifier(self.node.op_type)}"
 
     def attr(self, name: str, default: Any = None) -> Any:
         return self.node.attrs.get(name, default)
