@@ -9,7 +9,12 @@ Cache: <cache>/modules/<key>/ holds model.c, the extension and build.json, where
 generated source, csrc, flags, compiler version, Python ABI and cffi version; a hit skips the
 compiler entirely. <cache> is the `cache_dir` argument, else $GRAPHOPT_CACHE_DIR, else
 $XDG_CACHE_HOME/graphopt, else ~/.cache/graphopt. Directories appear atomically (built in a
-temporary directory and renamed), so concurrent builds of the same model are safe.
+temporary directory and renamed), so concurrent builds of the same model are safe; a process
+that finds another one building the same key waits for it (a lock file per key) instead of
+compiling the same source twice.
+
+One module may hold several entry points (`entries`): the batch build of api.compile_many puts
+many small programs in one translation unit, so they cost one compiler run instead of one each.
 """
 from __future__ import annotations
 
@@ -31,8 +36,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Iterator, Sequence
 
-from graphopt.backend.c.codegen import ENTRY_CDEF
+from graphopt.backend.c.codegen import ENTRY, entry_cdef
 from graphopt.backend.c.target import Target
 from graphopt.errors import CodegenError
 
@@ -54,7 +60,7 @@ class Toolchain:
 
 @dataclass(frozen=True)
 class BuiltModule:
-    module: ModuleType  # has .ffi and .lib (graphopt_run, graphopt_set_num_threads...)
+    module: ModuleType  # has .ffi and .lib (the entry points, graphopt_set_num_threads...)
     directory: Path
     source_path: Path
     cached: bool
@@ -99,15 +105,17 @@ def target_flags(target: Target, tools: Toolchain) -> tuple[str, ...]:
     return tuple(flags)
 
 
-def build(source: str, target: Target, cache_dir: "str | os.PathLike | None" = None) -> BuiltModule:
-    """Compile `source` (a generated model) for `target` and import it, using the cache."""
+def build(source: str, target: Target, cache_dir: "str | os.PathLike | None" = None,
+          entries: Sequence[str] = (ENTRY,)) -> BuiltModule:
+    """Compile `source` (generated C defining `entries`) for `target` and import it, cached."""
     import cffi
 
     started = time.perf_counter()
     tools = toolchain()
     flags = target_flags(target, tools)
     csrc = _csrc_texts()
-    key = _hash(ABI_VERSION, source, *csrc.values(), *flags, tools.version,
+    cdef = entry_cdef(entries)
+    key = _hash(ABI_VERSION, source, cdef, *csrc.values(), *flags, tools.version,
                 sysconfig.get_config_var("EXT_SUFFIX") or "", cffi.__version__)[:24]
     root = cache_root(cache_dir)
     final = root / "modules" / key
@@ -115,7 +123,11 @@ def build(source: str, target: Target, cache_dir: "str | os.PathLike | None" = N
     so_name = module_name + (sysconfig.get_config_var("EXT_SUFFIX") or ".so")
     cached = (final / so_name).is_file()
     if not cached:
-        _compile_module(source, module_name, so_name, flags, tools, root, final, csrc)
+        with _build_lock(root, key):
+            cached = (final / so_name).is_file()  # built by another process while we waited
+            if not cached:
+                _compile_module(source, cdef, module_name, so_name, flags, tools, root, final,
+                                csrc)
     module = _load(module_name, final / so_name)
     seconds = time.perf_counter() - started
     log.info("C module %s (%s) in %.2fs", final, "cached" if cached else "compiled", seconds)
@@ -138,8 +150,26 @@ def _hash(*parts: str) -> str:
     return digest.hexdigest()
 
 
-def _compile_module(source: str, module_name: str, so_name: str, flags: tuple[str, ...],
-                    tools: Toolchain, root: Path, final: Path, csrc: dict[str, str]) -> None:
+@contextlib.contextmanager
+def _build_lock(root: Path, key: str) -> Iterator[None]:
+    """Hold an exclusive lock on <root>/locks/<key> (POSIX; elsewhere builds may overlap)."""
+    try:
+        import fcntl
+    except ImportError:  # no fcntl (Windows): the atomic rename alone keeps the cache sound
+        yield
+        return
+    (root / "locks").mkdir(parents=True, exist_ok=True)
+    with open(root / "locks" / key, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _compile_module(source: str, cdef: str, module_name: str, so_name: str,
+                    flags: tuple[str, ...], tools: Toolchain, root: Path, final: Path,
+                    csrc: dict[str, str]) -> None:
     import cffi
 
     (root / "tmp").mkdir(parents=True, exist_ok=True)
@@ -148,8 +178,8 @@ def _compile_module(source: str, module_name: str, so_name: str, flags: tuple[st
         model_c = work / "model.c"
         model_c.write_text(source)
         ffi = cffi.FFI()
-        ffi.cdef(ENTRY_CDEF)
-        ffi.set_source(module_name, '#include "graphopt_kernels.h"\n' + ENTRY_CDEF)
+        ffi.cdef(cdef)
+        ffi.set_source(module_name, '#include "graphopt_kernels.h"\n' + cdef)
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces the file it writes
             ffi.emit_c_code(str(work / "wrapper.c"))
         include = ["-I", str(CSRC_DIR)]

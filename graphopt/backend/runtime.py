@@ -57,6 +57,7 @@ class Executable:
         self.program = code.program
         self._ffi = built.module.ffi
         self._lib = built.module.lib
+        self._entry = getattr(self._lib, code.entry)
         blob = code.weights.blob()
         self._weights = aligned_bytes(blob.size, code.plan.alignment)
         self._weights[:] = blob
@@ -84,7 +85,7 @@ class Executable:
         ffi = self._ffi
         inputs_ptr = ffi.new("void*[]", [ffi.cast("void*", a.ctypes.data) for a in arrays] or 1)
         outputs_ptr = ffi.new("void*[]", [ffi.cast("void*", o.ctypes.data) for o in outputs] or 1)
-        status = self._lib.graphopt_run(inputs_ptr, outputs_ptr, self._weights_ptr, self._arena_ptr)
+        status = self._entry(inputs_ptr, outputs_ptr, self._weights_ptr, self._arena_ptr)
         if status:
             step = self.program.steps[status - 1]
             raise BadInputError(f"{step.node.describe()} failed at run time: an index read from "

@@ -10,6 +10,12 @@ For each node in order:
 
 Folding uses the reference implementation of the ONNX spec, so it is exact by definition. Steps
 whose outputs nobody reads are dropped at the end.
+
+Value inputs: a small graph input that feeds an input an emitter reads at compile time (Slice
+starts, Reduce axes, Reshape shape, Resize sizes... see `value_inputs`) is specialized on its
+value as well as its shape: it enters the Program as a constant, so the emitters see it exactly
+as if the model had stored it as an initializer. The caller keys compiled programs on those
+values (api.CompiledModel), so a run with other values builds another program.
 """
 from __future__ import annotations
 
@@ -30,23 +36,31 @@ log = logging.getLogger(__name__)
 
 # Constant inputs up to this many elements are handed to shape inference (Reshape's shape...).
 INFERENCE_DATA_ELEMENTS = 1 << 16
+# Graph inputs up to this many elements may be specialized on their value (see value_inputs).
+VALUE_INPUT_ELEMENTS = 64
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 
 def specialize(graph: Graph, input_shapes: Mapping[str, Sequence[int]],
-               has_emitter: Callable[[Node], bool] = lambda node: False) -> Program:
+               has_emitter: Callable[[Node], bool] = lambda node: False,
+               input_values: Mapping[str, np.ndarray] | None = None) -> Program:
     """The Program computing `graph` for inputs of exactly `input_shapes` (name -> shape).
 
     `has_emitter` tells whether a backend can run a node; it lets nodes in custom domains
     through when an emitter exists for them (their output types then come from the IR).
+    `input_values` (name -> array) are graph inputs specialized on their value: they are
+    constants of the Program (the caller must key the result on them).
     Raises UnsupportedError for control flow, custom ops without an emitter, and outputs whose
     shape depends on input data.
     """
     env: dict[str, Tensor] = {}
     inputs = []
+    values = input_values or {}
     for value in graph.inputs:
         shape = tuple(int(d) for d in input_shapes[value.name])
-        tensor = Tensor(value.name, value.type.dtype, shape)
+        const = values.get(value.name)
+        tensor = Tensor(value.name, value.type.dtype, shape,
+                        None if const is None else np.asarray(const).reshape(shape))
         env[value.name] = tensor
         inputs.append(tensor)
     for name, value in graph.initializers.items():
@@ -65,6 +79,45 @@ def specialize(graph: Graph, input_shapes: Mapping[str, Sequence[int]],
     program = Program(inputs, [env[v.name] for v in graph.outputs], steps, graph.opset)
     _drop_dead_steps(program)
     return program
+
+
+def value_inputs(graph: Graph, const_inputs: Callable[[Node], Sequence[int]]) -> list[int]:
+    """Positions of the graph inputs to specialize on their value.
+
+    An input qualifies when its declared shape is static with at most VALUE_INPUT_ELEMENTS
+    elements and some node reads it at a position its emitter needs as a compile-time constant
+    (`const_inputs(node)`: axes, pads, shape, repeats...). Specializing on the value is exact:
+    the program built for one value is only ever run with that value.
+    """
+    chosen = []
+    for position, value in enumerate(graph.inputs):
+        shape = value.type.shape if value.type is not None else None
+        if shape is None or not all(isinstance(d, int) for d in shape):
+            continue
+        if int(np.prod(shape, dtype=np.int64)) > VALUE_INPUT_ELEMENTS:
+            continue
+        if any(use.index in const_inputs(use.node) for use in value.uses()):
+            chosen.append(position)
+    return chosen
+
+
+def check_emitters(graph: Graph, static_inputs: Sequence[str],
+                   has_emitter: Callable[[Node], bool]) -> None:
+    """Refuse, before any specialization exists, a node that will need an emitter and has none.
+
+    A node whose inputs are all constants (initializers, `static_inputs`, or outputs of such
+    nodes) or that reads only shapes is folded at specialization; every other node runs as C.
+    """
+    static = set(graph.initializers) | set(static_inputs)
+    for node in graph.nodes:
+        _check_runnable(node, has_emitter)
+        if ops.is_a(node, ops.SHAPE_ONLY) or (
+                not ops.is_a(node, ops.NONDETERMINISTIC)
+                and all(v is None or v.name in static for v in node.inputs)):
+            static.update(v.name for v in node.outputs)
+        elif not has_emitter(node):
+            raise UnsupportedError(f"{node.describe()}: no C emitter for op '{node.op_type}'; "
+                                   "the C backend cannot run it")
 
 
 def _check_runnable(node: Node, has_emitter: Callable[[Node], bool]) -> None:

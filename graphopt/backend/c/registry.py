@@ -11,7 +11,10 @@ without inputs); `check(step)` returns why a step cannot be compiled (or None), 
 that must happen before memory planning (e.g. a Dropout in training mode is not a view); `inplace=True` lets the memory planner give the output the buffer of a
 same-sized input that dies at this op (elementwise ops only); `alias=True` marks ops whose
 output 0 is input 0 reinterpreted (Reshape family): the planner makes it a view and the emitter
-only runs (as a copy) when a view is impossible.
+only runs (as a copy) when a view is impossible. `const_inputs` lists the inputs the emitter
+reads at compile time (axes, pads, starts/ends, shape, repeats, scales/sizes...): when a graph
+input feeds one of them, its run-time value becomes part of the specialization key, exactly
+like input shapes (see api.CompiledModel and specialize.value_inputs).
 """
 from __future__ import annotations
 
@@ -39,14 +42,15 @@ class OpEmitter:
     alias: bool
     module: str
     check: CheckFunction | None = None
+    const_inputs: tuple[int, ...] = ()
 
 
 _EMITTERS: dict[tuple[str, str], OpEmitter] = {}
 
 
 def register_op(*op_types: str, domain: str = "", dtypes: Iterable[DType] | None = None,
-                inplace: bool = False, alias: bool = False,
-                check: CheckFunction | None = None) -> Callable[[EmitFunction], EmitFunction]:
+                inplace: bool = False, alias: bool = False, check: CheckFunction | None = None,
+                const_inputs: Iterable[int] = ()) -> Callable[[EmitFunction], EmitFunction]:
     """Register the decorated function as the C emitter of `op_types` in `domain`."""
 
     def decorate(fn: EmitFunction) -> EmitFunction:
@@ -57,7 +61,8 @@ def register_op(*op_types: str, domain: str = "", dtypes: Iterable[DType] | None
                                  f"{_EMITTERS[key].module} and {fn.__module__}")
             _EMITTERS[key] = OpEmitter(domain, op_type, fn,
                                        None if dtypes is None else frozenset(dtypes),
-                                       inplace, alias, fn.__module__, check)
+                                       inplace, alias, fn.__module__, check,
+                                       tuple(const_inputs))
         return fn
 
     return decorate
@@ -70,6 +75,12 @@ def lookup(node: Node) -> OpEmitter | None:
 
 def has_emitter(node: Node) -> bool:
     return lookup(node) is not None
+
+
+def const_inputs(node: Node) -> tuple[int, ...]:
+    """Input positions of `node` its emitter needs as compile-time constants."""
+    emitter = lookup(node)
+    return emitter.const_inputs if emitter is not None else ()
 
 
 def registered_ops() -> dict[tuple[str, str], OpEmitter]:
