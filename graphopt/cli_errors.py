@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from typing import Any, Callable
 
@@ -29,6 +30,9 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             if log.isEnabledFor(logging.DEBUG):
                 log.debug("details:\n%s", err)
             _fail(first, err.exit_code)
+        except BrokenPipeError:  # `graphopt passes | head`: the reader left; exit quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
         except MemoryError:

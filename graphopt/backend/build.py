@@ -44,7 +44,10 @@ from graphopt.errors import CodegenError
 
 log = logging.getLogger(__name__)
 
-CSRC_DIR = Path(__file__).resolve().parents[2] / "csrc"
+# A wheel carries the kernels inside the package (setup.py copies them); a checkout has them at
+# the top level.
+_PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
+CSRC_DIR = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else Path(__file__).resolve().parents[2] / "csrc"
 CSRC_SOURCES = ("gemm.c", "conv.c")
 ABI_VERSION = "1"  # bump when the entry point's signature or calling convention changes
 
