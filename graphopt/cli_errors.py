@@ -39,6 +39,7 @@ def handle_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             _fail("out of memory", 75)
         except Exception as err:  # a bug in graphopt: still one line, the traceback under --debug
             log.debug("internal error", exc_info=True)
-            _fail(f"internal error: {type(err).__name__}: {err} (rerun with --debug for the "
+            first = (str(err).strip().splitlines() or [""])[0][:300]
+            _fail(f"internal error: {type(err).__name__}: {first} (rerun with --debug for the "
                   "traceback and please report it)", 70)
     return wrapper

@@ -16,6 +16,7 @@ import onnx
 from graphopt.errors import BadInputError, VerificationError
 from graphopt.ir.graph import Graph
 from graphopt.onnx_io.exporter import initializer_bytes, save_model
+from graphopt.inputs import check_inputs
 from graphopt.ir.types import DType
 from graphopt.pass_api import PassCall
 from graphopt.pass_manager import Instrument, PassRecord
@@ -64,11 +65,14 @@ def load_inputs(path: str | os.PathLike, graph: Graph) -> dict[str, np.ndarray]:
     except Exception as err:
         raise BadInputError(f"inputs file {path}: not a readable .npz ({err})") from None
     names = [v.name for v in graph.inputs]
-    missing = [n for n in names if n not in feeds]
-    if missing:
-        raise BadInputError(f"inputs file {path} lacks {', '.join(missing)} (it has "
-                            f"{', '.join(feeds) or 'nothing'})")
-    return {n: feeds[n] for n in names}
+    extra = [k for k in feeds if k not in names]
+    if extra:  # an .npz may carry more arrays (labels...): keep only the model's inputs
+        feeds = {n: feeds[n] for n in names if n in feeds}
+    try:
+        arrays = check_inputs(graph.inputs, feeds)
+    except BadInputError as err:
+        raise BadInputError(f"inputs file {path}: {err}") from None
+    return dict(zip(names, arrays))
 
 
 def run_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray],

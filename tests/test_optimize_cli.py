@@ -1,4 +1,5 @@
 """`graphopt optimize | passes | inspect`: summaries, verification, and one-line errors."""
+import numpy as np
 import onnx
 import pytest
 from click.testing import CliRunner
@@ -155,3 +156,16 @@ def test_make_example_then_optimize_shrinks_it(tmp_path):
     ops = [n.op_type for n in optimized.graph.node]
     assert "BatchNormalization" not in ops and "Shape" not in ops and "Identity" not in ops
     assert len(ops) < len(onnx.load(path).graph.node)
+
+
+@pytest.mark.parametrize("array, fragment", [
+    (np.zeros((1, 3), np.float32), "dim 1 is 3, expected 8"),
+    (np.zeros((1, 8), np.float64), "has dtype float64"),
+])
+def test_wrong_inputs_file_is_one_line(model_path, tmp_path, array, fragment):
+    inputs = tmp_path / "in.npz"
+    np.savez(inputs, x=array)
+    code, _, err = invoke("optimize", model_path, "-o", tmp_path / "o.onnx", "--verify",
+                          "--inputs", inputs)
+    assert_one_line_error(code, err, 2, fragment)
+    assert not (tmp_path / "o.onnx").exists()

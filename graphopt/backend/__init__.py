@@ -6,8 +6,8 @@
 
 See docs/BACKEND.md for the pipeline, how to add an op, the memory planner and the cache.
 """
-from graphopt.backend.api import CompiledModel, CompileOptions, compile  # noqa: A004
+from graphopt.backend.api import CompiledModel, CompileOptions, compile, compile_many  # noqa: A004
 from graphopt.backend.c.target import NATIVE, PORTABLE, Target
 from graphopt.backend.runtime import Report
 
-__all__ = ["compile", "CompiledModel", "CompileOptions", "Report", "Target", "NATIVE", "PORTABLE"]
+__all__ = ["compile", "compile_many", "CompiledModel", "CompileOptions", "Report", "Target", "NATIVE", "PORTABLE"]

@@ -187,7 +187,9 @@ def import_model(model: onnx.ModelProto) -> Graph:
         inputs = [lookup(n, proto) for n in proto.input]
         outputs = []
         for name in proto.output:
-            value = Value(name or graph.fresh_name(f"{proto.op_type.lower()}_unused"), type_of(name))
+            # an omitted output gets a name nobody uses; graph.append registers it
+            value = Value(name or graph._unused_name(f"{proto.op_type.lower()}_unused{len(outputs)}"),
+                          type_of(name))
             if value.type is None and name in types.onnx_types:
                 value.onnx_type = types.onnx_types[name]
             outputs.append(value)

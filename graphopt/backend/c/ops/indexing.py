@@ -59,7 +59,7 @@ def emit_gather_elements(k: Kernel) -> None:
         em.line(f"{Y}[{dst}] = {X}[{index(src, strides)}];")
 
 
-@register_op("Pad")
+@register_op("Pad", const_inputs=(1, 3))
 def emit_pad(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     pads_in, value_in, axes_in = k.input(1), k.input(2), k.input(3)

@@ -49,7 +49,7 @@ def _inference_only(step: Step) -> str | None:
 
 
 @register_op("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", alias=True,
-             check=_inference_only)
+             check=_inference_only, const_inputs=(1, 2))  # shape/axes; Dropout ratio, training
 def emit_view(k: Kernel) -> None:
     """Runs only when the planner could not make the output a view: copy the bytes."""
     x, y = k.input(0), k.outputs[0]
@@ -81,7 +81,7 @@ def emit_concat(k: Kernel) -> None:
         offset += x.shape[axis]
 
 
-@register_op("Split")
+@register_op("Split", const_inputs=(1,))
 def emit_split(k: Kernel) -> None:
     x = k.input(0)
     axis = int(k.attr("axis", 0)) % x.rank
@@ -93,7 +93,7 @@ def emit_split(k: Kernel) -> None:
         offset += y.shape[axis]
 
 
-@register_op("Slice")
+@register_op("Slice", const_inputs=(1, 2, 3, 4))
 def emit_slice(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     params = [k.input(i) for i in range(1, 5)]
@@ -116,13 +116,13 @@ def emit_slice(k: Kernel) -> None:
                  src_offset=sum(b * s for b, s in zip(begin, strides)))
 
 
-@register_op("Expand")
+@register_op("Expand", const_inputs=(1,))
 def emit_expand(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     map_elements(k, y, [x], lambda em, args: args[0])
 
 
-@register_op("Tile")
+@register_op("Tile", const_inputs=(1,))
 def emit_tile(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     strides = x.strides

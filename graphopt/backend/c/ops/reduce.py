@@ -68,7 +68,7 @@ def split_loops(shape: tuple[int, ...], strides: list[int], axes: list[int]) -> 
     return kept_shape, kept_strides, red_shape, red_strides
 
 
-@register_op(*REDUCTIONS, "ReduceLogSumExp", dtypes=cdtypes.NUMERIC)
+@register_op(*REDUCTIONS, "ReduceLogSumExp", dtypes=cdtypes.NUMERIC, const_inputs=(1,))
 def emit_reduce(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     op = k.node.op_type

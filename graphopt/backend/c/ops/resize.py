@@ -70,7 +70,7 @@ def axis_taps(k: Kernel, in_len: int, out_len: int, scale: float) -> tuple[np.nd
     return np.clip(idx, 0, in_len - 1).astype(np.int64), weights
 
 
-@register_op("Resize", dtypes=cdtypes.FLOATS)
+@register_op("Resize", dtypes=cdtypes.FLOATS, const_inputs=(1, 2, 3))
 def emit_resize(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     scales_in, sizes_in = k.input(2), k.input(3)
