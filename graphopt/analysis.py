@@ -23,9 +23,10 @@ def flop_rule(*op_types: str) -> Callable[[FlopRule], FlopRule]:
 
 
 def _numel(shape: tuple | None) -> int:
-    if shape is None or not all(isinstance(d, int) for d in shape):
+    """Element count with symbolic dims counted as 1 (per-sample figures); 0 if unknown."""
+    if shape is None or any(d is None for d in shape):
         return 0
-    return int(np.prod(shape, dtype=np.int64))
+    return int(np.prod([d if isinstance(d, int) else 1 for d in shape], dtype=np.int64))
 
 
 @flop_rule("Conv", "ConvTranspose")
@@ -46,7 +47,7 @@ def _matmul_flops(node: Node) -> int:
     if a is None or a.shape is None or not a.shape or out.shape is None:
         return 0
     k = a.shape[-1] if node.op_type == "MatMul" or not node.attr("transA", 0) else a.shape[0]
-    return 2 * _numel(out.shape) * k if isinstance(k, int) else 0
+    return 2 * _numel(out.shape) * _numel((k,))
 
 
 def node_flops(node: Node) -> int:
@@ -79,8 +80,9 @@ def unknown_ops(graph: Graph) -> list[str]:
 
 
 def model_stats(graph: Graph) -> ModelStats:
-    activation = sum(v.type.nbytes or 0 for n in graph.nodes for v in n.outputs
-                     if v.type is not None)
+    """Counts for summaries; FLOPs and activation bytes count symbolic dims as 1."""
+    activation = sum(_numel(v.type.shape) * v.type.dtype.itemsize for n in graph.nodes
+                     for v in n.outputs if v.type is not None)
     return ModelStats(
         nodes=len(graph.nodes), op_counts=graph.op_counts(),
         parameters=graph.num_parameters(),

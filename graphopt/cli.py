@@ -10,6 +10,7 @@ import click
 
 from graphopt.cli_errors import handle_errors
 from graphopt.errors import BadInputError
+from graphopt.ir.graph import Graph
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +59,8 @@ def inspect_command(model: str) -> None:
     stats = model_stats(graph)
     click.echo(f"{model}: opset {graph.opset}, {stats.nodes} nodes, "
                f"{human(stats.parameters)} parameters ({human(stats.parameter_bytes, 'B')}), "
-               f"{human(stats.flops, 'FLOP')}, activations {human(stats.activation_bytes, 'B')}")
+               f"{human(stats.flops, 'FLOP')}, activations {human(stats.activation_bytes, 'B')}"
+               + (" (symbolic dims counted as 1)" if _has_symbolic_dims(graph) else ""))
     for value in graph.inputs:
         click.echo(f"  input  %{value.name}: {value.type}")
     for value in graph.outputs:
@@ -67,6 +69,11 @@ def inspect_command(model: str) -> None:
         click.echo(f"  {op:24s} {count}")
     if stats.unknown_ops:
         click.echo(f"  ops graphopt does not know (kept as is): {', '.join(stats.unknown_ops)}")
+
+
+def _has_symbolic_dims(graph: Graph) -> bool:
+    return any(isinstance(d, str) for v in graph.values() if v.type is not None and v.type.shape
+               for d in v.type.shape)
 
 
 @main.command("optimize")
