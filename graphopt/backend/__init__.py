@@ -10,4 +10,5 @@ from graphopt.backend.api import CompiledModel, CompileOptions, compile, compile
 from graphopt.backend.c.target import NATIVE, PORTABLE, Target
 from graphopt.backend.runtime import Report
 
-__all__ = ["compile", "compile_many", "CompiledModel", "CompileOptions", "Report", "Target", "NATIVE", "PORTABLE"]
+__all__ = ["compile", "compile_many", "CompiledModel", "CompileOptions", "Report", "Target",
+           "NATIVE", "PORTABLE"]

@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Union
 
 import numpy as np
 import onnx
@@ -39,20 +39,23 @@ from graphopt.backend.c.registry import const_inputs, has_emitter
 from graphopt.backend.c.target import Target, get_target
 from graphopt.backend.lowering import fuse_epilogues
 from graphopt.backend.planner import get_planner
+from graphopt.backend.program import Program
 from graphopt.backend.runtime import Executable, Report
 from graphopt.backend.specialize import check_emitters, specialize, value_inputs
 from graphopt.errors import BadInputError, CodegenError, GraphoptError, UnsupportedError
+from graphopt.inputs import Inputs, check_inputs
 from graphopt.ir.graph import Graph, Value
 
 log = logging.getLogger(__name__)
 
-Inputs = Mapping[str, np.ndarray] | Sequence[np.ndarray] | np.ndarray
-ModelLike = "str | os.PathLike | onnx.ModelProto | Graph"
+ModelLike = Union[str, os.PathLike, onnx.ModelProto, Graph]
 
 
 @dataclass(frozen=True)
 class CompileOptions:
-    """How a model is compiled. `threads` None leaves OpenMP's default (all cores)."""
+    """How a model is compiled. `threads` None leaves OpenMP's default (all cores).
+    `fold_constants=False` runs nodes with constant inputs as C instead of evaluating them at
+    compile time (Shape/Size still fold): a way to test the emitters of such ops."""
 
     target: Target
     cache_dir: str | None = None
@@ -60,6 +63,7 @@ class CompileOptions:
     planner: str = "greedy"
     fuse_epilogues: bool = True
     dims: dict[str, int] = field(default_factory=dict)
+    fold_constants: bool = True
 
 
 @dataclass(frozen=True)
@@ -72,7 +76,8 @@ class Specialization:
 
 
 def compile(model: ModelLike,  # noqa: A001
-            optimize: bool = True, level: int = 2, target: "str | Target" = "native", *, passes: str | None = None,
+            optimize: bool = True, level: int = 2, target: "str | Target" = "native", *,
+            passes: str | None = None,
             cache_dir: "str | os.PathLike | None" = None, threads: int | None = None,
             planner: str = "greedy", fuse_epilogues: bool = True,
             dims: Mapping[str, int] | None = None) -> "CompiledModel":
@@ -139,7 +144,9 @@ def _build_together(codes: list[GeneratedCode],
     try:
         built = build(source, options.target, options.cache_dir, [c.entry for c in codes])
         return {i: built for i in range(len(codes))}
-    except CodegenError:
+    except CodegenError as err:
+        if len(codes) == 1:
+            return {0: err}
         log.warning("the batch of %d programs failed to build; building them one by one",
                     len(codes))
     results: dict[int, BuiltModule | GraphoptError] = {}
@@ -190,19 +197,22 @@ class CompiledModel:
         self.output_names = [v.name for v in graph.outputs]
         self._executables: dict[Specialization, Executable] = {}
         self._lock = threading.Lock()
+        for role, values in (("input", self.inputs), ("output", graph.outputs)):
+            for value in values:
+                if value.type is None and value.onnx_type is not None:
+                    kind = value.onnx_type.WhichOneof("value") or "non-tensor"
+                    raise UnsupportedError(f"graph {role} '{value.name}' is a "
+                                           f"{kind.replace('_', ' ')}; the C backend takes and "
+                                           "returns tensors only")
         for value in self.inputs:
-            if value.type is None and value.onnx_type is not None:
-                kind = value.onnx_type.WhichOneof("value") or "non-tensor"
-                raise UnsupportedError(f"graph input '{value.name}' is a {kind.replace('_', ' ')}; "
-                                       "the C backend takes tensor inputs only")
             if value.type is None or value.type.shape is None:
                 raise BadInputError(f"graph input '{value.name}' has no known rank; the C backend "
                                     "needs typed inputs (fix the model's input declaration)")
-        self.value_inputs: list[int] = value_inputs(graph, const_inputs)
-        if self.value_inputs:  # no default values: check the ops now, build at the first run
-            check_emitters(graph, [self.input_names[i] for i in self.value_inputs], has_emitter)
-        elif build_default:
+        self.value_inputs: list[int] = value_inputs(graph, const_inputs, has_emitter)
+        if build_default and not self.value_inputs:
             self._executable(self._default_specialization())
+        else:  # no program yet: refuse ops without an emitter now, build at the first run
+            check_emitters(graph, [self.input_names[i] for i in self.value_inputs], has_emitter)
 
     # --- public API ----------------------------------------------------------------------------
     def run(self, inputs: Inputs, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
@@ -233,6 +243,10 @@ class CompiledModel:
 
     def reports(self) -> list[Report]:
         return [e.report for e in self._executables.values()]
+
+    def programs(self) -> list[Program]:
+        """The specialized programs built so far (what each one runs, step by step)."""
+        return [e.program for e in self._executables.values()]
 
     @property
     def source(self) -> str:
@@ -282,7 +296,7 @@ class CompiledModel:
             dtype = self.inputs[i].type.dtype.numpy
             values[self.input_names[i]] = np.frombuffer(raw, dtype).reshape(spec.shapes[i])
         program = specialize(self.graph, dict(zip(self.input_names, spec.shapes)), has_emitter,
-                             values)
+                             values, self.options.fold_constants)
         if self.options.fuse_epilogues:
             fuse_epilogues(program)
         code = generate(program, self.options.target, get_planner(self.options.planner), prefix)
@@ -297,57 +311,4 @@ class CompiledModel:
 
     def _check_inputs(self, inputs: Inputs) -> list[np.ndarray]:
         """The inputs as contiguous arrays in model order; BadInputError on any mismatch."""
-        if isinstance(inputs, np.ndarray):
-            inputs = [inputs]
-        if isinstance(inputs, Mapping):
-            unknown = [n for n in inputs if n not in self.input_names]
-            missing = [n for n in self.input_names if n not in inputs]
-            if unknown or missing:
-                parts = []
-                if unknown:
-                    parts.append(f"unknown input(s) {', '.join(map(repr, unknown))}")
-                if missing:
-                    parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
-                raise BadInputError(f"{'; '.join(parts)}; the model's inputs are "
-                                    f"{self._describe_inputs()}")
-            values = [inputs[n] for n in self.input_names]
-        else:
-            values = list(inputs)
-            if len(values) != len(self.inputs):
-                raise BadInputError(f"got {len(values)} input array(s); the model takes "
-                                    f"{len(self.inputs)}: {self._describe_inputs()}")
-        arrays = []
-        bound: dict[str, tuple[int, str]] = {}
-        for value, array in zip(self.inputs, values):
-            array = np.asarray(array)
-            expected = value.type.dtype.numpy
-            if array.dtype != expected:
-                raise BadInputError(f"input '{value.name}' has dtype {array.dtype}; the model "
-                                    f"expects {expected} (convert with .astype(np.{expected}))")
-            self._check_shape(value, array.shape, bound)
-            arrays.append(array if array.flags.c_contiguous else np.ascontiguousarray(array))
-        return arrays
-
-    def _check_shape(self, value: Value, shape: tuple[int, ...],
-                     bound: dict[str, tuple[int, str]]) -> None:
-        declared = value.type.shape
-        problem = None
-        if len(shape) != len(declared):
-            problem = f"rank {len(shape)}, expected {len(declared)}"
-        else:
-            for axis, (got, want) in enumerate(zip(shape, declared)):
-                if isinstance(want, int) and got != want:
-                    problem = f"dim {axis} is {got}, expected {want}"
-                elif isinstance(want, str) and want:
-                    seen = bound.setdefault(want, (got, value.name))
-                    if seen[0] != got:
-                        problem = (f"dim {axis} ('{want}') is {got} but input '{seen[1]}' "
-                                   f"set '{want}' to {seen[0]}")
-                if problem:
-                    break
-        if problem:
-            raise BadInputError(f"input '{value.name}' has shape {tuple(shape)}: {problem} "
-                                f"(declared {value.type})")
-
-    def _describe_inputs(self) -> str:
-        return ", ".join(f"'{v.name}' {v.type}" for v in self.inputs)
+        return check_inputs(self.inputs, inputs)

@@ -30,6 +30,7 @@ from graphopt.errors import UnsupportedError
 from graphopt.ir import ops
 from graphopt.ir.graph import Graph, Node
 from graphopt.ir.types import DType
+from graphopt.backend.functions import function_body, has_function_body, taken_branch
 from graphopt.backend.program import Program, Step, Tensor, step_reads
 
 log = logging.getLogger(__name__)
@@ -43,13 +44,14 @@ STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
 
 def specialize(graph: Graph, input_shapes: Mapping[str, Sequence[int]],
                has_emitter: Callable[[Node], bool] = lambda node: False,
-               input_values: Mapping[str, np.ndarray] | None = None) -> Program:
+               input_values: Mapping[str, np.ndarray] | None = None, fold: bool = True) -> Program:
     """The Program computing `graph` for inputs of exactly `input_shapes` (name -> shape).
 
     `has_emitter` tells whether a backend can run a node; it lets nodes in custom domains
     through when an emitter exists for them (their output types then come from the IR).
     `input_values` (name -> array) are graph inputs specialized on their value: they are
-    constants of the Program (the caller must key the result on them).
+    constants of the Program (the caller must key the result on them). fold=False folds only
+    Shape/Size, so nodes with constant inputs run as steps (to test their emitters).
     Raises UnsupportedError for control flow, custom ops without an emitter, and outputs whose
     shape depends on input data.
     """
@@ -67,38 +69,112 @@ def specialize(graph: Graph, input_shapes: Mapping[str, Sequence[int]],
         env[name] = Tensor(name, value.type.dtype, tuple(value.const.shape), value.const)
 
     steps: list[Step] = []
-    for node in graph.nodes:
-        args = [None if v is None else env[v.name] for v in node.inputs]
-        _check_runnable(node, has_emitter)
-        outputs = _fold(node, args, graph) if _foldable(node, args) else None
-        if outputs is None:
-            outputs = _infer_outputs(node, args, graph)
-            steps.append(Step(node, args, outputs))
-        for value, tensor in zip(node.outputs, outputs):
-            env[value.name] = tensor
+    _specialize_nodes(graph, env, steps, has_emitter, fold)
     program = Program(inputs, [env[v.name] for v in graph.outputs], steps, graph.opset)
     _drop_dead_steps(program)
     return program
 
 
-def value_inputs(graph: Graph, const_inputs: Callable[[Node], Sequence[int]]) -> list[int]:
+def _specialize_nodes(graph: Graph, env: dict[str, Tensor], steps: list[Step],
+                      has_emitter: Callable[[Node], bool], fold: bool) -> None:
+    """Fold, expand or append as steps the nodes of `graph`, reading and extending `env`."""
+    for node in graph.nodes:
+        args = [None if v is None else env[v.name] for v in node.inputs]
+        if _is_static_if(node, args):
+            _specialize_branch(node, args[0], env, steps, has_emitter, fold, graph)
+            continue
+        _check_control_flow(node)
+        foldable = _foldable(node, args) if fold else ops.is_a(node, ops.SHAPE_ONLY)
+        outputs = _fold(node, args, graph) if foldable else None
+        if outputs is None and not has_emitter(node):
+            body = _function_body(node, args, graph)
+            if body is not None:  # the op's definition as ONNX ops: compile those instead
+                for name, value in body.initializers.items():
+                    env[name] = Tensor(name, value.type.dtype, tuple(value.const.shape),
+                                       value.const)
+                _specialize_nodes(body, env, steps, has_emitter, fold)
+                continue
+        if outputs is None:
+            _check_domain(node, has_emitter)
+            outputs = _infer_outputs(node, args, graph)
+            steps.append(Step(node, args, outputs))
+        for value, tensor in zip(node.outputs, outputs):
+            env[value.name] = tensor
+
+
+def _is_static_if(node: Node, args: list[Tensor | None]) -> bool:
+    return node.op_type == "If" and node.domain in ("", "ai.onnx") and bool(args) and \
+        args[0] is not None and args[0].is_const
+
+
+def _specialize_branch(node: Node, condition: Tensor, env: dict[str, Tensor], steps: list[Step],
+                       has_emitter: Callable[[Node], bool], fold: bool, graph: Graph) -> None:
+    """An If with a constant condition: specialize the branch it takes in its place."""
+    types = {name: onnx.helper.make_tensor_type_proto(int(t.dtype), list(t.shape))
+             for name, t in env.items()}
+    branch = taken_branch(node, bool(condition.const.reshape(-1)[0]), types,
+                          dict(graph.opset_imports))
+    for name, value in branch.initializers.items():
+        env[name] = Tensor(name, value.type.dtype, tuple(value.const.shape), value.const)
+    _specialize_nodes(branch, env, steps, has_emitter, fold)
+    for value, result in zip(node.outputs, branch.outputs):
+        env[value.name] = env[result.name]
+
+
+def _function_body(node: Node, args: list[Tensor | None], graph: Graph) -> Graph | None:
+    types = [None if t is None else onnx.helper.make_tensor_type_proto(int(t.dtype), list(t.shape))
+             for t in args]
+    return function_body(node, types, _opset_of(node, graph), dict(graph.opset_imports))
+
+
+def _opset_of(node: Node, graph: Graph) -> int:
+    return graph.opset_imports.get(node.domain, graph.opset if node.domain in ("", "ai.onnx")
+                                   else 1)
+
+
+def value_inputs(graph: Graph, const_inputs: Callable[[Node], Sequence[int]],
+                 has_emitter: Callable[[Node], bool] = lambda node: True) -> list[int]:
     """Positions of the graph inputs to specialize on their value.
 
-    An input qualifies when its declared shape is static with at most VALUE_INPUT_ELEMENTS
-    elements and some node reads it at a position its emitter needs as a compile-time constant
-    (`const_inputs(node)`: axes, pads, shape, repeats...). Specializing on the value is exact:
-    the program built for one value is only ever run with that value.
+    A value must be known at compile time when a node reads it at a position its emitter needs
+    as a constant (`const_inputs(node)`: axes, pads, shape, repeats...), when it is the
+    condition of an If (the branch taken is then compiled alone), when it is an integer input
+    of an op without emitter that is expanded into its function body (its sizes, mostly), or
+    when it is an input of a foldable node (standard domain, deterministic, not Shape/Size)
+    whose output must be known (pads computed from a small input with Sub and Div, say). A
+    graph input that must be known and whose declared shape is static with at most
+    VALUE_INPUT_ELEMENTS elements is specialized on its value. That is exact: the program
+    built for one value only ever runs with that value.
     """
+    needed: set[str] = set()
+    for node in reversed(graph.nodes):
+        wanted = [node.inputs[i] for i in const_inputs(node) if i < len(node.inputs)]
+        if node.op_type == "If" and node.inputs:
+            wanted.append(node.inputs[0])
+        elif not has_emitter(node) and has_function_body(node, _opset_of(node, graph)):
+            wanted += [v for v in node.inputs if v is not None and v.type is not None
+                       and v.type.dtype in (DType.INT32, DType.INT64)]
+        if any(v.name in needed for v in node.outputs):
+            if _foldable_kind(node):
+                wanted += node.inputs
+            elif node.op_type == "If":  # the branch computes it from outer-scope values
+                wanted += node.implicit_inputs
+        needed.update(v.name for v in wanted if v is not None)
     chosen = []
     for position, value in enumerate(graph.inputs):
         shape = value.type.shape if value.type is not None else None
-        if shape is None or not all(isinstance(d, int) for d in shape):
+        if value.name not in needed or shape is None:
             continue
-        if int(np.prod(shape, dtype=np.int64)) > VALUE_INPUT_ELEMENTS:
-            continue
-        if any(use.index in const_inputs(use.node) for use in value.uses()):
+        if all(isinstance(d, int) for d in shape) and \
+                int(np.prod(shape, dtype=np.int64)) <= VALUE_INPUT_ELEMENTS:
             chosen.append(position)
     return chosen
+
+
+def _foldable_kind(node: Node) -> bool:
+    """Whether the node is folded when its inputs are constants (and reads their values)."""
+    return node.domain in STANDARD_DOMAINS and not node.subgraphs and not ops.is_a(
+        node, ops.NONDETERMINISTIC | ops.SHAPE_ONLY | ops.CONTROL_FLOW)
 
 
 def check_emitters(graph: Graph, static_inputs: Sequence[str],
@@ -106,24 +182,39 @@ def check_emitters(graph: Graph, static_inputs: Sequence[str],
     """Refuse, before any specialization exists, a node that will need an emitter and has none.
 
     A node whose inputs are all constants (initializers, `static_inputs`, or outputs of such
-    nodes) or that reads only shapes is folded at specialization; every other node runs as C.
+    nodes) or that reads only shapes is folded at specialization; every other node that some
+    graph output depends on runs as C. Control flow and unknown custom ops are refused too.
     """
     static = set(graph.initializers) | set(static_inputs)
+    live = {v.name for v in graph.outputs}
+    for node in reversed(graph.nodes):  # nodes no output depends on are dropped, never run
+        if any(v.name in live for v in node.outputs):
+            live.update(v.name for v in node.inputs if v is not None)
     for node in graph.nodes:
-        _check_runnable(node, has_emitter)
+        if not any(v.name in live for v in node.outputs):
+            continue
+        if node.op_type == "If" and node.inputs and node.inputs[0].name in static:
+            continue  # the branch taken is compiled; its ops are checked then
+        _check_control_flow(node)
         if ops.is_a(node, ops.SHAPE_ONLY) or (
                 not ops.is_a(node, ops.NONDETERMINISTIC)
                 and all(v is None or v.name in static for v in node.inputs)):
             static.update(v.name for v in node.outputs)
+        elif has_function_body(node, _opset_of(node, graph)):
+            continue  # expanded at specialization; its body's ops are checked then
         elif not has_emitter(node):
+            _check_domain(node, has_emitter)
             raise UnsupportedError(f"{node.describe()}: no C emitter for op '{node.op_type}'; "
                                    "the C backend cannot run it")
 
 
-def _check_runnable(node: Node, has_emitter: Callable[[Node], bool]) -> None:
+def _check_control_flow(node: Node) -> None:
     if ops.is_a(node, ops.CONTROL_FLOW) or node.subgraphs:
         raise UnsupportedError(f"{node.describe()}: control flow (If/Loop/Scan) is not supported "
                                "by the C backend; unroll or fold it before compiling")
+
+
+def _check_domain(node: Node, has_emitter: Callable[[Node], bool]) -> None:
     if node.domain not in STANDARD_DOMAINS and not has_emitter(node):
         raise UnsupportedError(f"{node.describe()}: op '{node.op_type}' of custom domain "
                                f"'{node.domain}' has no C emitter; the C backend runs standard "
@@ -153,7 +244,7 @@ def _fold(node: Node, args: list[Tensor | None], graph: Graph) -> list[Tensor] |
     from graphopt.onnx_io.exporter import node_to_proto
 
     proto = node_to_proto(node)
-    feeds = {t.name: t.const for t in args if t is not None}
+    feeds = {v.name: t.const for v, t in zip(node.inputs, args) if t is not None}
     try:
         evaluator = ReferenceEvaluator(proto, opsets=dict(graph.opset_imports))
         results = evaluator.run(None, feeds)
@@ -162,6 +253,8 @@ def _fold(node: Node, args: list[Tensor | None], graph: Graph) -> list[Tensor] |
         return None
     outputs = []
     for value, data in zip(node.outputs, results):
+        if not isinstance(data, (np.ndarray, np.generic)):  # a sequence, an optional...
+            return None
         data = np.asarray(data)
         if data.dtype == object:
             return None
@@ -196,12 +289,12 @@ def _onnx_infer(node: Node, args: list[Tensor | None],
     except onnx.defs.SchemaError:
         return {}
     types, data = {}, {}
-    for t in args:
-        if t is None:
+    for value, t in zip(node.inputs, args):  # keyed by the node's input names (a tensor may
+        if t is None:                        # carry another name, e.g. an If branch's output)
             continue
-        types[t.name] = onnx.helper.make_tensor_type_proto(int(t.dtype), list(t.shape))
+        types[value.name] = onnx.helper.make_tensor_type_proto(int(t.dtype), list(t.shape))
         if t.is_const and t.size <= INFERENCE_DATA_ELEMENTS and t.const.dtype != object:
-            data[t.name] = numpy_helper.from_array(np.asarray(t.const), t.name)
+            data[value.name] = numpy_helper.from_array(np.asarray(t.const), value.name)
     opsets = [onnx.helper.make_opsetid(d, v) for d, v in graph.opset_imports.items()]
     try:
         result = onnx.shape_inference.infer_node_outputs(schema, node_to_proto(node), types, data,

@@ -1,8 +1,6 @@
 """`graphopt run` and `graphopt bench` (the backend's click commands)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 from graphopt.testing import sample_models_dir
 import numpy as np
 import onnx
@@ -36,7 +34,8 @@ def test_run_reports_bad_inputs_as_one_error(tmp_path):
     result = CliRunner().invoke(run_command, [str(MLP), "--no-optimize", "--inputs",
                                               str(tmp_path / "bad.npz")])
     assert result.exit_code == 2
-    assert "error: input 'input' has shape (1, 3): dim 1 is 3, expected 784" in result.output
+    assert "error: inputs file" in result.output
+    assert "input 'input' has shape (1, 3): dim 1 is 3, expected 784" in result.output
 
 
 def test_bench_prints_both_engines():

@@ -8,6 +8,8 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 from backend_helpers import check_against_onnxruntime, make_model
+from graphopt.backend import compile as compile_model
+from graphopt.errors import UnsupportedError
 
 I64 = np.int64
 
@@ -71,7 +73,6 @@ def test_indexing_and_padding():
 
 
 def test_gather_index_out_of_range_is_an_error():
-    from graphopt.backend import compile as compile_model
     from graphopt.errors import BadInputError
 
     model = make_model([helper.make_node("Gather", ["T", "idx"], ["g"])],
@@ -104,10 +105,11 @@ def test_views_and_output_storage_corner_cases():
 
 def test_resize_modes():
     scales = np.array([1, 1, 2.0, 1.5], np.float32)
+    exact = np.array([1, 1, 1.5, 2], np.float32)  # align_corners needs integral in * scale
     sizes = np.array([2, 3, 3, 7], np.int64)
     cases = [("nearest", "asymmetric", "floor", scales), ("nearest", "half_pixel",
                                                            "round_prefer_floor", sizes),
-             ("nearest", "align_corners", "round_prefer_ceil", scales),
+             ("nearest", "align_corners", "round_prefer_ceil", exact),
              ("linear", "half_pixel", None, scales), ("linear", "align_corners", None, sizes),
              ("linear", "pytorch_half_pixel", None, sizes), ("cubic", "half_pixel", None, scales),
              ("cubic", "asymmetric", None, sizes)]
@@ -128,10 +130,43 @@ def test_resize_modes():
     check_against_onnxruntime(model)
 
 
+def test_resize_antialias_aspect_ratio_and_crop():
+    """Antialiased downscales (wider kernels), keep_aspect_ratio_policy and tf_crop_and_resize
+    with extrapolation, against onnxruntime."""
+    nodes = [
+        helper.make_node("Resize", ["X", "", "down"], ["aa_linear"], mode="linear", antialias=1),
+        helper.make_node("Resize", ["X", "", "down"], ["aa_cubic"], mode="cubic", antialias=1),
+        helper.make_node("Resize", ["X", "", "", "sizes"], ["not_larger"], mode="linear",
+                         axes=[2, 3], keep_aspect_ratio_policy="not_larger"),
+        helper.make_node("Resize", ["X", "", "", "sizes"], ["not_smaller"], mode="nearest",
+                         axes=[2, 3], keep_aspect_ratio_policy="not_smaller"),
+        helper.make_node("Resize", ["X", "roi", "", "crop_sizes"], ["crop"], mode="linear",
+                         coordinate_transformation_mode="tf_crop_and_resize",
+                         extrapolation_value=-3.0),
+    ]
+    inits = {"down": np.array([1, 1, 0.5, 0.4], np.float32),
+             "sizes": np.array([5, 9], np.int64),
+             "roi": np.array([0, 0, -0.2, 0.3, 1, 1, 0.9, 1.2], np.float32),
+             "crop_sizes": np.array([2, 3, 5, 4], np.int64)}
+    model = make_model(nodes, {"X": (TP.FLOAT, [2, 3, 8, 10])},
+                       ["aa_linear", "aa_cubic", "not_larger", "not_smaller", "crop"], inits,
+                       opset=19)
+    check_against_onnxruntime(model)
+
+
+def test_resize_align_corners_with_a_fractional_length_is_refused():
+    """in * scale = 7.5: onnx's reference divides by 6.5, onnxruntime by 6; no guessing."""
+    node = helper.make_node("Resize", ["X", "", "scales"], ["Y"], mode="linear",
+                            coordinate_transformation_mode="align_corners")
+    model = make_model([node], {"X": (TP.FLOAT, [1, 1, 4, 5])}, ["Y"],
+                       {"scales": np.array([1, 1, 1, 1.5], np.float32)}, opset=19)
+    with pytest.raises(UnsupportedError, match="resized length 7.5 is fractional"):
+        compile_model(model, optimize=False)
+
+
 def test_space_to_depth_crd_and_integer_maxpool():
     from onnx.reference import ReferenceEvaluator
 
-    from graphopt.backend import compile as compile_model
 
     s2d = make_model([helper.make_node("SpaceToDepth", ["E"], ["s2d"], blocksize=2, mode="CRD")],
                      {"E": (TP.FLOAT, [1, 2, 4, 6])}, ["s2d"], opset=28)

@@ -10,11 +10,13 @@ elementwise op over same-shaped tensors becomes one flat vectorizable loop.
 from __future__ import annotations
 
 import contextlib
+import re
 from typing import Iterator, Sequence
 
 from graphopt.backend.c.target import Target
 
 Shape = tuple[int, ...]
+_NAME = re.compile(r"[A-Za-z_][A-Za-z_0-9]*(\[[^\]]*\])?|[0-9]+")
 
 
 def contiguous_strides(shape: Sequence[int]) -> list[int]:
@@ -65,13 +67,30 @@ def coalesce(shape: Sequence[int], *stride_lists: Sequence[int]) -> tuple[Shape,
 
 
 def index(variables: Sequence[str], strides: Sequence[int], offset: int | str = 0) -> str:
-    """The flat offset sum(var * stride) (+ offset), skipping zero strides and constant-0 vars."""
+    """The flat offset sum(var * stride) (+ offset), skipping zero strides and constant-0 vars.
+    A variable that is an expression ("c * 9 + t") is parenthesized before it is scaled."""
     terms = [str(offset)] if offset not in (0, "0") else []
     for var, stride in zip(variables, strides):
         if stride == 0 or var == "0":
             continue
+        if stride != 1 and not _is_atom(var):
+            var = f"({var})"
         terms.append(var if stride == 1 else f"{var} * {stride}")
     return " + ".join(terms) or "0"
+
+
+def _is_atom(expr: str) -> bool:
+    """A name, number, array element, or an expression wrapped in one pair of parentheses."""
+    if _NAME.fullmatch(expr):
+        return True
+    if not (expr.startswith("(") and expr.endswith(")")):
+        return False
+    depth = 0
+    for position, char in enumerate(expr):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and position < len(expr) - 1:
+            return False
+    return True
 
 
 def unravel(var: str, dims: Sequence[int], strides: Sequence[int]) -> str:

@@ -95,6 +95,9 @@ SCALAR_OPS: dict[str, ScalarOp] = {
     "Gelu": _op("(({T})0.5 * {a} * (({T})1 + erf{f}({a} * ({T})0.7071067811865475244)))"),
     "Gelu:tanh": _op("(({T})0.5 * {a} * (({T})1 + tanh{f}(({T})0.7978845608028654 * "
                      "({a} + ({T})0.044715 * {a} * {a} * {a}))))"),
+    "Shrink": _op("({a} < -{lambd} ? {a} + {bias} : ({a} > {lambd} ? {a} - {bias} : ({T})0))",
+                  attrs={"lambd": 0.5, "bias": 0.0}),
+    "Swish": _op("({a} / (({T})1 + exp{f}(-{alpha} * {a})))", attrs={"alpha": 1.0}),
     "Mish": _op("({a} * tanh{f}({a} > 0 ? {a} + log1p{f}(exp{f}(-{a})) : log1p{f}(exp{f}({a}))))"),
     "IsNaN": _op("isnan({a})", result="bool"),
     "IsInf": _op("(isinf({a}) && ({a} > 0 ? {detect_positive} : {detect_negative}))",

@@ -27,7 +27,7 @@ from graphopt.errors import UnsupportedError
 
 @dataclass(eq=False)
 class Operand:
-    """A step's input or output as the emitter sees it."""
+    """A step's input or output as the emitter sees it (or a constant an emitter derives)."""
 
     tensor: Tensor
     name: str  # C parameter name (schema name, e.g. "X")
@@ -238,8 +238,22 @@ class Kernel:
         return f"{const}{p.ctype}*{restrict} {p.name}"
 
 
+# Identifiers op emitters declare as locals in kernel bodies. A parameter whose schema name is
+# one of them (BatchNormalization's `mean`, NLL's `loss`...) is numbered like a duplicate, so an
+# emitter's `double mean` never shadows an input.
+RESERVED_LOCALS = frozenset({
+    "Cs", "G", "H", "LU", "P", "Rn", "a", "acc", "angle", "at", "b", "base", "best", "c", "ch",
+    "col", "count", "d", "det", "dw", "e", "epi", "f", "first", "g", "i", "ignored", "im", "inv",
+    "ix", "j", "k", "last", "len", "log_sum", "loss", "loss_sum", "low", "m", "mate", "mean", "ml",
+    "mu", "mult", "n", "norm", "off", "p", "padded", "pivot", "pos", "q", "r", "re", "rh", "row",
+    "s", "scale", "scratch", "shape", "sign", "size", "sum", "t", "top", "v", "var", "w",
+    "weight_sum", "x", "xi", "xr", "xt", "y", "z"
+})
+
+
 def _param_names(step: Step) -> tuple[list[str], list[str]]:
-    """Schema names of inputs and outputs (variadic ones numbered), made unique."""
+    """Schema names of inputs and outputs (variadic ones numbered), made unique and kept apart
+    from RESERVED_LOCALS."""
     node = step.node
     formal_in: list[Any] = []
     formal_out: list[Any] = []
@@ -255,7 +269,7 @@ def _param_names(step: Step) -> tuple[list[str], list[str]]:
     result = []
     for name in ins + outs:
         base, n = name, 1
-        while name in taken or name == "scratch":
+        while name in taken or name in RESERVED_LOCALS:
             name = f"{base}_{n}"
             n += 1
         taken.add(name)

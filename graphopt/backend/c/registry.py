@@ -8,8 +8,9 @@ graphopt/backend/c/ops/ and decorating it:
 
 `dtypes` restricts the element type of the op's main operand (input 0, or output 0 for ops
 without inputs); `check(step)` returns why a step cannot be compiled (or None), for refusals
-that must happen before memory planning (e.g. a Dropout in training mode is not a view); `inplace=True` lets the memory planner give the output the buffer of a
-same-sized input that dies at this op (elementwise ops only); `alias=True` marks ops whose
+that must happen before memory planning (e.g. a Dropout in training mode is not a view);
+`inplace=True` lets the memory planner give the output the buffer of a same-sized input that
+dies at this op (elementwise ops only); `alias=True` marks ops whose
 output 0 is input 0 reinterpreted (Reshape family): the planner makes it a view and the emitter
 only runs (as a copy) when a view is impossible. `const_inputs` lists the inputs the emitter
 reads at compile time (axes, pads, starts/ends, shape, repeats, scales/sizes...): when a graph

@@ -4,14 +4,24 @@ To add an op: write `emit_<op>(k: Kernel)` in the module of its family (or a new
 here) and decorate it with `@register_op("OpType", dtypes=...)`; see docs/BACKEND.md.
 """
 from graphopt.backend.c.ops import (  # noqa: F401  (imported for their registrations)
+    attention,
     conv,
+    einsum,
     elementwise,
     gemm,
+    generators,
     indexing,
+    linalg,
+    loss,
     movement,
     norm,
     pool,
+    quantize,
+    recurrent,
     reduce,
     resize,
+    sample,
     softmax,
+    sort,
+    spectral,
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from graphopt.backend.c import cdtypes
 from graphopt.backend.c.emitter import broadcast_strides, contiguous_strides, index
 from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel, Operand
@@ -81,10 +82,13 @@ def _alpha_beta_ops(alpha: float, beta: float, c: Operand | None) -> list[Epilog
     return ops
 
 
-@register_op("MatMul", dtypes={DType.FLOAT})
+@register_op("MatMul", dtypes=cdtypes.NUMERIC)
 def emit_matmul(k: Kernel) -> None:
     a, b = k.input(0), k.input(1)
     y = k.outputs[0]
+    if a.dtype != DType.FLOAT:
+        _emit_plain_matmul(k)
+        return
     a_shape = (1,) + a.shape if a.rank == 1 else a.shape
     b_shape = b.shape + (1,) if b.rank == 1 else b.shape
     m, kk, n = a_shape[-2], a_shape[-1], b_shape[-1]
@@ -109,3 +113,23 @@ def emit_matmul(k: Kernel) -> None:
         k.em.line(sgemm_call(k, m, n, kk, f"{k.arg(a)} + {index(idx, a_steps)}", (kk, 1),
                              f"{k.arg(b)} + {index(idx, b_steps)}", (n, 1),
                              f"{k.arg(y)} + {index(idx, y_steps)}", n, epilogue, scratch))
+
+
+def _emit_plain_matmul(k: Kernel) -> None:
+    """MatMul of double or integers as a plain loop nest (no csrc kernel), accumulating in
+    double for double and in the element type for integers (wrapping as numpy does)."""
+    a, b, y = k.input(0), k.input(1), k.outputs[0]
+    a_shape = (1,) + a.shape if a.rank == 1 else a.shape
+    b_shape = b.shape + (1,) if b.rank == 1 else b.shape
+    m, depth, n = a_shape[-2], a_shape[-1], b_shape[-1]
+    batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
+    a_steps = [s * m * depth for s in broadcast_strides(a_shape[:-2], batch)]
+    b_steps = [s * depth * n for s in broadcast_strides(b_shape[:-2], batch)]
+    em, A, B, Y = k.em, k.arg(a), k.arg(b), k.arg(y)
+    with em.loops([*batch, m, n], parallel=True, work=y.size * depth) as idx:
+        *bi, i, j = idx
+        em.line(f"{y.ctype} acc = 0;")
+        a_row = index([*bi, i, "p"], [*a_steps, depth, 1])
+        b_column = index([*bi, "p", j], [*b_steps, n, 1])
+        em.line(f"for (int64_t p = 0; p < {depth}; ++p) acc += {A}[{a_row}] * {B}[{b_column}];")
+        em.line(f"{Y}[{index(idx, contiguous_strides(batch + (m, n)))}] = acc;")

@@ -1,4 +1,4 @@
-"""Data movement: views (Reshape family), Transpose, Concat, Split, Slice, Expand, Tile,
+"""Data movement: views (Reshape family, BitCast), Transpose, Concat, Split, Slice, Expand, Tile,
 DepthToSpace/SpaceToDepth.
 
 Most of these are one strided copy: the output walked in order while the input is read
@@ -48,7 +48,8 @@ def _inference_only(step: Step) -> str | None:
     return "Dropout in training mode drops random elements; only inference Dropout is supported"
 
 
-@register_op("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", alias=True,
+@register_op("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Dropout", "BitCast",
+             alias=True,
              check=_inference_only, const_inputs=(1, 2))  # shape/axes; Dropout ratio, training
 def emit_view(k: Kernel) -> None:
     """Runs only when the planner could not make the output a view: copy the bytes."""

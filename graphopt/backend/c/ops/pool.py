@@ -1,5 +1,6 @@
-"""Windowed pooling over any number of spatial dims: MaxPool (with optional Indices),
-AveragePool (count_include_pad either way) and LpPool.
+"""Windowed pooling over any number of spatial dims: MaxPool (with optional Indices, spatial
+dims row- or column-major per storage_order), AveragePool (count_include_pad either way) and
+LpPool.
 
 Each output element walks its window; taps outside the input are skipped (and, for
 AveragePool with count_include_pad=1, still counted when they fall on padding).
@@ -27,8 +28,7 @@ def emit_pool(k: Kernel) -> None:
     dilations = [int(v) for v in k.attr("dilations", [1] * spatial)]
     begin, end = window_pads(k, x.shape[2:], y.shape[2:], kernel, strides, dilations)
     indices = k.outputs[1] if len(k.outputs) > 1 and k.outputs[1].used else None
-    if indices is not None and int(k.attr("storage_order", 0)) != 0:
-        k.unsupported("MaxPool Indices with storage_order=1 are not implemented")
+    column_major = int(k.attr("storage_order", 0)) == 1
     include_pad = op == "AveragePool" and int(k.attr("count_include_pad", 0)) == 1
     p = float(k.attr("p", 2))
     em, X, Y = k.em, k.arg(x), k.arg(y)
@@ -48,6 +48,9 @@ def emit_pool(k: Kernel) -> None:
                 inside.append(f"{c} >= 0 && {c} < {x.shape[d + 2]}")
                 in_pad.append(f"{c} < {x.shape[d + 2] + end[d]}")
             offset = index([out[0], out[1]] + coords, x_strides)
+            # Indices: flat position in X, the spatial dims in column-major order if asked
+            arg = index([out[0], out[1]] + coords, x_strides[:2] + _column_major(x.shape[2:])) \
+                if column_major else offset
             if include_pad:
                 em.line(f"padded += ({' && '.join(in_pad)});")
             with em.block(f"if ({' && '.join(inside)})"):
@@ -55,7 +58,7 @@ def emit_pool(k: Kernel) -> None:
                 if op == "MaxPool":
                     with em.block("if (v > acc || count == 0)"):
                         em.line("acc = v;")
-                        em.line(f"best = {offset};")
+                        em.line(f"best = {arg};")
                 elif op == "AveragePool":
                     em.line("acc += v;")
                 else:
@@ -74,7 +77,41 @@ def emit_pool(k: Kernel) -> None:
         em.line("(void)padded; (void)best;")
 
 
+def _column_major(dims: tuple[int, ...]) -> list[int]:
+    """Strides of `dims` stored first-dim-fastest (MaxPool storage_order=1)."""
+    strides, step = [], 1
+    for dim in dims:
+        strides.append(step)
+        step *= dim
+    return strides
+
+
 def _mul(var: str, factor: int) -> str:
     if var == "0":
         return "0"
     return var if factor == 1 else f"{var} * {factor}"
+
+
+@register_op("MaxUnpool", const_inputs=(2,))
+def emit_max_unpool(k: Kernel) -> None:
+    """Y = 0, then Y[I[i]] = X[i]: I holds flat positions in the unpooled shape
+    (in - 1) * stride - pads + kernel per spatial dim; a larger output_shape keeps that block
+    in its leading corner. An index outside the unpooled tensor stops the run."""
+    x, indices, y = k.input(0), k.input(1), k.outputs[0]
+    kernel = [int(v) for v in k.attr("kernel_shape")]
+    spatial = len(kernel)
+    strides = [int(v) for v in k.attr("strides", [1] * spatial)]
+    pads = [int(v) for v in k.attr("pads", [0] * (2 * spatial))]
+    unpooled = list(x.shape[:2]) + [(x.shape[2 + d] - 1) * strides[d] - pads[d] -
+                                    pads[spatial + d] + kernel[d] for d in range(spatial)]
+    if any(u > o for u, o in zip(unpooled, y.shape)):
+        k.unsupported(f"MaxUnpool output {y.shape} smaller than the unpooled shape {unpooled}")
+    em, X, I, Y = k.em, k.arg(x), k.arg(indices), k.arg(y)
+    em.line(f"memset({Y}, 0, {y.size * y.dtype.itemsize});")
+    total = int(np.prod(unpooled))
+    with em.loops([x.size]) as (i,):  # serial: a bad index returns from the loop
+        em.line(f"const int64_t at = (int64_t){I}[{i}];")
+        em.line(f"if (at < 0 || at >= {total}) return 1;")
+        coords = [f"(at / {int(np.prod(unpooled[d + 1:]))} % {unpooled[d]})"
+                  for d in range(len(unpooled))]
+        em.line(f"{Y}[{index(coords, y.strides)}] = {X}[{i}];")

@@ -1,4 +1,5 @@
-"""Reductions over a set of axes: the Reduce* family, global pools, ArgMax/ArgMin.
+"""Reductions over a set of axes: the Reduce* family, global pools, ArgMax/ArgMin, and the
+running reductions CumSum/CumProd.
 
 The input's kept dims and reduced dims are coalesced separately; each output element runs
 one accumulation loop nest over the reduced dims. Float sums accumulate in double so long
@@ -12,6 +13,7 @@ from dataclasses import dataclass
 from graphopt.backend.c import cdtypes
 from graphopt.backend.c.emitter import coalesce, contiguous_strides, index
 from graphopt.backend.c.kernel import Kernel, Operand
+from graphopt.backend.c.ops.softmax import axis_view
 from graphopt.backend.c.registry import register_op
 from graphopt.ir.types import DType
 
@@ -68,10 +70,12 @@ def split_loops(shape: tuple[int, ...], strides: list[int], axes: list[int]) -> 
     return kept_shape, kept_strides, red_shape, red_strides
 
 
-@register_op(*REDUCTIONS, "ReduceLogSumExp", dtypes=cdtypes.NUMERIC, const_inputs=(1,))
+@register_op(*REDUCTIONS, "ReduceLogSumExp", dtypes=cdtypes.ALL, const_inputs=(1,))
 def emit_reduce(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     op = k.node.op_type
+    if x.dtype == DType.BOOL and op not in ("ReduceMax", "ReduceMin"):
+        k.unsupported(f"{op} on BOOL (only ReduceMax/ReduceMin, i.e. any/all, are defined)")
     if op in ("ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "GlobalAveragePool") and \
             x.dtype not in cdtypes.FLOATS:
         k.unsupported(f"{op} on integers is not implemented")
@@ -139,3 +143,26 @@ def emit_arg_reduce(k: Kernel) -> None:
             em.line(f"const {x.ctype} v = {X}[{base} + r * {stride}];")
             em.line(f"if (v {better} best) {{ best = v; at = r; }}")
         em.line(f"{Y}[{index(out, contiguous_strides(kept_shape))}] = at;")
+
+
+@register_op("CumSum", "CumProd", dtypes=cdtypes.NUMERIC, const_inputs=(1,))
+def emit_cumulative(k: Kernel) -> None:
+    """Running sum/product along `axis` (exclusive: each element sees only the ones before it;
+    reverse: from the end), accumulated in the input type as the spec's reference does."""
+    x, axis_in, y = k.input(0), k.input(1), k.outputs[0]
+    if axis_in.const is None or axis_in.size != 1:
+        k.unsupported(f"{k.node.op_type} axis must be a constant scalar")
+    axis = int(axis_in.const.reshape(-1)[0]) % max(x.rank, 1)
+    outer, n, inner = axis_view(x.shape, axis)
+    product = k.node.op_type == "CumProd"
+    em, X, Y, T = k.em, k.arg(x), k.arg(y), x.ctype
+    position = f"{n - 1} - r" if int(k.attr("reverse", 0)) else "r"
+    with em.loops([outer, inner], parallel=True, work=x.size) as (o, i):
+        em.line(f"{T} acc = {cdtypes.literal(1 if product else 0, x.dtype)};")
+        with em.block(f"for (int64_t r = 0; r < {n}; ++r)"):
+            em.line(f"const int64_t at = {index([o, i], [n * inner, 1])} + ({position}) * {inner};")
+            update = f"acc = acc {'*' if product else '+'} {X}[at];"
+            if int(k.attr("exclusive", 0)):
+                em.line(f"{Y}[at] = acc; {update}")
+            else:
+                em.line(f"{update} {Y}[at] = acc;")

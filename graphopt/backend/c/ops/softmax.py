@@ -52,6 +52,6 @@ def emit_softmax(k: Kernel) -> None:
         if op == "Softmax":
             em.line(f"const {T} scale = ({T})1 / sum;")
             em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] *= scale;")
-        else:
-            em.line(f"const {T} shift = top + log{f}(sum);")
-            em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] = x[j{step}] - shift;")
+        else:  # (x - top) is exact near the max; adding log(sum) to top first would round
+            em.line(f"const {T} log_sum = log{f}(sum);")
+            em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] = (x[j{step}] - top) - log_sum;")
