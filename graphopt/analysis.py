@@ -8,18 +8,14 @@ import numpy as np
 
 from graphopt.ir import ops
 from graphopt.ir.graph import Graph, Node
+from graphopt.ir.ops import op_rule_decorator
 
 FlopRule = Callable[[Node], int]
 _FLOP_RULES: dict[tuple[str, str], FlopRule] = {}
 
 
-def flop_rule(*op_types: str) -> Callable[[FlopRule], FlopRule]:
-    """Register the FLOP count (2 per multiply-accumulate) of standard ops."""
-    def decorate(fn: FlopRule) -> FlopRule:
-        for op in op_types:
-            _FLOP_RULES[("", op)] = fn
-        return fn
-    return decorate
+# Register the FLOP count (2 per multiply-accumulate) of an op: @flop_rule("Conv").
+flop_rule = op_rule_decorator(_FLOP_RULES)
 
 
 def _numel(shape: tuple | None) -> int:

@@ -10,7 +10,7 @@ from graphopt.errors import UnsupportedError
 from graphopt.evaluator.data_movement import slice_bounds
 from graphopt.ir import ops
 from graphopt.ir.graph import Node, Value
-from graphopt.ir.ops import OpKey
+from graphopt.ir.ops import OpKey, op_rule_decorator
 from graphopt.ir.types import DType
 
 # A rule looks at one node and returns the input value it forwards unchanged, or None.
@@ -20,13 +20,7 @@ NOOP_RULES: dict[OpKey, NoOpRule] = {}
 _UNBOUNDED = 1 << 62
 
 
-def noop_rule(*op_types: str, domain: str = "") -> Callable[[NoOpRule], NoOpRule]:
-    def decorate(fn: NoOpRule) -> NoOpRule:
-        for op_type in op_types:
-            NOOP_RULES[(domain, op_type)] = fn
-        return fn
-
-    return decorate
+noop_rule = op_rule_decorator(NOOP_RULES)
 
 
 @register_pass("remove-identity")

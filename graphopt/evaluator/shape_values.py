@@ -21,7 +21,7 @@ import numpy as np
 from graphopt.errors import UnsupportedError
 from graphopt.evaluator.data_movement import slice_bounds
 from graphopt.ir.graph import Node, Value
-from graphopt.ir.ops import OpKey
+from graphopt.ir.ops import OpKey, op_rule_decorator
 from graphopt.ir.types import Dim, DType
 
 # Constants larger than this are not shape tensors worth tracking.
@@ -49,13 +49,7 @@ ShapeRule = Callable[[Node, Lookup], "ShapeTensor | None"]
 SHAPE_RULES: dict[OpKey, ShapeRule] = {}
 
 
-def shape_rule(*op_types: str, domain: str = "") -> Callable[[ShapeRule], ShapeRule]:
-    def decorate(fn: ShapeRule) -> ShapeRule:
-        for op_type in op_types:
-            SHAPE_RULES[(domain, op_type)] = fn
-        return fn
-
-    return decorate
+shape_rule = op_rule_decorator(SHAPE_RULES)
 
 
 def from_constant(value: Value | None) -> ShapeTensor | None:

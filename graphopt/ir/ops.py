@@ -4,7 +4,7 @@ Passes ask `is_a(node, COMMUTATIVE)` instead of comparing op-type strings all ov
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 import onnx
 
@@ -65,6 +65,21 @@ PARAMETER_INPUTS: dict[OpKey, tuple[int, ...]] = {
     ("", "GroupNormalization"): (1, 2), ("", "PRelu"): (1,), ("", "Gather"): (0,),
     ("", "LSTM"): (1, 2, 3), ("", "GRU"): (1, 2, 3), ("", "RNN"): (1, 2, 3),
 }
+
+
+_Rule = TypeVar("_Rule", bound=Callable)
+
+
+def op_rule_decorator(table: dict[OpKey, _Rule]) -> Callable[..., Callable[[_Rule], _Rule]]:
+    """A decorator factory filling `table`: `@rule("Add", "Sub", domain="")` registers the decorated
+    function under each (domain, op_type). One shape for every per-op fact table."""
+    def rule(*op_types: str, domain: str = "") -> Callable[[_Rule], _Rule]:
+        def decorate(fn: _Rule) -> _Rule:
+            for op_type in op_types:
+                table[(domain, op_type)] = fn
+            return fn
+        return decorate
+    return rule
 
 
 def is_a(node: "Node", family: frozenset[OpKey]) -> bool:
