@@ -1,130 +1,208 @@
-"""Benchmark the C backend against onnxruntime on the sample models and onnx's light models.
+"""Benchmark the C backend against onnxruntime and OpenVINO (f32), with the machine's SGEMM peak.
 
-For each model: compile time, arena bytes and their ratio to the sum of all activations, the
-median latency of graphopt and onnxruntime at 1 and 2 threads (same count for both) with the
-ratio, and the largest difference between the two engines' outputs. Prints a markdown table
-with the machine it ran on.
+Every engine runs in this one process, interleaved per round (round r times graphopt, then
+onnxruntime, then OpenVINO, then the next round), at 1 and 2 threads, so load from other
+processes hits all of them alike; each engine's latency is the median of its round medians.
+Per model: latency per engine, the ratios (above 1: graphopt is faster), graphopt's GFLOP/s
+(Conv/Gemm/MatMul work of the compiled program) and its fraction of the SGEMM peak, which is
+numpy's 1024^3 float32 matmul measured in the same run (the `matmul1024` row is graphopt on
+that same product). OpenVINO runs with INFERENCE_PRECISION_HINT=f32 and is skipped with a note
+when it is not installed (`pip install -e .[bench]`).
 
-    python benchmarks/bench_backend.py                   # everything
-    python benchmarks/bench_backend.py --models mlp resnet18 --threads 1 --no-optimize
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_backend.py
+    python benchmarks/bench_backend.py --models mlp resnet18 --threads 1 --rounds 5
+
+(OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE, where set, make numpy's OpenBLAS pick a slower kernel;
+unset them for this command only so the SGEMM peak is the real one.)
 """
 from __future__ import annotations
 
-from graphopt.testing import sample_models_dir
 import argparse
 import os
-import platform
-import subprocess
+import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import onnx
+from onnx import TensorProto, helper
 
+from _common import machine_line
 from graphopt.backend import compile as compile_model
-from graphopt.backend.bench import compare_latency, onnxruntime_session
+from graphopt.backend.bench import onnxruntime_session
+from graphopt.backend.program import Program
 from graphopt.numerics import random_inputs
+from graphopt.testing import sample_models_dir
 
 SHARED = sample_models_dir()
-LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+DEFAULT_MODELS = ("mlp", "digits_cnn", "mobilenet_v2", "resnet18", "minilm")
+PEAK_SIZE = 1024
 
 
 @dataclass
-class Row:
+class Result:
     name: str
-    compile_seconds: float
-    arena_mb: float
-    activation_mb: float
-    timings: dict[int, tuple[float, float]]  # threads -> (graphopt ms, onnxruntime ms)
-    max_abs_diff: float
+    flops: int
+    ms: dict[tuple[str, int], float] = field(default_factory=dict)  # (engine, threads) -> ms
+    max_abs_diff: float = 0.0
     error: str = ""
 
 
-def machine() -> str:
-    model = platform.processor() or "unknown CPU"
+def program_flops(program: Program) -> int:
+    """Multiply-add work (2 flops each) of the Conv/Gemm/MatMul steps of a compiled program."""
+    total = 0
+    for step in program.steps:
+        out = step.outputs[0]
+        if step.op_type == "Conv":
+            w = step.inputs[1]
+            total += 2 * out.size * (w.size // w.shape[0])
+        elif step.op_type in ("Gemm", "MatMul"):
+            a = step.inputs[0]
+            depth = a.shape[0] if step.node.attrs.get("transA", 0) else a.shape[-1]
+            total += 2 * out.size * depth
+    return total
+
+
+def matmul_model(n: int) -> onnx.ModelProto:
+    """Y = A @ B for two n x n float inputs (the SGEMM row)."""
+    inputs = [helper.make_tensor_value_info(x, TensorProto.FLOAT, [n, n]) for x in ("A", "B")]
+    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["Y"])], "matmul", inputs,
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [n, n])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def openvino_runner(model: Path, threads: int) -> Callable[[dict], object] | None:
+    """A callable running `model` on OpenVINO's CPU plugin in f32, or None if not installed."""
     try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        model = next(line.split(":", 1)[1].strip() for line in lscpu.splitlines()
-                     if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        pass
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    return f"{model}, {os.cpu_count()} logical cores, load average {load}"
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32",
+              "PERFORMANCE_HINT": "LATENCY"}
+    compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
+    request = compiled.create_infer_request()
+    return lambda feeds: request.infer(feeds)
 
 
-def discover(names: list[str] | None) -> list[Path]:
-    paths = sorted(SHARED.glob("*.onnx")) + sorted(LIGHT.glob("*.onnx"))
-    if names:
-        paths = [p for p in paths if p.stem in names or p.stem.replace("light_", "") in names]
-    return paths
+def numpy_runner(threads: int) -> Callable[[dict], object]:
+    """numpy's float32 matmul (OpenBLAS SGEMM) limited to `threads`."""
+    from threadpoolctl import threadpool_limits
+
+    def run(feeds: dict) -> object:
+        with threadpool_limits(threads):
+            return np.matmul(feeds["A"], feeds["B"])
+
+    return run
 
 
-def bench_one(path: Path, threads: list[int], optimize: bool, level: int, repeat: int,
-              cache_dir: str | None) -> Row:
-    name = path.stem.replace("light_", "light/")
-    started = time.perf_counter()
-    compiled = compile_model(path, optimize=optimize, level=level, cache_dir=cache_dir)
-    compile_seconds = time.perf_counter() - started
-    report = compiled.report
+def interleaved_ms(runners: dict[str, Callable[[], object]], rounds: int,
+                   round_seconds: float) -> dict[str, float]:
+    """Median over rounds of each runner's median time in a round; runners alternate."""
+    calls = {}
+    for name, fn in runners.items():  # warm up and size a round to ~round_seconds
+        fn()
+        start = time.perf_counter()
+        fn()
+        calls[name] = max(1, min(50, int(round_seconds / max(time.perf_counter() - start, 1e-6))))
+    per_round: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, fn in runners.items():
+            times = []
+            for _ in range(calls[name]):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            per_round[name].append(statistics.median(times))
+    return {name: 1e3 * statistics.median(values) for name, values in per_round.items()}
+
+
+def bench_model(name: str, model: Path, threads: list[int], rounds: int, round_seconds: float,
+                with_numpy: bool = False) -> Result:
+    compiled = compile_model(model)
     feeds = random_inputs(compiled.graph, seed=0)
+    result = Result(name, program_flops(compiled.programs()[0]))
     ours = compiled.run(feeds)
-    theirs = onnxruntime_session(path, 1).run(None, feeds)
-    diff = max(float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)), initial=0.0))
-               for a, b in zip(ours, theirs))
-    timings = {}
+    theirs = onnxruntime_session(model, 1).run(None, dict(feeds))
+    result.max_abs_diff = max(float(np.max(np.abs(a.astype(np.float64) - b), initial=0.0))
+                              for a, b in zip(ours, theirs))
     for count in threads:
-        timing = compare_latency(compiled, path, feeds, count, repeat, budget_seconds=15.0)
-        timings[count] = (timing.graphopt_ms, timing.onnxruntime_ms)
-    mb = 1 / (1 << 20)
-    return Row(name, compile_seconds, report.arena_bytes * mb, report.activation_bytes * mb,
-               timings, diff)
+        compiled.set_threads(count)
+        session = onnxruntime_session(model, count)
+        runners = {"graphopt": lambda: compiled.run(feeds),
+                   "onnxruntime": lambda s=session: s.run(None, dict(feeds))}
+        openvino = openvino_runner(model, count)
+        if openvino is not None:
+            runners["openvino"] = lambda ov=openvino: ov(dict(feeds))
+        if with_numpy:
+            runners["numpy"] = lambda np_run=numpy_runner(count): np_run(feeds)
+        for engine, ms in interleaved_ms(runners, rounds, round_seconds).items():
+            result.ms[(engine, count)] = ms
+    return result
 
 
-def format_table(rows: list[Row], threads: list[int]) -> str:
-    head = ["model", "compile s", "arena MB", "activations MB", "arena/act"]
-    for count in threads:
-        head += [f"graphopt {count}T ms", f"ORT {count}T ms", f"ORT/graphopt {count}T"]
-    head.append("max abs diff")
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in rows:
-        if row.error:
-            lines.append(f"| {row.name} | failed: {row.error} |")
+def format_table(results: list[Result], count: int, peak: float) -> str:
+    engines = ["onnxruntime", "openvino"]
+    head = ["model", "graphopt ms", "ORT ms", "OpenVINO ms", "ORT/graphopt", "OpenVINO/graphopt",
+            "graphopt GFLOP/s", "% of SGEMM peak", "max abs diff"]
+    title = f"### {count} thread{'s' if count > 1 else ''} (SGEMM peak, numpy: {peak:.1f} GFLOP/s)"
+    lines = [title, "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        if r.error:
+            lines.append(f"| {r.name} | failed: {r.error} |")
             continue
-        cells = [row.name, f"{row.compile_seconds:.2f}", f"{row.arena_mb:.2f}",
-                 f"{row.activation_mb:.2f}", f"{row.arena_mb / max(row.activation_mb, 1e-9):.3f}"]
-        for count in threads:
-            ours, theirs = row.timings[count]
-            cells += [f"{ours:.3f}", f"{theirs:.3f}", f"{theirs / ours:.2f}x"]
-        cells.append(f"{row.max_abs_diff:.2g}")
+        ours = r.ms[("graphopt", count)]
+        cells = [r.name, f"{ours:.3f}"]
+        cells += [f"{r.ms[(e, count)]:.3f}" if (e, count) in r.ms else "-" for e in engines]
+        cells += [f"{r.ms[(e, count)] / ours:.2f}x" if (e, count) in r.ms else "-"
+                  for e in engines]
+        gflops = r.flops / ours / 1e6
+        cells += [f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-",
+                  f"{r.max_abs_diff:.2g}"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
+def _load() -> str:
+    return ", ".join(f"{v:.1f}" for v in os.getloadavg())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="*", help="model stems (default: all)")
+    parser.add_argument("--models", nargs="*", default=list(DEFAULT_MODELS),
+                        help="sample model stems (default: %(default)s)")
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
-    parser.add_argument("--repeat", type=int, default=20)
-    parser.add_argument("--level", type=int, default=2)
-    parser.add_argument("--no-optimize", action="store_true", help="skip graphopt's passes")
-    parser.add_argument("--fresh-cache", action="store_true",
-                        help="compile into an empty cache (compile times without cache hits)")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--round-seconds", type=float, default=0.15)
     args = parser.parse_args(argv)
-    cache = tempfile.mkdtemp(prefix="graphopt-bench-") if args.fresh_cache else None
-    print(f"machine: {machine()}", flush=True)
-    rows = []
-    for path in discover(args.models):
-        print(f"benchmarking {path.name} ...", file=sys.stderr, flush=True)
+    print(f"machine: {machine_line()}; load average {_load()}", flush=True)
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        print("note: OpenVINO is not installed (pip install -e .[bench]); its columns are empty")
+    matmul = Path(tempfile.mkdtemp(prefix="graphopt-bench-")) / f"matmul{PEAK_SIZE}.onnx"
+    onnx.save(matmul_model(PEAK_SIZE), matmul)
+    peak_row = bench_model(matmul.stem, matmul, args.threads, args.rounds, args.round_seconds,
+                           with_numpy=True)
+    results = [peak_row]
+    for name in args.models:
+        print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
         try:
-            rows.append(bench_one(path, args.threads, not args.no_optimize, args.level,
-                                  args.repeat, cache))
+            results.append(bench_model(name, SHARED / f"{name}.onnx", args.threads, args.rounds,
+                                       args.round_seconds))
         except Exception as err:  # one failing model must not hide the others' numbers
-            rows.append(Row(path.stem, 0, 0, 0, {}, 0, f"{type(err).__name__}: {err}"[:200]))
-    print(format_table(rows, args.threads))
-    print(f"machine after: {machine()}")
+            results.append(Result(name, 0, error=f"{type(err).__name__}: {err}"[:200]))
+    for count in args.threads:
+        peak = 2 * PEAK_SIZE ** 3 / peak_row.ms[("numpy", count)] / 1e6
+        print()
+        print(format_table(results, count, peak))
+    print(f"\nload average after: {_load()}")
     return 0
 
 

@@ -276,7 +276,7 @@ def make_reference(path: Path) -> Reference:
 
 def check_output(out_path: Path, reference: Reference | None, result: ToolResult) -> None:
     """Fill node count, checker verdict and output comparison of one tool's output model."""
-    from graphopt.numerics import compare_outputs, format_mismatches, run_onnxruntime
+    from graphopt.numerics import compare_outputs, run_onnxruntime
 
     model = onnx.load(str(out_path))
     result.nodes_out = count_nodes(model.graph)
@@ -297,12 +297,12 @@ def check_output(out_path: Path, reference: Reference | None, result: ToolResult
     except Exception as err:  # noqa: BLE001 - onnxruntime raises its own exception types
         result.match, result.error = "error", f"onnxruntime: {err}"
         return
-    mismatches = compare_outputs(names, reference.outputs, got)
-    result.max_abs_err = max((m.max_abs for m in mismatches), default=0.0)
-    result.max_rel_err = max((m.max_rel for m in mismatches), default=0.0)
-    result.match = "yes" if all(m.ok for m in mismatches) else "no"
+    comparison = compare_outputs(names, reference.outputs, got)
+    result.max_abs_err = max((c.max_abs for c in comparison), default=0.0)
+    result.max_rel_err = max((c.max_rel for c in comparison), default=0.0)
+    result.match = "yes" if comparison.ok else "no"
     if result.match == "no":
-        result.error = format_mismatches(mismatches)
+        result.error = comparison.describe()
 
 
 def _best_peer_nodes(model: ModelResult) -> int | None:

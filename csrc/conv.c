@@ -1,11 +1,13 @@
-/* Convolution helpers: im2col (convolution as GEMM) and a direct depthwise kernel.
+/* Convolution helpers: im2col straight into GEMM panels (convolution as GEMM) and a direct
+ * depthwise kernel.
  *
  * Both split each output row into the part whose taps fall inside the image and the padded
  * borders, so the inner loops carry no bounds checks and vectorize for stride 1.
  */
-#include <string.h>
-
 #include "graphopt_kernels.h"
+#include "graphopt_simd.h"
+
+#define TABLED_TAPS 16
 
 /* First and one-past-last output index o in [0, out) with 0 <= o*stride + offset < size. */
 static void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t size,
@@ -23,35 +25,184 @@ static void valid_range(int64_t out, int64_t stride, int64_t offset, int64_t siz
     *hi = last;
 }
 
-void graphopt_im2col(const float* X, const graphopt_conv2d_shape* s, float* cols) {
-    const int64_t oh = s->out_height, ow = s->out_width, plane = oh * ow;
-    const int64_t rows = s->channels * s->kernel_h * s->kernel_w;
+/* Write n consecutive im2col values of one output row, starting at output column ox, to o:
+ * output column q reads input column q * stride + offset of the row xr, zero outside [lo, hi)
+ * (the padding). */
+static void im2col_run(const float* xr, int64_t stride, int64_t offset, int64_t ox, int64_t n,
+                       int64_t lo, int64_t hi, float* restrict o) {
+    int64_t first = lo - ox, last = hi - ox; /* [first, last): inside the row */
+    if (first < 0) first = 0;
+    if (last > n) last = n;
+    if (last < first) last = first;
+    if (stride == 1 && first == 0 && last == GRAPHOPT_GEMM_NR) { /* a whole panel row */
+#pragma GCC unroll 16
+        for (int v = 0; v < GRAPHOPT_GEMM_NR; v += GRAPHOPT_GEMM_VLEN)
+            VEC_STORE(o + v, VEC_LOAD(xr + ox + offset + v));
+        return;
+    }
+    for (int64_t t = 0; t < first; ++t) o[t] = 0.0f;
+    if (stride == 1)
+        for (int64_t t = first; t < last; ++t) o[t] = xr[ox + t + offset];
+    else
+        for (int64_t t = first; t < last; ++t) o[t] = xr[(ox + t) * stride + offset];
+    for (int64_t t = last; t < n; ++t) o[t] = 0.0f;
+}
+
+void graphopt_im2col_packed(const float* X, const graphopt_conv2d_shape* s, float* panels) {
+    const int64_t oh = s->out_height, ow = s->out_width;
+    const int64_t kw = s->kernel_w, kh = s->kernel_h, rows = s->channels * kh * kw;
+    const int64_t panel_size = rows * GRAPHOPT_GEMM_NR; /* floats per NR-column panel */
+    /* one im2col row (a channel and tap) per iteration: its output positions j = oy*ow + ox
+     * go to panel j / NR, lane j % NR, walked in runs that end at a panel or row boundary */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (rows * plane >= (1 << 17))
+#pragma omp parallel for schedule(static) if (rows * oh * ow >= (1 << 17))
 #endif
     for (int64_t row = 0; row < rows; ++row) {
-        const int64_t kx = row % s->kernel_w, ky = (row / s->kernel_w) % s->kernel_h;
-        const int64_t c = row / (s->kernel_w * s->kernel_h);
+        const int64_t kx = row % kw, ky = (row / kw) % kh, c = row / (kw * kh);
         const float* x = X + c * s->height * s->width;
-        float* out = cols + row * plane;
         const int64_t y_off = ky * s->dilation_h - s->pad_top;
         const int64_t x_off = kx * s->dilation_w - s->pad_left;
-        int64_t x_lo, x_hi;
-        valid_range(ow, s->stride_w, x_off, s->width, &x_lo, &x_hi);
+        int64_t lo, hi;
+        valid_range(ow, s->stride_w, x_off, s->width, &lo, &hi);
+        float* lane0 = panels + row * GRAPHOPT_GEMM_NR;
+        int64_t panel = 0, lane = 0;
         for (int64_t oy = 0; oy < oh; ++oy) {
-            float* o = out + oy * ow;
             const int64_t iy = oy * s->stride_h + y_off;
-            if (iy < 0 || iy >= s->height) {
-                memset(o, 0, (size_t)ow * sizeof(float));
-                continue;
+            const int inside = iy >= 0 && iy < s->height;
+            const float* xr = x + (inside ? iy : 0) * s->width;
+            for (int64_t ox = 0; ox < ow;) {
+                int64_t n = GRAPHOPT_GEMM_NR - lane;
+                if (n > ow - ox) n = ow - ox;
+                float* o = lane0 + panel * panel_size + lane;
+                if (inside)
+                    im2col_run(xr, s->stride_w, x_off, ox, n, lo, hi, o);
+                else
+                    for (int64_t t = 0; t < n; ++t) o[t] = 0.0f;
+                ox += n;
+                lane += n;
+                if (lane == GRAPHOPT_GEMM_NR) {
+                    lane = 0;
+                    ++panel;
+                }
             }
-            const float* xr = x + iy * s->width;
-            for (int64_t ox = 0; ox < x_lo; ++ox) o[ox] = 0.0f;
-            if (s->stride_w == 1)
-                for (int64_t ox = x_lo; ox < x_hi; ++ox) o[ox] = xr[ox + x_off];
-            else
-                for (int64_t ox = x_lo; ox < x_hi; ++ox) o[ox] = xr[ox * s->stride_w + x_off];
-            for (int64_t ox = x_hi; ox < ow; ++ox) o[ox] = 0.0f;
+        }
+        for (; lane > 0 && lane < GRAPHOPT_GEMM_NR; ++lane) /* zero columns pad the last panel */
+            lane0[panel * panel_size + lane] = 0.0f;
+    }
+}
+
+/* One output element of a depthwise channel: the taps that fall inside the image. */
+static float depthwise_point(const float* x, const float* w, const graphopt_conv2d_shape* s,
+                             int64_t oy, int64_t ox) {
+    float acc = 0.0f;
+    for (int64_t ky = 0; ky < s->kernel_h; ++ky) {
+        const int64_t iy = oy * s->stride_h + ky * s->dilation_h - s->pad_top;
+        if (iy < 0 || iy >= s->height) continue;
+        for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
+            const int64_t ix = ox * s->stride_w + kx * s->dilation_w - s->pad_left;
+            if (ix >= 0 && ix < s->width) acc += w[ky * s->kernel_w + kx] * x[iy * s->width + ix];
+        }
+    }
+    return acc;
+}
+
+/* The depthwise taps of kernel rows [ky_lo, ky_hi) around `origin`: tap (ky, kx) reads
+ * x[origin + ky*dh*W + kx*dw] (+ the lane). `count` (1..DW_VECTORS) vectors of consecutive
+ * outputs are summed in registers and stored to out; the caller guarantees every tap read is
+ * inside the channel's plane. */
+#define DW_VECTORS 4
+GRAPHOPT_INLINE void depthwise_taps(const int count, const float* x, const float* w,
+                                    const graphopt_conv2d_shape* s, int64_t origin,
+                                    int64_t ky_lo, int64_t ky_hi, float* out) {
+    vec_t acc[DW_VECTORS];
+#pragma GCC unroll 4
+    for (int u = 0; u < count; ++u) acc[u] = VEC_ZERO();
+    for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+        const float* xr = x + (origin + ky * s->dilation_h * s->width);
+        for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
+            const vec_t wv = VEC_SET1(w[ky * s->kernel_w + kx]);
+            const float* xk = xr + kx * s->dilation_w;
+#pragma GCC unroll 4
+            for (int u = 0; u < count; ++u)
+                acc[u] = VEC_FMA(acc[u], wv, VEC_LOAD(xk + u * GRAPHOPT_GEMM_VLEN));
+        }
+    }
+#pragma GCC unroll 4
+    for (int u = 0; u < count; ++u) VEC_STORE(out + u * GRAPHOPT_GEMM_VLEN, acc[u]);
+}
+
+/* depthwise_taps for one output (the scalar tail of a run). */
+static float depthwise_tap_sum(const float* x, const float* w, const graphopt_conv2d_shape* s,
+                               int64_t origin, int64_t ky_lo, int64_t ky_hi) {
+    float acc = 0.0f;
+    for (int64_t ky = ky_lo; ky < ky_hi; ++ky) {
+        const float* xr = x + (origin + ky * s->dilation_h * s->width);
+        for (int64_t kx = 0; kx < s->kernel_w; ++kx)
+            acc += w[ky * s->kernel_w + kx] * xr[kx * s->dilation_w];
+    }
+    return acc;
+}
+
+/* Outputs out[0 .. n) whose taps (kernel rows [ky_lo, ky_hi)) are all inside the plane and
+ * whose first tap is at `origin`, consecutive outputs reading consecutive inputs. */
+static void depthwise_span(const float* x, const float* w, const graphopt_conv2d_shape* s,
+                           int64_t origin, int64_t ky_lo, int64_t ky_hi, int64_t n, float* out) {
+    const int64_t block = DW_VECTORS * GRAPHOPT_GEMM_VLEN;
+    int64_t j = 0;
+    for (; j + block <= n; j += block)
+        depthwise_taps(DW_VECTORS, x, w, s, origin + j, ky_lo, ky_hi, out + j);
+    for (; j + GRAPHOPT_GEMM_VLEN <= n; j += GRAPHOPT_GEMM_VLEN)
+        depthwise_taps(1, x, w, s, origin + j, ky_lo, ky_hi, out + j);
+    for (; j < n; ++j) out[j] = depthwise_tap_sum(x, w, s, origin + j, ky_lo, ky_hi);
+}
+
+/* One output row of a depthwise channel with stride_w == 1: the columns [lo, hi) (lo <= hi)
+ * whose taps all fall inside the row as one span over the kernel rows inside the image, the
+ * others (borders) one by one. */
+static void depthwise_row_unit_stride(const float* x, const float* w,
+                                      const graphopt_conv2d_shape* s, int64_t oy, int64_t lo,
+                                      int64_t hi, float* yr) {
+    const int64_t top = oy * s->stride_h - s->pad_top; /* input row of kernel row 0 */
+    int64_t ky_lo = 0, ky_hi = s->kernel_h;
+    while (ky_lo < ky_hi && top + ky_lo * s->dilation_h < 0) ++ky_lo;
+    while (ky_hi > ky_lo && top + (ky_hi - 1) * s->dilation_h >= s->height) --ky_hi;
+    for (int64_t ox = 0; ox < lo; ++ox) yr[ox] = depthwise_point(x, w, s, oy, ox);
+    if (hi > lo)
+        depthwise_span(x, w, s, top * s->width + lo - s->pad_left, ky_lo, ky_hi, hi - lo,
+                       yr + lo);
+    for (int64_t ox = hi; ox < s->out_width; ++ox)
+        yr[ox] = depthwise_point(x, w, s, oy, ox);
+}
+
+/* The border columns (outside [lo, hi)) of an output row. */
+static void depthwise_row_borders(const float* x, const float* w,
+                                  const graphopt_conv2d_shape* s, int64_t oy, int64_t lo,
+                                  int64_t hi, float* yr) {
+    for (int64_t ox = 0; ox < lo; ++ox) yr[ox] = depthwise_point(x, w, s, oy, ox);
+    for (int64_t ox = hi; ox < s->out_width; ++ox) yr[ox] = depthwise_point(x, w, s, oy, ox);
+}
+
+/* One output row of a depthwise channel, any stride: tap by tap over the valid columns. */
+static void depthwise_row_strided(const float* x, const float* w,
+                                  const graphopt_conv2d_shape* s, int64_t oy,
+                                  const int64_t* ox_lo, const int64_t* ox_hi, float* restrict yr) {
+    const int64_t ow = s->out_width, kw = s->kernel_w;
+    for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = 0.0f;
+    for (int64_t ky = 0; ky < s->kernel_h; ++ky) {
+        const int64_t iy = oy * s->stride_h + ky * s->dilation_h - s->pad_top;
+        if (iy < 0 || iy >= s->height) continue;
+        const float* restrict xr = x + iy * s->width;
+        for (int64_t kx = 0; kx < kw; ++kx) {
+            const float wv = w[ky * kw + kx];
+            const int64_t x_off = kx * s->dilation_w - s->pad_left;
+            int64_t lo, hi; /* output columns whose tap falls inside the row */
+            if (kx < TABLED_TAPS) {
+                lo = ox_lo[kx];
+                hi = ox_hi[kx];
+            } else {
+                valid_range(ow, s->stride_w, x_off, s->width, &lo, &hi);
+            }
+            for (int64_t ox = lo; ox < hi; ++ox) yr[ox] += wv * xr[ox * s->stride_w + x_off];
         }
     }
 }
@@ -60,10 +211,32 @@ void graphopt_depthwise_conv2d(const float* X, const float* W, float* Y,
                                const graphopt_conv2d_shape* s, const graphopt_epilogue* epi) {
     const int64_t oh = s->out_height, ow = s->out_width, plane = oh * ow;
     const int64_t kh = s->kernel_h, kw = s->kernel_w;
-    int64_t ox_lo[kw], ox_hi[kw]; /* valid output columns per kernel column (C99 VLA) */
-    for (int64_t kx = 0; kx < kw; ++kx)
-        valid_range(ow, s->stride_w, kx * s->dilation_w - s->pad_left, s->width, &ox_lo[kx],
-                    &ox_hi[kx]);
+    /* valid output columns per kernel column, for the first TABLED_TAPS kernel columns (wider
+     * kernels compute the rest where they are used); their intersection [lo, hi) holds the
+     * columns whose taps are all inside the row */
+    int64_t ox_lo[TABLED_TAPS], ox_hi[TABLED_TAPS], lo = 0, hi = ow;
+    for (int64_t kx = 0; kx < kw; ++kx) {
+        int64_t first, last;
+        valid_range(ow, s->stride_w, kx * s->dilation_w - s->pad_left, s->width, &first, &last);
+        if (kx < TABLED_TAPS) {
+            ox_lo[kx] = first;
+            ox_hi[kx] = last;
+        }
+        if (first > lo) lo = first;
+        if (last < hi) hi = last;
+    }
+    if (hi < lo) hi = lo;
+    /* Unit strides with as many output as input columns: output j = oy*ow + ox reads input
+     * j + (ky*dh - pt)*W + kx*dw - pl for every tap, so the rows whose kernel rows all fall
+     * inside the image form one flat span (from their first to their last interior column)
+     * computed like a 1-D convolution, whatever the row width; the border columns inside it
+     * read neighbouring rows and are recomputed after. */
+    int64_t flat_first = 0, flat_last = 0;
+    if (s->stride_w == 1 && s->stride_h == 1 && ow == s->width && lo < hi) {
+        flat_first = s->pad_top;
+        flat_last = s->height + s->pad_top - (kh - 1) * s->dilation_h;
+        if (flat_last > oh) flat_last = oh;
+    }
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (s->channels * plane * kh * kw >= (1 << 18))
 #endif
@@ -71,25 +244,21 @@ void graphopt_depthwise_conv2d(const float* X, const float* W, float* Y,
         const float* x = X + c * s->height * s->width;
         const float* w = W + c * kh * kw;
         float* y = Y + c * plane;
-        /* one output row at a time, all taps accumulated while the row sits in L1 */
-        for (int64_t oy = 0; oy < oh; ++oy) {
-            float* restrict yr = y + oy * ow;
-            for (int64_t ox = 0; ox < ow; ++ox) yr[ox] = 0.0f;
-            for (int64_t ky = 0; ky < kh; ++ky) {
-                const int64_t iy = oy * s->stride_h + ky * s->dilation_h - s->pad_top;
-                if (iy < 0 || iy >= s->height) continue;
-                for (int64_t kx = 0; kx < kw; ++kx) {
-                    const float wv = w[ky * kw + kx];
-                    const int64_t x_off = kx * s->dilation_w - s->pad_left;
-                    const int64_t lo = ox_lo[kx], hi = ox_hi[kx];
-                    const float* restrict xr = x + iy * s->width;
-                    if (s->stride_w == 1)
-                        for (int64_t ox = lo; ox < hi; ++ox) yr[ox] += wv * xr[ox + x_off];
-                    else
-                        for (int64_t ox = lo; ox < hi; ++ox)
-                            yr[ox] += wv * xr[ox * s->stride_w + x_off];
-                }
-            }
+        int64_t oy = 0;
+        if (flat_first < flat_last) { /* rows [flat_first, flat_last) as one flat span */
+            for (; oy < flat_first; ++oy)
+                depthwise_row_unit_stride(x, w, s, oy, lo, hi, y + oy * ow);
+            const int64_t first = flat_first * ow + lo, last = (flat_last - 1) * ow + hi;
+            depthwise_span(x, w, s, first - s->pad_top * s->width - s->pad_left, 0, kh,
+                           last - first, y + first);
+            for (; oy < flat_last; ++oy)
+                depthwise_row_borders(x, w, s, oy, lo, hi, y + oy * ow);
+        }
+        for (; oy < oh; ++oy) {
+            if (s->stride_w == 1)
+                depthwise_row_unit_stride(x, w, s, oy, lo, hi, y + oy * ow);
+            else
+                depthwise_row_strided(x, w, s, oy, ox_lo, ox_hi, y + oy * ow);
         }
         if (epi) epi->fn(epi, y, plane, c, 0, 1, plane);
     }

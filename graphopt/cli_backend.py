@@ -7,13 +7,15 @@ exit code.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
-import numpy as np
 
+from graphopt.cli_checks import check_dims, check_output_file, parse_dims, warn_ignored
 from graphopt.cli_errors import handle_errors
 
+if TYPE_CHECKING:  # numpy is imported inside the commands: `graphopt --help` stays fast
+    import numpy as np
 
 
 def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -42,12 +44,14 @@ def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: boo
              dims: tuple[str, ...], cache_dir: Path | None,
              threads: int | None = None) -> tuple:
     from graphopt.backend import compile as compile_model
-    from graphopt.cli import _parse_dims
     from graphopt.numerics import load_inputs, random_inputs
 
-    sizes = _parse_dims(dims)
+    sizes = parse_dims(dims)
+    if sizes and inputs_path is not None:
+        warn_ignored("--dim", "the shapes come from the --inputs file")
     compiled = compile_model(model, optimize=not no_optimize, level=level, target=target,
                              cache_dir=cache_dir, threads=threads, dims=sizes)
+    check_dims(sizes, compiled.graph.inputs)
     if inputs_path is not None:
         feeds = load_inputs(inputs_path, compiled.graph)
     else:
@@ -57,7 +61,7 @@ def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: boo
 
 @click.command("run")
 @_compile_options
-@click.option("--output", "output_path", type=click.Path(dir_okay=False, path_type=Path),
+@click.option("--output", "output_path", type=click.Path(path_type=Path),
               help="Save the outputs to this .npz (keys are output names).")
 @click.option("--verify", is_flag=True, help="Also run onnxruntime and compare the outputs.")
 @click.option("--threads", type=int, help="OpenMP threads (default: all cores).")
@@ -68,6 +72,8 @@ def run_command(model: Path, inputs_path: Path | None, level: int, no_optimize: 
     """Compile MODEL to C, run it once and print its outputs."""
     from graphopt.backend.bench import format_report
 
+    if output_path is not None:
+        check_output_file(output_path, "--output", inputs=[model, inputs_path])
     compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir,
                                threads)
     outputs = compiled.run(feeds)
@@ -82,6 +88,8 @@ def run_command(model: Path, inputs_path: Path | None, level: int, no_optimize: 
 
 
 def _summary(array: np.ndarray) -> str:
+    import numpy as np
+
     if array.size == 0:
         return "(empty)"
     flat = array.reshape(-1)
@@ -93,6 +101,8 @@ def _summary(array: np.ndarray) -> str:
 
 def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Write atomically: a partial file never appears under the final name."""
+    import numpy as np
+
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez(tmp, **arrays)
     tmp.replace(path)
@@ -101,14 +111,11 @@ def _save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
 def _verify(model: Path, feeds: dict, names: list[str], outputs: list[np.ndarray]) -> None:
     import onnx
 
-    from graphopt.errors import VerificationError
-    from graphopt.numerics import compare_outputs, format_mismatches, run_onnxruntime
+    from graphopt.numerics import check_outputs, run_onnxruntime
 
     reference = run_onnxruntime(onnx.load(str(model)), feeds)
-    mismatches = compare_outputs(names, reference, outputs)
-    if not all(m.ok for m in mismatches):
-        raise VerificationError(f"outputs differ from onnxruntime: {format_mismatches(mismatches)}")
-    click.echo(f"matches onnxruntime ({format_mismatches(mismatches)})")
+    result = check_outputs(names, reference, outputs, "outputs differ from onnxruntime")
+    click.echo(f"matches onnxruntime ({result.describe()})")
 
 
 @click.command("bench")

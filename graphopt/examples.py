@@ -13,6 +13,8 @@ from onnx import numpy_helper
 
 
 def make_example_model(seed: int = 0) -> onnx.ModelProto:
+    """The example CNN described above (input [1, 1, 8, 8] float, output `probs` [1, 10]),
+    with weights drawn from `seed`; checked with onnx.checker."""
     rng = np.random.default_rng(seed)
     inits: list[onnx.TensorProto] = []
     nodes: list[onnx.NodeProto] = []

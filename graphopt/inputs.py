@@ -16,21 +16,28 @@ Inputs = Union[Mapping[str, np.ndarray], Sequence[np.ndarray], np.ndarray]
 
 
 def describe_inputs(declared: Sequence[Value]) -> str:
-    return ", ".join(f"'{v.name}' {v.type}" for v in declared)
+    return ", ".join(f"'{v.name}' {v.type}" + (" (has a default)" if v.default is not None else "")
+                     for v in declared)
 
 
 def check_inputs(declared: Sequence[Value], inputs: Inputs) -> list[np.ndarray]:
     """The inputs as C-contiguous arrays in model order; BadInputError naming the first mismatch.
 
     Accepts a dict by name, a list in model order, or a single array for a one-input model. A
-    symbolic dim must take the same size wherever it appears.
+    symbolic dim must take the same size wherever it appears. An input with a default (an
+    initializer also listed as input) may be left out: its default is used.
     """
     names = [v.name for v in declared]
     if isinstance(inputs, np.ndarray):
         inputs = [inputs]
+    if not isinstance(inputs, Mapping):
+        inputs = list(inputs)
+        if len(inputs) < len(declared) and all(v.default is not None
+                                                for v in declared[len(inputs):]):
+            inputs = dict(zip(names, inputs))  # the trailing inputs take their defaults
     if isinstance(inputs, Mapping):
         unknown = [n for n in inputs if n not in names]
-        missing = [n for n in names if n not in inputs]
+        missing = [v.name for v in declared if v.name not in inputs and v.default is None]
         if unknown or missing:
             parts = []
             if unknown:
@@ -39,12 +46,15 @@ def check_inputs(declared: Sequence[Value], inputs: Inputs) -> list[np.ndarray]:
                 parts.append(f"missing input(s) {', '.join(map(repr, missing))}")
             raise BadInputError(f"{'; '.join(parts)}; the model's inputs are "
                                 f"{describe_inputs(declared)}")
-        values = [inputs[n] for n in names]
+        values = [inputs[v.name] if v.name in inputs else v.default for v in declared]
     else:
         values = list(inputs)
         if len(values) != len(declared):
+            required = sum(v.default is None for v in declared)
+            counts = (f"{len(declared)}" if required == len(declared)
+                      else f"{required} to {len(declared)}")
             raise BadInputError(f"got {len(values)} input array(s); the model takes "
-                                f"{len(declared)}: {describe_inputs(declared)}")
+                                f"{counts}: {describe_inputs(declared)}")
     arrays = []
     bound: dict[str, tuple[int, str]] = {}
     for value, array in zip(declared, values):

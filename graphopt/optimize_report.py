@@ -2,20 +2,22 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import onnx
 
 from graphopt import onnx_io
-from graphopt.analysis import ModelStats, human, model_stats
-from graphopt.errors import VerificationError
-from graphopt.numerics import (NumericCheck, compare_outputs, format_mismatches, load_inputs,
-                               random_inputs, run_onnxruntime)
-from graphopt.optimizer import build_pipeline
-from graphopt.pass_manager import DumpIR, Instrument, PassManager, VerifyIR
+from graphopt.analysis import (ModelStats, has_symbolic_dims, human, human_bytes, model_stats,
+                               with_dims_of)
+from graphopt.errors import BadInputError, VerificationError
+from graphopt.numerics import (NumericCheck, compare_outputs, load_inputs, random_inputs,
+                               run_onnxruntime)
+from graphopt.optimizer import build_pipeline, run_pipeline
+from graphopt.pass_manager import DumpIR, Instrument, PassManager
 
 
 class OptimizeRun:
@@ -23,14 +25,19 @@ class OptimizeRun:
 
     def __init__(self, model_path: str | os.PathLike, level: int = 2, passes: str | None = None,
                  inputs: str | None = None, dims: Mapping[str, int] | None = None,
-                 dump_ir: str | None = None):
+                 dump_ir: str | None = None, skip: Iterable[str] = (),
+                 fold_input_initializers: bool = False):
         self.model_path = Path(model_path)
         start = time.perf_counter()
         self.original: onnx.ModelProto = onnx_io.read_model(self.model_path)
-        self.graph = onnx_io.import_model(self.original)
+        self.graph = onnx_io.import_model(self.original, fold_input_initializers)
+        # The graph holds the weights now and onnxruntime reads the reference from the file
+        # itself: keeping them in the proto too would double the memory of a large model.
+        self.original = onnx_io.exporter.copy_without_initializers(self.original)
         self.load_seconds = time.perf_counter() - start
         self.before: ModelStats = model_stats(self.graph)
-        self.steps = build_pipeline(level, passes)
+        self._before_graph = self.graph.copy()  # weights shared; read by the summary
+        self.steps = build_pipeline(level, passes, skip)
         self.level, self.passes = level, passes
         self.inputs_path, self.dims, self.dump_ir = inputs, dict(dims or {}), dump_ir
         self.manager: PassManager | None = None
@@ -40,12 +47,18 @@ class OptimizeRun:
 
     # --- steps -------------------------------------------------------------------------------
     def preamble(self) -> Iterator[str]:
-        pipeline = self.passes or f"-O{self.level}: " + ", ".join(map(str, self.steps))
+        preset = "" if self.passes is not None else f"-O{self.level}: "
+        pipeline = preset + (", ".join(map(str, self.steps)) or "(empty)")
         yield f"{self.model_path}: opset {self.graph.opset}, {self.before.nodes} nodes"
         if self.before.unknown_ops:
             yield ("ops graphopt does not know, passed through untouched: "
                    + ", ".join(self.before.unknown_ops))
-        yield f"pipeline {pipeline or '(empty)'}"
+        defaults = [v.name for v in self.graph.inputs if v.default is not None]
+        if defaults:
+            yield (f"{len(defaults)} initializer(s) are also graph inputs (overridable), kept as "
+                   f"inputs and not folded: {_shortlist(defaults)} (--fold-input-initializers "
+                   "folds them)")
+        yield f"pipeline {pipeline}"
 
     def feeds(self) -> dict[str, np.ndarray]:
         if self._feeds is None:
@@ -56,21 +69,23 @@ class OptimizeRun:
         return self._feeds
 
     def reference(self) -> list[np.ndarray]:
+        """onnxruntime's outputs on the input model; BadInputError when onnxruntime cannot run
+        it (a custom-domain op it does not register). The CLI asks for this before any pass."""
         if self._reference is None:
-            self._reference = run_onnxruntime(self.original, self.feeds())
+            self._reference = _run_or_explain(self.model_path, self.feeds(), "the input model",
+                                              BadInputError, self.before.unknown_ops)
         return self._reference
 
     def optimize(self, check_each_pass: bool = False) -> None:
-        instruments: list[Instrument] = [VerifyIR()]
+        instruments: list[Instrument] = []  # run_pipeline adds VerifyIR
         if self.dump_ir:
             instruments.append(DumpIR(self.dump_ir))
         if check_each_pass:
             names = [o.name for o in self.original.graph.output]
             self.reference()  # before the graph changes
             instruments.append(NumericCheck(self.feeds(), self.reference(), names))
-        self.manager = PassManager(self.steps, instruments)
         start = time.perf_counter()
-        self.manager.run(self.graph)
+        self.manager = run_pipeline(self.graph, self.steps, instruments)
         self.optimize_seconds = time.perf_counter() - start
 
     def export(self) -> onnx.ModelProto:
@@ -79,33 +94,37 @@ class OptimizeRun:
 
     def verify_outputs(self, exported: onnx.ModelProto) -> Iterator[str]:
         names = [o.name for o in self.original.graph.output]
-        got = run_onnxruntime(exported, self.feeds())
-        mismatches = compare_outputs(names, self.reference(), got)
-        if not all(m.ok for m in mismatches):
-            raise VerificationError(f"optimized outputs differ: {format_mismatches(mismatches)}; "
+        got = _run_or_explain(exported, self.feeds(), "the optimized model", VerificationError)
+        result = compare_outputs(names, self.reference(), got)
+        if not result.ok:
+            raise VerificationError(f"optimized outputs differ: {result.describe()}; "
                                     "rerun with --bisect to find the pass responsible")
-        worst = max((m.max_abs for m in mismatches), default=0.0)
         source = self.inputs_path or "random inputs"
-        yield f"verified against onnxruntime on {source}: outputs match (max abs err {worst:.3g})"
+        yield f"verified against onnxruntime on {source}: outputs match ({result.describe()})"
 
     # --- reports -----------------------------------------------------------------------------
     def summary(self, output: str | os.PathLike) -> Iterator[str]:
         after = model_stats(self.graph)
-        before = self.before
+        # FLOPs before are counted with the dims the optimized graph resolved, so a symbolic dim
+        # means the same number on both sides of the table.
+        before_graph = with_dims_of(self._before_graph, self.graph)
+        before = model_stats(before_graph)
         size_in = _file_size(self.model_path)
         size_out = _file_size(Path(output))
         ops_seen = sorted(set(before.op_counts) | set(after.op_counts))
         width = max([14] + [len(op) + 4 for op in ops_seen])
         yield f"{'':{width}s}{'before':>12s}{'after':>12s}"
-        for label, a, b in (("nodes", before.nodes, after.nodes),
-                            ("parameters", before.parameters, after.parameters),
-                            ("FLOPs", before.flops, after.flops),
-                            ("file bytes", size_in, size_out)):
-            yield f"{label:{width}s}{human(a):>12s}{human(b):>12s}"
+        for label, a, b in (("nodes", human(before.nodes), human(after.nodes)),
+                            ("parameters", human(before.parameters), human(after.parameters)),
+                            ("FLOPs", human(before.flops), human(after.flops)),
+                            ("file size", human_bytes(size_in), human_bytes(size_out))):
+            yield f"{label:{width}s}{a:>12s}{b:>12s}"
         for op in ops_seen:
             a, b = before.op_counts.get(op, 0), after.op_counts.get(op, 0)
             mark = "" if a == b else f"  ({b - a:+d})"
             yield f"  {op:{width - 2}s}{a:>12d}{b:>12d}{mark}"
+        if has_symbolic_dims(before_graph) or has_symbolic_dims(self.graph):
+            yield "(FLOPs count each symbolic dim as 1, before and after alike)"
         if self.manager is not None and self.manager.records:
             yield "pass                          runs   changed   node delta   time (ms)"
             for row in self.manager.summary():
@@ -121,7 +140,26 @@ class OptimizeRun:
         yield from fusion_report(self.graph)
 
 
+def _run_or_explain(model: onnx.ModelProto | Path, feeds: Mapping[str, np.ndarray], what: str,
+                    error: type[Exception], unknown_ops: list[str] | None = None
+                    ) -> list[np.ndarray]:
+    """run_onnxruntime, with onnxruntime's own failure turned into one graphopt error line."""
+    try:
+        return run_onnxruntime(model, feeds)
+    except Exception as err:
+        if not type(err).__module__.startswith("onnxruntime"):
+            raise
+        reason = re.sub(r"^\[ONNXRuntimeError\] : \d+ : [A-Z_]+ : ", "", " ".join(str(err).split()))
+        ops = f" (ops it may not know: {', '.join(unknown_ops)})" if unknown_ops else ""
+        raise error(f"cannot verify: onnxruntime does not run {what}{ops}: {reason[:200]}") from err
+
+
 def _file_size(path: Path) -> int:
     size = path.stat().st_size if path.exists() else 0
     data = path.with_name(path.name + ".data")
     return size + (data.stat().st_size if data.exists() else 0)
+
+
+def _shortlist(names: list[str], limit: int = 5) -> str:
+    shown = ", ".join(names[:limit])
+    return shown if len(names) <= limit else f"{shown} and {len(names) - limit} more"

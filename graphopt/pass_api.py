@@ -14,6 +14,7 @@ import inspect
 import logging
 import re
 import sys
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -49,7 +50,7 @@ class PassInfo:
     requires: tuple[str, ...]
     after: tuple[str, ...]
     options: dict[str, tuple[type, Any]]
-    origin: str  # "builtin", "plugin:<file>" or "entry-point:<name>"
+    origin: str  # "builtin", "plugin:<file>", "entry-point:<name>" or "python:<module>"
 
     def run(self, graph: Graph, **options: Any) -> PassResult:
         result = self.fn(graph, **options)
@@ -62,15 +63,17 @@ class PassInfo:
 
 
 _REGISTRY: dict[str, PassInfo] = {}
-_loading_origin = "builtin"
+_loading_origin: str | None = None  # set while a plugin file or an entry point is loading
 
 
 def register_pass(name: str, *, level: int = 1, requires: tuple[str, ...] | str = (),
                   after: tuple[str, ...] | str = ()) -> Callable[[PassFunction], PassFunction]:
     """Register `fn` as pass `name`.
 
-    level: the lowest -O level whose default pipeline includes a plugin pass (built-in passes are
-        placed by the presets in graphopt.pipelines); 0 keeps it out of every preset.
+    level: the lowest -O level whose default pipeline includes the pass (built-in passes are
+        placed by the presets in graphopt.pipelines); 0 keeps it out of every preset. This holds
+        alike for a pass from `--plugin`, an entry point, or plain Python code that calls
+        register_pass before optimize().
     requires: passes that must have run earlier in the pipeline (checked when it is built).
     after: for plugin passes, insert right after this pass in the default pipeline.
     """
@@ -81,14 +84,29 @@ def register_pass(name: str, *, level: int = 1, requires: tuple[str, ...] | str 
         existing = _REGISTRY.get(name)
         if existing is not None and existing.fn is not fn and existing.fn.__qualname__ != fn.__qualname__:
             raise GraphoptError(f"pass '{name}' is already registered by {existing.origin}")
-        doc = inspect.getdoc(fn) or ""
         _REGISTRY[name] = PassInfo(
-            name=name, fn=fn, summary=doc.splitlines()[0] if doc else "(no description)",
-            level=level, requires=_as_tuple(requires), after=_as_tuple(after),
-            options=_options_of(fn), origin=_loading_origin)
+            name=name, fn=fn, summary=_summary_of(fn), level=level,
+            requires=_as_tuple(requires), after=_as_tuple(after), options=_options_of(fn),
+            origin=_loading_origin or _origin_of(fn))
         return fn
 
     return decorate
+
+
+def _origin_of(fn: PassFunction) -> str:
+    """Where a pass registered outside plugin/entry-point loading comes from."""
+    module = getattr(fn, "__module__", None) or "?"
+    if module == BUILTIN_PACKAGE or module.startswith(BUILTIN_PACKAGE + "."):
+        return "builtin"
+    return f"python:{module}"
+
+
+def _summary_of(fn: PassFunction) -> str:
+    """The docstring's first paragraph as one line (a sentence wrapped in the source stays
+    whole)."""
+    doc = inspect.getdoc(fn) or ""
+    paragraph = re.sub(r"/\s*\n\s*", "/", doc.strip().split("\n\n")[0])  # "A/\nB" -> "A/B"
+    return " ".join(paragraph.split()) or "(no description)"
 
 
 def _as_tuple(value: tuple[str, ...] | str) -> tuple[str, ...]:
@@ -96,13 +114,28 @@ def _as_tuple(value: tuple[str, ...] | str) -> tuple[str, ...]:
 
 
 def _options_of(fn: PassFunction) -> dict[str, tuple[type, Any]]:
+    """Keyword-only parameters as {name: (type, default)}; the type is the default's, or the
+    annotation's when the default is None (`limit: int | None = None` takes an int or None)."""
     options = {}
     for param in inspect.signature(fn).parameters.values():
         if param.kind == inspect.Parameter.KEYWORD_ONLY:
             default = param.default
-            kind = type(default) if default is not inspect.Parameter.empty else str
+            if default is None or default is inspect.Parameter.empty:
+                kind = _annotated_type(fn, param.name)
+            else:
+                kind = type(default)
             options[param.name] = (kind, default)
     return options
+
+
+def _annotated_type(fn: PassFunction, name: str) -> type:
+    """The first of bool/int/float/str that parameter `name`'s annotation admits; str if none."""
+    try:
+        hint = typing.get_type_hints(fn).get(name)
+    except Exception:  # an annotation naming something not importable here: treat as text
+        return str
+    candidates = typing.get_args(hint) or (hint,)
+    return next((t for t in candidates if t in (bool, int, float, str)), str)
 
 
 def registered_passes() -> dict[str, PassInfo]:
@@ -135,7 +168,7 @@ class PassCall:
     def __str__(self) -> str:
         if not self.options:
             return self.name
-        return self.name + "{" + ",".join(f"{k}={v}" for k, v in self.options) + "}"
+        return self.name + "{" + ",".join(f"{k}={v!r}" for k, v in self.options) + "}"
 
 
 _SPEC_ITEM = re.compile(r"\s*([a-z][a-z0-9_-]*)\s*(?:\{([^}]*)\})?\s*(?:,|$)")
@@ -165,12 +198,18 @@ def _parse_options(info: PassInfo, text: str) -> tuple[tuple[str, Any], ...]:
         if key not in info.options:
             known = ", ".join(info.options) or "none"
             raise BadInputError(f"pass '{info.name}' has no option '{key}' (options: {known})")
-        kind, _ = info.options[key]
-        parsed.append((key, _convert(raw.strip(), kind, info.name, key)))
+        kind, default = info.options[key]
+        parsed.append((key, _convert(raw.strip(), kind, default, info.name, key)))
     return tuple(parsed)
 
 
-def _convert(raw: str, kind: type, pass_name: str, key: str) -> Any:
+def _convert(raw: str, kind: type, default: Any, pass_name: str, key: str) -> Any:
+    """`raw` as a `kind`; accepts the repr forms `graphopt passes` prints (True, 2.0, 'text'),
+    and None for an option whose default is None."""
+    if raw == "None" and default is None:
+        return None
+    if len(raw) >= 2 and raw[0] == raw[-1] and raw[0] in "'\"":
+        raw = raw[1:-1]
     try:
         if kind is bool:
             if raw.lower() in ("1", "true", "yes", "on", ""):
@@ -179,7 +218,7 @@ def _convert(raw: str, kind: type, pass_name: str, key: str) -> Any:
                 return False
             raise ValueError(raw)
         return kind(raw)
-    except ValueError:
+    except (ValueError, TypeError):
         raise BadInputError(f"option {pass_name}{{{key}}} takes a {kind.__name__}, got {raw!r}") from None
 
 
@@ -213,7 +252,7 @@ def _load_as(origin: str, loader: Callable[[], Any]) -> list[str]:
     except GraphoptError:
         raise
     except Exception as err:
-        raise BadInputError(f"{origin} failed to load: {type(err).__name__}: {err}") from None
+        raise BadInputError(f"{origin} failed to load: {type(err).__name__}: {err}") from err
     finally:
         _loading_origin = saved
     return sorted(set(_REGISTRY) - before)

@@ -5,7 +5,7 @@ Public so plugin authors can test their passes the way the built-ins are tested.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import onnx
@@ -13,7 +13,15 @@ import onnx.parser
 
 from graphopt import onnx_io
 from graphopt.ir.graph import Graph
-from graphopt.numerics import compare_outputs, format_mismatches, random_inputs, run_onnxruntime
+from graphopt.ir.types import DType
+from graphopt.numerics import (
+    TOLERANCES,
+    OutputComparison,
+    Tolerance,
+    compare_outputs,
+    random_inputs,
+    run_onnxruntime,
+)
 
 
 def parse_model(text: str) -> onnx.ModelProto:
@@ -33,7 +41,10 @@ def run_passes(model: onnx.ModelProto | Graph, passes: str) -> Graph:
 def assert_same_outputs(reference: onnx.ModelProto, graph: Graph, seed: int = 0,
                         feeds: Mapping[str, np.ndarray] | None = None,
                         rtol: float | None = None, atol: float | None = None) -> None:
-    """Check the graph (exported, onnx.checker-clean) gives the reference's outputs in onnxruntime."""
+    """Check the graph (exported, onnx.checker-clean) gives the reference's outputs in onnxruntime.
+
+    The comparison is graphopt.numerics' rule; `rtol`/`atol` replace the dtype's tolerance
+    (`rtol=0, atol=0`: bit-exact)."""
     exported = onnx_io.export_model(graph)
     onnx.checker.check_model(exported)
     if feeds is None:
@@ -41,12 +52,27 @@ def assert_same_outputs(reference: onnx.ModelProto, graph: Graph, seed: int = 0,
     want = run_onnxruntime(reference, feeds)
     got = run_onnxruntime(exported, feeds)
     names = [o.name for o in reference.graph.output]
-    if rtol is not None or atol is not None:
-        for name, w, g in zip(names, want, got):
-            np.testing.assert_allclose(g, w, rtol=rtol or 0, atol=atol or 0, err_msg=name)
-        return
-    mismatches = compare_outputs(names, want, got)
-    assert all(m.ok for m in mismatches), format_mismatches(mismatches)
+    assert_outputs_match(names, want, got, tolerance=tolerance_from(rtol, atol))
+
+
+def assert_outputs_match(names: Sequence[str], expected: Sequence[np.ndarray],
+                         actual: Sequence[np.ndarray], tolerance: Tolerance | None = None,
+                         context: str = "") -> OutputComparison:
+    """Assert every output matches its reference by graphopt.numerics' rule (the dtype's
+    tolerance unless `tolerance` is given); the message names the worst element of each
+    failing output with its error and tolerance."""
+    result = compare_outputs(names, expected, actual, tolerance)
+    assert result.ok, f"{context}: {result.describe()}" if context else result.describe()
+    return result
+
+
+def tolerance_from(rtol: float | None = None, atol: float | None = None) -> Tolerance | None:
+    """A Tolerance from test-style rtol/atol (a missing one is fp32's); None (= each output's
+    dtype decides) when neither is given."""
+    if rtol is None and atol is None:
+        return None
+    fp32 = TOLERANCES[DType.FLOAT]
+    return Tolerance(fp32.rtol if rtol is None else rtol, fp32.atol if atol is None else atol)
 
 
 def sample_models_dir() -> Path:

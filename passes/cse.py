@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import weakref
 from typing import Any, Hashable
 
 import numpy as np
@@ -60,10 +61,22 @@ def _sample(array: np.ndarray, count: int = 64) -> Hashable:
     return tuple(map(str, picked)) if array.dtype == object else picked.tobytes()
 
 
+# Content hashes of constant arrays, by id, valid while the array lives: a fixed-point group
+# runs cse every round, and hashing a large weight again each time costs seconds. Passes never
+# write into a constant array (they give the Value a new one), so a live array's hash holds.
+_HASHES: dict[int, tuple[weakref.ref, Hashable]] = {}
+
+
 def _content_key(array: np.ndarray) -> Hashable:
     if array.dtype == object:
         return tuple(str(s) for s in array.reshape(-1))
-    return hashlib.blake2b(np.ascontiguousarray(array).tobytes(), digest_size=16).digest()
+    cached = _HASHES.get(id(array))
+    if cached is not None and cached[0]() is array:
+        return cached[1]
+    view = np.ascontiguousarray(array)
+    key = hashlib.blake2b(memoryview(view.reshape(-1).view(np.uint8)), digest_size=16).digest()
+    _HASHES[id(array)] = (weakref.ref(array, lambda _, i=id(array): _HASHES.pop(i, None)), key)
+    return key
 
 
 def _merge_nodes(graph: Graph) -> int:

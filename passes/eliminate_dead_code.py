@@ -15,13 +15,8 @@ def eliminate_dead_code(graph: Graph) -> PassResult:
     value, random ones included, has no observable effect. Graph inputs are the model's interface
     and are never removed, even when unused.
     """
-    live: set[int] = {id(v) for v in graph.outputs}
-    dead: list[Node] = []
-    for node in reversed(graph.nodes):
-        if any(id(out) in live for out in node.outputs):
-            live.update(id(v) for v in (*node.inputs, *node.implicit_inputs) if v is not None)
-        else:
-            dead.append(node)
+    live = {id(node) for node in graph.live_nodes()}
+    dead: list[Node] = [node for node in graph.nodes if id(node) not in live]
     if dead:
         graph.remove(dead)
     removed_constants = graph.remove_unused_initializers()

@@ -15,7 +15,7 @@ from graphopt.evaluator.shape_values import ShapeTensor, evaluate_shape
 from graphopt.ir import ops
 from graphopt.ir.graph import Node, Value
 from graphopt.ir.types import DType
-from graphopt.onnx_io import refresh_types
+from graphopt.evaluator.infer import infer_types
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +78,15 @@ def fold_constants(graph: Graph, *, max_output_elements: int = 1 << 20, max_grow
     than `always_fold_elements` and `max_growth` times the constant inputs' elements.
     `max_weight_elements=0` turns the parameter rule off.
 
-    After folding, types are refreshed with onnx inference so newly static shapes propagate, and
-    folding repeats while that uncovers more.
+    After folding, types are refreshed by graphopt's shape engine (graphopt.evaluator.infer) so
+    newly static shapes propagate, and folding repeats while that uncovers more.
     """
     limits = FoldLimits(max_output_elements, max_growth, always_fold_elements, max_weight_elements)
     folded = 0
     for _ in range(MAX_ROUNDS):
         count = _fold_round(graph, limits)
         folded += count
-        if not count or not refresh or not refresh_types(graph):
+        if not count or not refresh or not infer_types(graph):
             break
     return PassResult(folded > 0, {"folded": folded})
 

@@ -4,15 +4,17 @@
 
 Conv's own padding inserts zeros around the spatial dims, so padding with zeros first and then
 convolving is the same as convolving with larger pads. Only mode="constant" with value 0, no
-padding of the batch or channel dims, non-negative amounts, and a Conv with explicit pads (or
-auto_pad=VALID, i.e. none) qualify.
+padding of the batch or channel dims and non-negative amounts qualify. The Conv's own pads are
+read through ConvGeometry, so auto_pad VALID (none) and SAME_UPPER/SAME_LOWER (resolved against
+the padded input's static size) become explicit pads before the Pad's amounts are added.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from graphopt import Graph, PassResult, register_pass
-from graphopt.ir.graph import Value
+from graphopt.ir.conv_geometry import ConvGeometry
+from graphopt.ir.graph import Node, Value
 from graphopt.rewrite import Const, Match, Op, Opt, Rewriter, Rule, Var, apply_rules
 
 PASS_NAME = "fuse-pad-into-conv"
@@ -46,8 +48,9 @@ def _check(m: Match) -> str | None:
     value = m.const("value")
     if value is not None and value.size and np.any(value != 0):
         return f"Pad value is {value.reshape(-1)[0].item()!r}, not 0"
-    if conv.attr("auto_pad", "NOTSET") not in ("NOTSET", "VALID"):
-        return f"Conv has auto_pad={conv.attr('auto_pad')}"
+    auto_pad = conv.attr("auto_pad", "NOTSET")
+    if auto_pad.startswith("SAME") and not _static_spatial(conv):
+        return f"Conv has auto_pad={auto_pad} and a symbolic spatial size"
     full = _full_pads(m)
     if isinstance(full, str):
         return full
@@ -59,12 +62,16 @@ def _check(m: Match) -> str | None:
     return None
 
 
+def _static_spatial(conv: Node) -> bool:
+    shapes = (conv.input(0).shape, conv.outputs[0].shape)
+    return all(s is not None and all(isinstance(d, int) for d in s[2:]) for s in shapes)
+
+
 def _replace(rw: Rewriter, m: Match) -> Value:
     conv = m.node("conv")
     full = _full_pads(m)
     rank = full.size // 2
-    spatial = rank - 2
-    old = conv.attr("pads") or [0] * (2 * spatial)  # auto_pad=VALID means zero pads too
+    old = ConvGeometry.of(conv).pads  # auto_pad resolved to explicit pads
     added = list(full[2:rank]) + list(full[rank + 2:])
     attrs = dict(conv.attrs, pads=[int(a) + int(b) for a, b in zip(old, added)])
     attrs.pop("auto_pad", None)

@@ -1,9 +1,9 @@
-"""Real models through the C backend, compared with onnxruntime at fp32 rel/abs 1e-4.
+"""Real models through the C backend, compared with onnxruntime by graphopt.numerics' rule.
 
 The onnx `light` architectures' weights are made by ConstantOfShape nodes (uniform values, so every output is the same
 number and a match would prove little). After -O2 folds them into initializers, each float weight
 is replaced by scaled random values, then the model is compiled (optimize=False: the graph is
-already optimized) and compared at fp32 rel 1e-4 / abs 1e-4.
+already optimized) and compared at the fp32 tolerance.
 """
 import numpy as np
 import pytest
@@ -12,7 +12,7 @@ from graphopt import onnx_io
 from graphopt.backend import compile as compile_model
 from graphopt.numerics import random_inputs, run_onnxruntime
 from graphopt.optimizer import optimize
-from graphopt.testing import light_models_dir, sample_models_dir
+from graphopt.testing import assert_outputs_match, light_models_dir, sample_models_dir
 
 MODELS = sorted(light_models_dir().glob("*.onnx"))
 
@@ -41,9 +41,10 @@ def test_light_model_compiles_and_matches(path, tmp_path):
     want = run_onnxruntime(reference_model, feeds)
     compiled = compile_model(graph, optimize=False, threads=1)
     got = compiled.run(feeds)
-    for name, w, g in zip([o.name for o in graph.outputs], want, got):
+    names = [o.name for o in graph.outputs]
+    for name, w in zip(names, want):
         assert np.std(w) > 0 or w.size == 1, f"{name}: constant output, the check proves nothing"
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{path.stem}: {name}")
+    assert_outputs_match(names, want, got, context=path.stem)
 
 
 SHARED = [p for p in sorted(sample_models_dir().glob("*.onnx"))
@@ -53,10 +54,9 @@ SHARED = [p for p in sorted(sample_models_dir().glob("*.onnx"))
 @pytest.mark.parametrize("path", SHARED, ids=lambda p: p.stem)
 def test_sample_model_compiles_and_matches(path):
     """The larger sample models (real exporter output), -O2 then C, against onnxruntime on the
-    original model: fp32 rel/abs 1e-4."""
+    original model, at the fp32 tolerance."""
     original = onnx_io.read_model(path)
     feeds = random_inputs(onnx_io.load(original), seed=2)
     want = run_onnxruntime(original, feeds)
     got = compile_model(path, level=2, threads=1).run(feeds)
-    for output, w, g in zip(original.graph.output, want, got):
-        np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4, err_msg=f"{path.stem}: {output.name}")
+    assert_outputs_match([o.name for o in original.graph.output], want, got, context=path.stem)

@@ -119,3 +119,21 @@ def test_tensor_type_facts():
     assert not t.is_static and t.num_elements is None and str(t) == "f32[Nx3x8x8]@NCHW"
     s = TensorType(DType.INT8, (2, 3))
     assert s.nbytes == 6 and s.rank == 2
+
+
+def test_copy_is_independent_and_shares_weights():
+    g, x, c, _, relu = small_graph()
+    twin = g.copy()
+    twin.verify()
+    assert str(twin) == str(g)
+    assert twin.initializers["c"].const is c.const  # weights are shared, not duplicated
+    assert twin.inputs[0] is not x and twin.nodes[0] is not g.nodes[0]
+    # Mutating the copy leaves the original untouched: nodes, use lists, outputs.
+    new_out = twin.nodes[0].outputs[0]
+    twin.replace_all_uses_with(twin.outputs[0], new_out)
+    twin.remove(twin.nodes[-1])
+    assert len(g.nodes) == 2 and len(twin.nodes) == 1
+    assert [u.node for u in x.uses()] == [g.nodes[0]]
+    assert g.outputs[0] is relu.outputs[0] and relu.graph is g
+    assert all(node.graph is twin for node in twin.nodes)
+    assert twin.fresh_name(x.name) != x.name  # reserved names carry over

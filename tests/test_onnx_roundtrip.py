@@ -1,6 +1,5 @@
 """Import -> export with no passes is lossless: checker-clean and identical onnxruntime outputs."""
 import os
-from pathlib import Path
 
 import numpy as np
 import onnx

@@ -1,6 +1,5 @@
 """The public pass API: registration, specs with options, plugins, entry points, the manager."""
 import sys
-import textwrap
 
 import pytest
 
@@ -79,7 +78,8 @@ def test_pass_error_names_the_pass_and_history(graph, temp_pass):
         """Raises."""
         raise ValueError("kaput")
     temp_pass("t-boom", boom)
-    with pytest.raises(PassError, match=r"pass 't-boom' \(builtin\) raised ValueError: kaput "
+    with pytest.raises(PassError, match=r"pass 't-boom' \(python:[\w.]*test_pass_api\) raised "
+                                        r"ValueError: kaput "
                                         r"\(after t-ok\)"):
         PassManager(parse_pass_spec("t-ok,t-boom")).run(graph)
 
@@ -124,7 +124,8 @@ def test_plugin_file_registers_and_runs_in_the_pipeline(tmp_path, graph):
         assert registered_passes()["plugin-relu-to-abs"].origin == f"plugin:{plugin}"
         result = optimize(graph, level=1)
         assert "plugin-relu-to-abs" in [r.name for r in result.manager.records]
-        assert graph.op_counts()["Abs"] == 1
+        assert result.graph.op_counts()["Abs"] == 1
+        assert "Abs" not in graph.op_counts()  # optimize works on a copy of a Graph argument
         assert "plugin-relu-to-abs" not in str(optimize(onnx_io.load(parse_model(MODEL)),
                                                         level=0).steps)
     finally:
@@ -156,3 +157,78 @@ def test_entry_point_passes_are_loaded(tmp_path, monkeypatch, graph):
     finally:
         unregister_pass("acme-relu-to-abs")
         sys.modules.pop("acme_passes", None)
+
+
+def test_pass_registered_from_python_joins_the_presets_like_a_plugin(temp_pass):
+    """No --plugin, no entry point: user code calls register_pass, then optimize(level=N)."""
+    from graphopt.optimizer import optimize
+    from graphopt.pipelines import levels_including
+
+    def relu_to_abs(graph):
+        """Rewrites Relu into Abs."""
+        changed = False
+        for node in graph.nodes:
+            if node.op_type == "Relu":
+                node.op_type, changed = "Abs", True
+        return changed
+    temp_pass("t-python-relu-to-abs", relu_to_abs, level=2, after="fold-constants")
+    info = registered_passes()["t-python-relu-to-abs"]
+    assert info.origin.startswith("python:") and info.origin.endswith("test_pass_api")
+    assert levels_including(info.name) == [2, 3]
+    model = parse_model(MODEL)
+    assert "Abs" in optimize(model, level=2).graph.op_counts()
+    assert "Abs" not in optimize(model, level=1).graph.op_counts()
+    pipeline = str(optimize(model, level=3).steps[0])
+    assert "fold-constants,t-python-relu-to-abs," in pipeline
+
+
+def test_every_printed_pipeline_and_option_form_parses_back(temp_pass):
+    """--passes accepts what the optimize preamble and `graphopt passes` print."""
+    from graphopt.optimizer import build_pipeline
+    from graphopt.pipelines import parse_pipeline
+
+    def opts(graph, *, flag: bool = True, ratio: float = 0.5, label: str = "a b",
+             limit: int | None = None):
+        """Has one option of each kind."""
+        return False
+    temp_pass("t-opts", opts, level=0)
+    for level in range(4):
+        steps = build_pipeline(level)
+        assert parse_pipeline(", ".join(map(str, steps))) == steps
+    info = registered_passes()["t-opts"]
+    printed = "t-opts{" + ",".join(f"{k}={d!r}" for k, (_, d) in info.options.items()) + "}"
+    assert printed == "t-opts{flag=True,ratio=0.5,label='a b',limit=None}"
+    [call] = parse_pass_spec(printed)
+    assert dict(call.options) == {"flag": True, "ratio": 0.5, "label": "a b", "limit": None}
+    [call] = parse_pass_spec(str(parse_pass_spec("t-opts{limit=7,ratio=2,label=x}")[0]))
+    assert dict(call.options) == {"limit": 7, "ratio": 2.0, "label": "x"}
+    [group] = parse_pipeline("fixed-point(t-opts{flag=False},cse)")
+    assert isinstance(group, FixedPoint) and [str(s) for s in group.steps] == \
+        ["t-opts{flag=False}", "cse"]
+    for bad, message in (("fixed-point(cse", "never closed"), ("fixed-point(cse) cse", "','"),
+                         ("t-opts{limit=x}", "takes a int")):
+        with pytest.raises(BadInputError, match=message):
+            parse_pipeline(bad)
+
+
+def test_skip_drops_passes_inside_groups_and_checks_names():
+    from graphopt.optimizer import build_pipeline
+
+    steps = build_pipeline(1, skip=["cse", "remove-identity"])
+    assert str(steps[0]) == "fixed-point(fold-constants,eliminate-dead-code)"
+    assert build_pipeline(0, passes="cse", skip=["cse"]) == []
+    with pytest.raises(BadInputError, match="unknown pass 'nope'"):
+        build_pipeline(1, skip=["nope"])
+
+
+def test_summary_is_the_whole_first_paragraph(temp_pass):
+    def wrapped(graph):
+        """First sentence that the source wraps
+        onto a second line, with A/
+        B kept together.
+
+        Details that are not the summary."""
+        return False
+    temp_pass("t-wrapped", wrapped, level=0)
+    assert registered_passes()["t-wrapped"].summary == \
+        "First sentence that the source wraps onto a second line, with A/B kept together."

@@ -37,7 +37,9 @@ from graphopt.backend.build import BuiltModule, build
 from graphopt.backend.c.codegen import GeneratedCode, generate
 from graphopt.backend.c.registry import const_inputs, has_emitter
 from graphopt.backend.c.target import Target, get_target
-from graphopt.backend.lowering import fuse_epilogues
+from graphopt.backend.int8.lowering import absorb_qdq_nodes, lower_int8
+from graphopt.backend.lowering import choose_algorithms, fuse_epilogues
+from graphopt.ir.fusion import ensure_fusion_groups
 from graphopt.backend.planner import get_planner
 from graphopt.backend.program import Program
 from graphopt.backend.runtime import Executable, Report
@@ -83,8 +85,8 @@ def compile(model: ModelLike,  # noqa: A001
             dims: Mapping[str, int] | None = None) -> "CompiledModel":
     """Compile an ONNX model (path, ModelProto or IR Graph) to native code.
 
-    optimize/level/passes: run graphopt's pipeline first (a Graph argument is copied, not
-    changed). target: "native" (this CPU, OpenMP) or "portable" (plain C99, single thread).
+    optimize/level/passes: run graphopt's pipeline first. A Graph argument is never changed:
+    it is copied first (Graph.copy shares the weight arrays), as graphopt.optimize does. target: "native" (this CPU, OpenMP) or "portable" (plain C99, single thread).
     cache_dir: where built modules are kept (default: $GRAPHOPT_CACHE_DIR or ~/.cache/graphopt).
     threads: OpenMP threads for runs. planner: "greedy" or "linear" arena planning.
     fuse_epilogues: fold activations/residual adds into Conv/Gemm/MatMul epilogues.
@@ -166,15 +168,18 @@ def _options(target: "str | Target", cache_dir: "str | os.PathLike | None", thre
 
 
 def _prepare_graph(model: ModelLike, optimize: bool, level: int, passes: str | None) -> Graph:
-    graph = _load_graph(model, copy=optimize)
+    """The graph to compile; a Graph argument is copied (the pipeline copies it, and later
+    annotations such as fusion groups must not land on the caller's graph)."""
+    graph = _load_graph(model)
+    absorbed = absorb_qdq_nodes(graph)  # QDQ files: Q/DQ nodes -> Value.quant (int8 lowering)
     if optimize:
         from graphopt.optimizer import optimize as run_pipeline
 
-        graph = run_pipeline(graph, level=level, passes=passes).graph
-    return graph
+        return run_pipeline(absorbed, level=level, passes=passes).graph
+    return graph.copy() if absorbed is model else absorbed
 
 
-def _load_graph(model: ModelLike, copy: bool) -> Graph:
+def _load_graph(model: ModelLike, copy: bool = False) -> Graph:
     if isinstance(model, Graph) and copy:
         return onnx_io.import_model(onnx_io.export_model(model))
     if isinstance(model, (str, os.PathLike)) and not os.path.exists(model):
@@ -196,6 +201,7 @@ class CompiledModel:
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self._executables: dict[Specialization, Executable] = {}
+        self._signatures: dict[tuple, Executable] = {}  # checked input signature -> program
         self._lock = threading.Lock()
         for role, values in (("input", self.inputs), ("output", graph.outputs)):
             for value in values:
@@ -215,15 +221,26 @@ class CompiledModel:
             check_emitters(graph, [self.input_names[i] for i in self.value_inputs], has_emitter)
 
     # --- public API ----------------------------------------------------------------------------
-    def run(self, inputs: Inputs, output_names: Sequence[str] | None = None) -> list[np.ndarray]:
+    def run(self, inputs: Inputs, output_names: Sequence[str] | None = None, *,
+            outputs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
         """Outputs (in model order, or `output_names` order) for `inputs` given as a dict by
-        input name, a list in input order, or a single array for single-input models."""
-        arrays = self._check_inputs(inputs)
+        input name, a list in input order, or a single array for single-input models.
+
+        `outputs`: arrays to write the results into, one per model output in model order, each
+        writable, C-contiguous and of the output's exact shape and dtype; no output memory is
+        allocated and these arrays are what is returned. Inputs whose signature (dtypes and
+        shapes of contiguous arrays) was checked before skip the checks."""
+        executable, arrays = self._known_signature(inputs)
+        if executable is None:
+            arrays = self._check_inputs(inputs)
         with self._lock:
-            executable = self._executable(self._specialization(arrays))
+            if executable is None:
+                executable = self._executable(self._specialization(arrays))
+                if not self.value_inputs:
+                    self._signatures[_signature(arrays)] = executable
             if self.options.threads:
                 executable.set_threads(self.options.threads)
-            outputs = executable.run(arrays)
+            outputs = executable.run(arrays, outputs)
         if output_names is None:
             return outputs
         unknown = [n for n in output_names if n not in self.output_names]
@@ -272,6 +289,8 @@ class CompiledModel:
                               tuple((i, arrays[i].tobytes()) for i in self.value_inputs))
 
     def _default_shape(self, value: Value) -> tuple[int, ...]:
+        if value.default is not None:  # an overridable input: the shape of its default
+            return tuple(value.default.shape)
         shape = []
         for d in value.type.shape:
             if isinstance(d, int):
@@ -295,10 +314,14 @@ class CompiledModel:
         for i, raw in spec.values:
             dtype = self.inputs[i].type.dtype.numpy
             values[self.input_names[i]] = np.frombuffer(raw, dtype).reshape(spec.shapes[i])
+        if self.options.fuse_epilogues:
+            ensure_fusion_groups(self.graph)  # stamped by -O2; found here for other pipelines
         program = specialize(self.graph, dict(zip(self.input_names, spec.shapes)), has_emitter,
                              values, self.options.fold_constants)
+        lower_int8(program, self.graph)  # Value.quant-annotated groups -> integer steps
         if self.options.fuse_epilogues:
             fuse_epilogues(program)
+        choose_algorithms(program)
         code = generate(program, self.options.target, get_planner(self.options.planner), prefix)
         return code, time.perf_counter() - started
 
@@ -309,6 +332,33 @@ class CompiledModel:
         log.info("compiled %s for input shapes %s in %.2fs (arena %d bytes)",
                  self.graph.info.graph_name, spec.shapes, seconds, code.arena_bytes)
 
+    def _known_signature(self, inputs: Inputs) -> tuple[Executable | None, list[np.ndarray]]:
+        """The program for inputs shaped like ones already checked (all C-contiguous ndarrays,
+        every input given), so a repeated call skips the checks; (None, []) otherwise. Models
+        specialized on input values always take the checked path."""
+        if self.value_inputs or not self._signatures:
+            return None, []
+        if isinstance(inputs, np.ndarray):
+            values = [inputs]
+        elif isinstance(inputs, dict):
+            if len(inputs) != len(self.input_names) or \
+                    any(name not in inputs for name in self.input_names):
+                return None, []
+            values = [inputs[name] for name in self.input_names]
+        elif isinstance(inputs, (list, tuple)):
+            values = list(inputs)
+        else:
+            return None, []
+        if len(values) != len(self.input_names) or \
+                any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in values):
+            return None, []
+        return self._signatures.get(_signature(values)), values
+
     def _check_inputs(self, inputs: Inputs) -> list[np.ndarray]:
         """The inputs as contiguous arrays in model order; BadInputError on any mismatch."""
         return check_inputs(self.inputs, inputs)
+
+
+def _signature(arrays: Sequence[np.ndarray]) -> tuple:
+    """What the input checks depend on: each array's dtype and shape."""
+    return tuple((a.dtype, a.shape) for a in arrays)

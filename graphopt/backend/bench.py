@@ -18,6 +18,7 @@ import onnx
 
 from graphopt.backend.api import CompiledModel
 from graphopt.backend.runtime import Report
+from graphopt.progress import Progress
 
 
 @dataclass(frozen=True)
@@ -33,10 +34,18 @@ class Timing:
 
 
 def median_ms(fn: Callable[[], object], repeat: int = 20, warmup: int = 2,
-              budget_seconds: float = 10.0) -> float:
-    """Median wall time of fn() in milliseconds."""
+              budget_seconds: float = 10.0, progress: Progress | None = None,
+              label: str = "") -> float:
+    """Median wall time of fn() in milliseconds. With `progress`, the timing is a step of it,
+    announced when the warm-up runs say it will take a few seconds."""
+    start = time.perf_counter()
     for _ in range(warmup):
         fn()
+    if progress is not None:
+        per_run = (time.perf_counter() - start) / warmup if warmup else 0.0
+        expected = min(per_run * repeat, budget_seconds)
+        progress.step(f"{label}: {repeat} runs of ~{per_run * 1e3:.3g} ms (at most "
+                      f"{budget_seconds:g} s)", expected_seconds=expected)
     times: list[float] = []
     deadline = time.perf_counter() + budget_seconds
     while len(times) < repeat and (len(times) < 3 or time.perf_counter() < deadline):
@@ -62,19 +71,29 @@ def compare_latency(compiled: CompiledModel, model: "str | os.PathLike | onnx.Mo
                     budget_seconds: float = 10.0) -> Timing:
     """Median latency of `compiled` and of onnxruntime on `model`, both with `threads` threads."""
     compiled.set_threads(threads)
-    ours = median_ms(lambda: compiled.run(feeds), repeat, budget_seconds=budget_seconds)
+    progress = Progress(f"bench ({threads} thread{'s' if threads > 1 else ''})", total=2)
+    ours = median_ms(lambda: compiled.run(feeds), repeat, budget_seconds=budget_seconds,
+                     progress=progress, label="graphopt")
     session = onnxruntime_session(model, threads)
     theirs = median_ms(lambda: session.run(None, dict(feeds)), repeat,
-                       budget_seconds=budget_seconds)
+                       budget_seconds=budget_seconds, progress=progress, label="onnxruntime")
+    progress.done()
     return Timing(threads, ours, theirs)
 
 
 def format_report(name: str, report: Report) -> str:
-    """One line about a compiled specialization: steps, memory, compile time."""
-    mb = 1 / (1 << 20)
+    """One line about a compiled specialization: steps, memory, compile time. Sizes use the one
+    byte format of every graphopt summary (analysis.human_bytes); the arena's share of the
+    activations is given only when there are activations to share."""
+    from graphopt.analysis import human_bytes
+
     source = "cached" if report.cached else "compiled"
+    if report.activation_bytes:
+        arena = (f"arena {human_bytes(report.arena_bytes)} = {100 * report.arena_ratio:.1f}% of "
+                 f"{human_bytes(report.activation_bytes)} of activations")
+    else:
+        arena = f"arena {human_bytes(report.arena_bytes)} (no intermediate tensors)"
     return (f"{name}: {report.steps} kernels ({report.views} views, {report.inplace} in place, "
-            f"{report.fused_epilogues} fused epilogues); arena {report.arena_bytes * mb:.2f} MB = "
-            f"{100 * report.arena_ratio:.1f}% of {report.activation_bytes * mb:.2f} MB of "
-            f"activations; weights {report.weight_bytes * mb:.2f} MB; {source} in "
-            f"{report.compile_seconds:.2f} s for {report.target}")
+            f"{report.fused_epilogues} fused epilogues); {arena}; weights "
+            f"{human_bytes(report.weight_bytes)}; {source} in {report.compile_seconds:.2f} s for "
+            f"{report.target}")

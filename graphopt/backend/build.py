@@ -3,7 +3,8 @@
 cffi writes the wrapper (`ffi.set_source` + `emit_c_code`); the compiler is then run directly
 so its flags are exactly the target's and its messages can be reported. Three parts are linked:
 the generated model (target flags), the cffi wrapper (plain -O1) and the csrc kernels (target
-flags; their objects are cached separately because every model shares them).
+flags; their objects are cached separately because every model shares them). Each compilation
+gets the target's generated graphopt_config.h (c/config.py) on its include path.
 
 Cache: <cache>/modules/<key>/ holds model.c, the extension and build.json, where key hashes the
 generated source, csrc, flags, compiler version, Python ABI and cffi version; a hit skips the
@@ -39,6 +40,7 @@ from types import ModuleType
 from typing import Iterator, Sequence
 
 from graphopt.backend.c.codegen import ENTRY, entry_cdef
+from graphopt.backend.c.config import HEADER_NAME, config_header
 from graphopt.backend.c.target import Target
 from graphopt.errors import CodegenError
 
@@ -48,7 +50,7 @@ log = logging.getLogger(__name__)
 # the top level.
 _PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
 CSRC_DIR = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else Path(__file__).resolve().parents[2] / "csrc"
-CSRC_SOURCES = ("gemm.c", "conv.c")
+CSRC_SOURCES = ("gemm.c", "conv.c", "qgemm.c")
 ABI_VERSION = "1"  # bump when the entry point's signature or calling convention changes
 
 _LOADED: dict[str, ModuleType] = {}
@@ -116,7 +118,7 @@ def build(source: str, target: Target, cache_dir: "str | os.PathLike | None" = N
     started = time.perf_counter()
     tools = toolchain()
     flags = target_flags(target, tools)
-    csrc = _csrc_texts()
+    csrc = _csrc_texts(target, tools)
     cdef = entry_cdef(entries)
     key = _hash(ABI_VERSION, source, cdef, *csrc.values(), *flags, tools.version,
                 sysconfig.get_config_var("EXT_SUFFIX") or "", cffi.__version__)[:24]
@@ -137,12 +139,31 @@ def build(source: str, target: Target, cache_dir: "str | os.PathLike | None" = N
     return BuiltModule(module, final, final / "model.c", cached, seconds, flags)
 
 
-def _csrc_texts() -> dict[str, str]:
+def csrc_objects(target: Target, cache_dir: "str | os.PathLike | None" = None,
+                 compiler: str | None = None) -> list[Path]:
+    """The csrc kernels compiled for `target` (cached), by `compiler` (default $CC/gcc): a way
+    to check that a target's kernels compile without building a model, e.g. for an ISA this
+    machine cannot run or with a cross compiler."""
+    tools = toolchain(compiler)
+    return _csrc_objects(target_flags(target, tools), tools, cache_root(cache_dir),
+                         _csrc_texts(target, tools))
+
+
+def _csrc_texts(target: Target, tools: Toolchain) -> dict[str, str]:
+    """Every csrc header and source by name, plus the target's generated config header."""
     if not (CSRC_DIR / "graphopt_kernels.h").is_file():
         raise CodegenError(f"the hand-written kernels are missing: {CSRC_DIR} should hold "
                            "graphopt_kernels.h and the csrc/*.c files of the graphopt checkout")
-    names = ("graphopt_kernels.h",) + CSRC_SOURCES
-    return {n: (CSRC_DIR / n).read_text() for n in names}
+    names = sorted(p.name for p in CSRC_DIR.glob("*.h")) + list(CSRC_SOURCES)
+    texts = {n: (CSRC_DIR / n).read_text() for n in names}
+    texts[HEADER_NAME] = config_header(target, tools.compiler)
+    return texts
+
+
+def _write_config(csrc: dict[str, str], directory: Path) -> list[str]:
+    """Write the generated config header into `directory`; the include flags that find it."""
+    (directory / HEADER_NAME).write_text(csrc[HEADER_NAME])
+    return ["-I", str(directory), "-I", str(CSRC_DIR)]
 
 
 def _hash(*parts: str) -> str:
@@ -185,7 +206,7 @@ def _compile_module(source: str, cdef: str, module_name: str, so_name: str,
         ffi.set_source(module_name, '#include "graphopt_kernels.h"\n' + cdef)
         with contextlib.redirect_stdout(io.StringIO()):  # cffi announces the file it writes
             ffi.emit_c_code(str(work / "wrapper.c"))
-        include = ["-I", str(CSRC_DIR)]
+        include = _write_config(csrc, work)
         python_include = ["-I", sysconfig.get_paths()["include"]]
         jobs = [[tools.compiler, *flags, *include, "-c", str(model_c), "-o", str(work / "model.o")],
                 [tools.compiler, "-O1", "-fPIC", "-w", *include, *python_include, "-c",
@@ -230,7 +251,8 @@ def _csrc_objects(flags: tuple[str, ...], tools: Toolchain, root: Path,
     (root / "tmp").mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="objects-", dir=root / "tmp"))
     try:
-        jobs = [[tools.compiler, *flags, "-I", str(CSRC_DIR), "-c", str(CSRC_DIR / n), "-o",
+        include = _write_config(csrc, work)
+        jobs = [[tools.compiler, *flags, *include, "-c", str(CSRC_DIR / n), "-o",
                  str(work / (Path(n).stem + ".o"))] for n in CSRC_SOURCES]
         with ThreadPoolExecutor(max_workers=2) as pool:
             results = list(pool.map(_run, jobs))

@@ -1,18 +1,19 @@
-"""Codegen-level lowering on a Program: fold elementwise consumers into GEMM epilogues.
+"""Codegen-level lowering on a Program: run each IR fusion group as one kernel.
 
-A Conv/Gemm/MatMul step whose float output is read by exactly one elementwise step (and is not
-a graph output) absorbs that step as an epilogue op: the activation (or residual Add, Clip...)
-is applied to each output tile while it is still in cache, and the intermediate tensor is never
-written. Chains fold one op at a time (Conv -> Add -> Relu).
+The groups are the IR's (graphopt.ir.fusion, stamped by the group-epilogues pass; the NPU model
+reads the same ones): a Conv/Gemm/MatMul step absorbs the steps of its group's epilogue nodes,
+one at a time and in order, as epilogue ops applied to each output tile while it is still in
+cache, so the intermediate tensors are never written. graphopt.ir.fusion says why that is exact.
 
-Safe because: the consumer is elementwise with the same output shape, so applying it per
-element right after the element is final computes the same values; its other operands must be
-constants or tensors computed before the producer runs, so they are ready when the tile is.
-This touches only the backend's Program, never the IR graph.
+The backend may end a group early where its epilogue code cannot express an op (a float32
+result, an op in the scalar expression table, at most MAX_OPERANDS pointer operands); the rest
+of the group then runs as ordinary steps. Re-checked here on concrete shapes: the consumer keeps
+the producer's output shape and its other operands are ready before the producer runs. This
+touches only the backend's Program, never the IR graph.
 """
 from __future__ import annotations
 
-from graphopt.backend.c import exprs
+from graphopt.backend.c import algorithms, exprs
 from graphopt.backend.c.epilogue import MAX_OPERANDS, epilogue_problem
 from graphopt.backend.program import EpilogueOp, Program, Step, Tensor
 from graphopt.ir.types import DType
@@ -37,6 +38,8 @@ def fuse_epilogues(program: Program) -> int:
             if id(result) in outputs or len(users) != 1 or result.dtype != DType.FLOAT:
                 continue
             consumer = program.steps[users[0]]
+            if not _same_group(step, consumer):
+                continue
             op = _as_epilogue_op(consumer, result, i, produced_at)
             if op is None or epilogue_problem([*step.epilogue, op]) or \
                     _pointer_operands([*step.epilogue, op]) > MAX_OPERANDS - 1:
@@ -48,6 +51,13 @@ def fuse_epilogues(program: Program) -> int:
             changed = True
             break
     return folded
+
+
+def _same_group(producer: Step, consumer: Step) -> bool:
+    """Whether the IR put the consumer's node in the producer's fusion group."""
+    group = producer.node.fusion
+    return group is not None and consumer.node.fusion is group and \
+        consumer.node in group.epilogue
 
 
 def _as_epilogue_op(consumer: Step, result: Tensor, producer_index: int,
@@ -84,3 +94,14 @@ def _pointer_operands(ops: list[EpilogueOp]) -> int:
     return len({id(t) for op in ops for t in op.operands
                 if isinstance(t, Tensor) and not (t.is_const and t.size == 1)})
 
+
+def choose_algorithms(program: Program) -> dict[str, int]:
+    """Record on each step the algorithm its emitter runs (c/algorithms.py: the first
+    registered one that applies to the step's concrete shapes); returns counts by name."""
+    counts: dict[str, int] = {}
+    for step in program.steps:
+        step.algorithm = algorithms.choose(step)
+        if step.algorithm:
+            key = f"{step.op_type}/{step.algorithm}"
+            counts[key] = counts.get(key, 0) + 1
+    return counts

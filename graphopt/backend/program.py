@@ -73,6 +73,7 @@ class Step:
     inputs: list[Tensor | None]
     outputs: list[Tensor]
     epilogue: list[EpilogueOp] = field(default_factory=list)
+    algorithm: str = ""  # how the emitter computes it, chosen in lowering (c/algorithms.py)
 
     @property
     def op_type(self) -> str:

@@ -1,9 +1,10 @@
 """One compiled specialization in memory: the loaded module, its weight blob and arena.
 
-`Executable.run` hands the C entry point pointers to the caller's input arrays, freshly
-allocated output arrays, the weight blob and the arena (both 64-byte aligned numpy buffers
-owned here). cffi releases the GIL during the call. An Executable is not re-entrant: its arena
-is shared by calls, so the CompiledModel serializes runs with a lock.
+`Executable.run` hands the C entry point pointers to the caller's input arrays, output arrays
+(fresh ones, or the caller's own with `outputs=`), the weight blob and the arena (both 64-byte
+aligned numpy buffers owned here), through pointer tables built once. cffi releases the GIL
+during the call. An Executable is not re-entrant: its arena and pointer tables are shared by
+calls, so the CompiledModel serializes runs with a lock.
 """
 from __future__ import annotations
 
@@ -64,6 +65,10 @@ class Executable:
         self._arena = aligned_bytes(max(code.arena_bytes, 1), code.plan.alignment)
         self._weights_ptr = self._ffi.cast("const char*", self._weights.ctypes.data)
         self._arena_ptr = self._ffi.cast("char*", self._arena.ctypes.data)
+        # built once, refilled per call: the pointer tables the entry point reads
+        self._inputs_ptr = self._ffi.new("void*[]", max(len(self.program.inputs), 1))
+        self._outputs_ptr = self._ffi.new("void*[]", max(len(self.program.outputs), 1))
+        self._output_specs = [(t.shape, np.dtype(t.dtype.numpy)) for t in self.program.outputs]
         self.report = Report(
             target=target_name,
             input_shapes=tuple(t.shape for t in self.program.inputs),
@@ -74,20 +79,48 @@ class Executable:
             source_path=str(built.source_path))
 
     def set_threads(self, threads: int) -> None:
+        """OpenMP threads for later calls from this OS thread. Set on every call, never cached:
+        the setting is shared by every module on the same OpenMP runtime and anyone (another
+        CompiledModel, threadpoolctl) may change it in between."""
         self._lib.graphopt_set_num_threads(int(threads))
 
     def threads(self) -> int:
         return int(self._lib.graphopt_get_num_threads())
 
-    def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Outputs for inputs already checked to match this specialization."""
-        outputs = [np.empty(t.shape, dtype=t.dtype.numpy) for t in self.program.outputs]
+    def run(self, arrays: Sequence[np.ndarray],
+            outputs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
+        """Outputs for inputs already checked to match this specialization, written into
+        `outputs` when given (checked here: one writable C-contiguous array per output, of its
+        exact shape and dtype), else into new arrays."""
+        if outputs is None:
+            outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+        else:
+            outputs = self._check_outputs(outputs)
         ffi = self._ffi
-        inputs_ptr = ffi.new("void*[]", [ffi.cast("void*", a.ctypes.data) for a in arrays] or 1)
-        outputs_ptr = ffi.new("void*[]", [ffi.cast("void*", o.ctypes.data) for o in outputs] or 1)
-        status = self._entry(inputs_ptr, outputs_ptr, self._weights_ptr, self._arena_ptr)
+        buffers = [ffi.from_buffer(a) for a in arrays] + \
+            [ffi.from_buffer(o, require_writable=True) for o in outputs]
+        for i in range(len(arrays)):
+            self._inputs_ptr[i] = buffers[i]
+        for i in range(len(outputs)):
+            self._outputs_ptr[i] = buffers[len(arrays) + i]
+        status = self._entry(self._inputs_ptr, self._outputs_ptr, self._weights_ptr,
+                             self._arena_ptr)
         if status:
             step = self.program.steps[status - 1]
             raise BadInputError(f"{step.node.describe()} failed at run time: an index read from "
                                 f"the inputs is out of range ({step.describe()})")
+        return outputs
+
+    def _check_outputs(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+        outputs = list(outputs)
+        if len(outputs) != len(self._output_specs):
+            raise BadInputError(f"got {len(outputs)} output array(s); the model has "
+                                f"{len(self._output_specs)} outputs")
+        for t, (shape, dtype), out in zip(self.program.outputs, self._output_specs, outputs):
+            if type(out) is not np.ndarray or out.shape != shape or out.dtype != dtype or \
+                    not out.flags.c_contiguous or not out.flags.writeable:
+                got = f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else \
+                    type(out).__name__
+                raise BadInputError(f"output array for '{t.name}' is {got}; it must be a "
+                                    f"writable C-contiguous {np.dtype(dtype)}{list(shape)}")
         return outputs

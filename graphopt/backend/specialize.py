@@ -2,14 +2,13 @@
 
 For each node in order:
   * Shape/Size read only their input's (now concrete) shape: they become constants;
-  * a deterministic node whose inputs are all constants is evaluated once with onnx's reference
-    implementation (this folds Shape -> Gather -> Concat -> Reshape chains, ConstantOfShape
-    weights, position ids...), so the C code never sees shape arithmetic;
-  * any other node becomes a runtime `Step`; its output types come from onnx's per-node shape
-    inference fed with the concrete input shapes and the small constant inputs.
+  * a deterministic node whose inputs are all constants is evaluated once by graphopt's constant
+    evaluator, the same one `fold-constants` uses (this folds Shape -> Gather -> Concat -> Reshape
+    chains, ConstantOfShape weights, position ids...), so the C code never sees shape arithmetic;
+  * any other node becomes a runtime `Step`; its output types come from graphopt's shape engine
+    (graphopt.evaluator.infer) fed with the concrete input shapes and the constant inputs.
 
-Folding uses the reference implementation of the ONNX spec, so it is exact by definition. Steps
-whose outputs nobody reads are dropped at the end.
+Steps whose outputs nobody reads are dropped at the end.
 
 Value inputs: a small graph input that feeds an input an emitter reads at compile time (Slice
 starts, Reduce axes, Reshape shape, Resize sizes... see `value_inputs`) is specialized on its
@@ -24,19 +23,18 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
 
 from graphopt.errors import UnsupportedError
+from graphopt.evaluator import evaluate_node
+from graphopt.evaluator.infer import infer_node
 from graphopt.ir import ops
 from graphopt.ir.graph import Graph, Node
-from graphopt.ir.types import DType
+from graphopt.ir.types import DType, TensorType
 from graphopt.backend.functions import function_body, has_function_body, taken_branch
 from graphopt.backend.program import Program, Step, Tensor, step_reads
 
 log = logging.getLogger(__name__)
 
-# Constant inputs up to this many elements are handed to shape inference (Reshape's shape...).
-INFERENCE_DATA_ELEMENTS = 1 << 16
 # Graph inputs up to this many elements may be specialized on their value (see value_inputs).
 VALUE_INPUT_ELEMENTS = 64
 STANDARD_DOMAINS = ("", "ai.onnx", "ai.onnx.ml")
@@ -186,13 +184,7 @@ def check_emitters(graph: Graph, static_inputs: Sequence[str],
     graph output depends on runs as C. Control flow and unknown custom ops are refused too.
     """
     static = set(graph.initializers) | set(static_inputs)
-    live = {v.name for v in graph.outputs}
-    for node in reversed(graph.nodes):  # nodes no output depends on are dropped, never run
-        if any(v.name in live for v in node.outputs):
-            live.update(v.name for v in node.inputs if v is not None)
-    for node in graph.nodes:
-        if not any(v.name in live for v in node.outputs):
-            continue
+    for node in graph.live_nodes():  # nodes no output depends on are dropped, never run
         if node.op_type == "If" and node.inputs and node.inputs[0].name in static:
             continue  # the branch taken is compiled; its ops are checked then
         _check_control_flow(node)
@@ -230,7 +222,7 @@ def _foldable(node: Node, args: list[Tensor | None]) -> bool:
 
 
 def _fold(node: Node, args: list[Tensor | None], graph: Graph) -> list[Tensor] | None:
-    """Outputs as constants, or None when the reference implementation cannot evaluate it."""
+    """Outputs as constants, or None when graphopt's evaluator cannot compute them."""
     if node.op_type == "Shape":
         shape = args[0].shape
         start, end = node.attr("start", 0), node.attr("end", None)
@@ -239,78 +231,34 @@ def _fold(node: Node, args: list[Tensor | None], graph: Graph) -> list[Tensor] |
     if node.op_type == "Size":
         data = np.array(args[0].size, dtype=np.int64)
         return [Tensor(node.outputs[0].name, DType.INT64, (), data)]
-    from onnx.reference import ReferenceEvaluator
-
-    from graphopt.onnx_io.exporter import node_to_proto
-
-    proto = node_to_proto(node)
-    feeds = {v.name: t.const for v, t in zip(node.inputs, args) if t is not None}
     try:
-        evaluator = ReferenceEvaluator(proto, opsets=dict(graph.opset_imports))
-        results = evaluator.run(None, feeds)
-    except Exception as err:  # the reference raises assorted types; fall back to running it
+        results = evaluate_node(node, [None if t is None else t.const for t in args])
+    except (UnsupportedError, MemoryError) as err:  # it runs as a step instead
         log.debug("cannot fold %s: %s", node.describe(), err)
         return None
-    outputs = []
-    for value, data in zip(node.outputs, results):
-        if not isinstance(data, (np.ndarray, np.generic)):  # a sequence, an optional...
-            return None
-        data = np.asarray(data)
-        if data.dtype == object:
-            return None
-        outputs.append(Tensor(value.name, DType.from_numpy(data.dtype), tuple(data.shape), data))
-    return outputs
+    if any(data.dtype == object for data in results):  # strings, sequences: not for C
+        return None
+    return [Tensor(value.name, DType.from_numpy(data.dtype), tuple(data.shape), data)
+            for value, data in zip(node.outputs, results)]
 
 
 def _infer_outputs(node: Node, args: list[Tensor | None], graph: Graph) -> list[Tensor]:
-    """Concrete output tensors from onnx per-node inference, else from static IR types."""
-    inferred = _onnx_infer(node, args, graph)
+    """Concrete output tensors from graphopt's shape engine, else from static IR types."""
+    types = [None if t is None else TensorType(t.dtype, t.shape) for t in args]
+    inferred = infer_node(node, types, [None if t is None else t.const for t in args],
+                          opsets=graph.opset_imports)
     outputs = []
-    for value in node.outputs:
-        found = inferred.get(value.name)
-        if found is None and value.type is not None and value.type.is_static:
-            found = (value.type.dtype, tuple(int(d) for d in value.type.shape))
-        if found is None:
+    for value, found in zip(node.outputs, inferred):
+        if (found is None or not found.is_static) and value.type is not None and \
+                value.type.is_static:
+            found = value.type
+        if found is None or not found.is_static:
             shapes = ", ".join("-" if t is None else t.describe() for t in args)
             raise UnsupportedError(f"{node.describe()}: the shape of output '{value.name}' is not "
                                    f"known for inputs ({shapes}); the C backend needs shapes "
                                    "that do not depend on input data")
-        outputs.append(Tensor(value.name, found[0], found[1]))
+        outputs.append(Tensor(value.name, found.dtype, tuple(int(d) for d in found.shape)))
     return outputs
-
-
-def _onnx_infer(node: Node, args: list[Tensor | None],
-                graph: Graph) -> dict[str, tuple[DType, tuple[int, ...]]]:
-    from graphopt.onnx_io.exporter import node_to_proto
-
-    version = graph.opset_imports.get(node.domain, graph.opset if node.domain == "" else 1)
-    try:
-        schema = onnx.defs.get_schema(node.op_type, version, node.domain)
-    except onnx.defs.SchemaError:
-        return {}
-    types, data = {}, {}
-    for value, t in zip(node.inputs, args):  # keyed by the node's input names (a tensor may
-        if t is None:                        # carry another name, e.g. an If branch's output)
-            continue
-        types[value.name] = onnx.helper.make_tensor_type_proto(int(t.dtype), list(t.shape))
-        if t.is_const and t.size <= INFERENCE_DATA_ELEMENTS and t.const.dtype != object:
-            data[value.name] = numpy_helper.from_array(np.asarray(t.const), value.name)
-    opsets = [onnx.helper.make_opsetid(d, v) for d, v in graph.opset_imports.items()]
-    try:
-        result = onnx.shape_inference.infer_node_outputs(schema, node_to_proto(node), types, data,
-                                                         opset_imports=opsets)
-    except Exception as err:  # inference errors are reported as "shape unknown" by the caller
-        log.debug("shape inference failed for %s: %s", node.describe(), err)
-        return {}
-    found = {}
-    for name, proto in result.items():
-        tensor = proto.tensor_type
-        if not proto.HasField("tensor_type") or not tensor.HasField("shape"):
-            continue
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in tensor.shape.dim]
-        if all(d is not None for d in dims) and tensor.elem_type:
-            found[name] = (DType(tensor.elem_type), tuple(int(d) for d in dims))
-    return found
 
 
 def _drop_dead_steps(program: Program) -> None:

@@ -33,7 +33,8 @@ class Use:
 class Value:
     """An SSA value: a graph input, a constant (initializer) or one output of a node."""
 
-    __slots__ = ("name", "type", "const", "quant", "producer", "_uses", "onnx_type", "doc")
+    __slots__ = ("name", "type", "const", "quant", "producer", "_uses", "onnx_type", "doc",
+                 "default")
 
     def __init__(self, name: str, type: TensorType | None = None, const: np.ndarray | None = None):
         self.name = name
@@ -45,6 +46,9 @@ class Value:
         # Non-tensor types (sequence, optional, map) are kept verbatim so export is lossless.
         self.onnx_type: onnx.TypeProto | None = None
         self.doc = ""
+        # A graph input's default (an initializer also listed as input, IR >= 4): used when the
+        # input is not fed, never folded; export writes it back as initializer + input.
+        self.default: np.ndarray | None = None
 
     # --- queries -------------------------------------------------------------------------------
     def uses(self) -> list[Use]:
@@ -82,7 +86,7 @@ class Node:
     """One operator application. Inputs may be None for omitted optional inputs."""
 
     __slots__ = ("op_type", "domain", "name", "attrs", "_inputs", "outputs", "graph",
-                 "implicit_inputs", "origin", "doc")
+                 "implicit_inputs", "origin", "doc", "fusion")
 
     def __init__(self, op_type: str, inputs: Sequence[Value | None], outputs: Sequence[Value],
                  attrs: dict[str, Any] | None = None, name: str = "", domain: str = ""):
@@ -99,6 +103,8 @@ class Node:
         self.implicit_inputs: list[Value] = []
         self.origin = ""  # the pass or rule that created this node
         self.doc = ""
+        # The FusionGroup (graphopt.ir.fusion) this node belongs to, stamped by group-epilogues.
+        self.fusion: Any = None
         for i, value in enumerate(inputs):
             self._inputs.append(None)
             self._set_input(i, value)
@@ -451,6 +457,20 @@ class Graph:
                 return v
         raise KeyError(name)
 
+    def live_nodes(self) -> list[Node]:
+        """Nodes at least one output of which reaches a graph output, in graph order.
+
+        Values read by subgraph bodies count as read. The one definition of liveness on the IR
+        (dead-code elimination and the backend's emitter check both use it).
+        """
+        live: set[int] = {id(v) for v in self.outputs}
+        kept: list[Node] = []
+        for node in reversed(self.nodes):
+            if any(id(out) in live for out in node.outputs):
+                live.update(id(v) for v in (*node.inputs, *node.implicit_inputs) if v is not None)
+                kept.append(node)
+        return kept[::-1]
+
     def op_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for node in self.nodes:
@@ -478,10 +498,68 @@ class Graph:
 
         verify_graph(self)
 
+    def copy(self) -> "Graph":
+        """An independent copy: new Graph, Node and Value objects with the same names and order.
+
+        Constant arrays are shared, not duplicated (passes replace a Value's `const`, they never
+        write into the array), so copying a model with large weights costs no weight memory.
+        Attribute dicts are copied shallowly; subgraph bodies (onnx.GraphProto) are deep-copied
+        because renames rewrite them in place.
+        """
+        import copy as _copy
+
+        new = Graph(self.opset_imports)
+        new.info = _copy.deepcopy(self.info)
+        new._names = set(self._names)
+        mapping: dict[int, Value] = {}
+
+        def clone(value: Value) -> Value:
+            twin = mapping.get(id(value))
+            if twin is None:
+                twin = Value.__new__(Value)
+                for slot in Value.__slots__:
+                    setattr(twin, slot, getattr(value, slot))
+                twin.producer, twin._uses = None, []
+                mapping[id(value)] = twin
+            return twin
+
+        new.inputs = [clone(v) for v in self.inputs]
+        new.initializers = {name: clone(v) for name, v in self.initializers.items()}
+        for node in self.nodes:
+            attrs = {k: (_copy.deepcopy(a) if isinstance(a, onnx.GraphProto) else a)
+                     for k, a in node.attrs.items()}
+            twin = Node(node.op_type, [None if v is None else clone(v) for v in node.inputs],
+                        [clone(v) for v in node.outputs], attrs, node.name, node.domain)
+            twin.set_implicit_inputs([clone(v) for v in node.implicit_inputs])
+            for slot in set(Node.__slots__) - _NODE_SLOTS_SET_BY_COPY:
+                setattr(twin, slot, getattr(node, slot))
+            twin.graph = new
+            new.nodes.append(twin)
+        new.outputs = [clone(v) for v in self.outputs]
+        _copy_fusion_groups(self, new)
+        return new
+
     def __str__(self) -> str:
         from graphopt.ir.printer import format_graph
 
         return format_graph(self)
+
+
+# Node slots that Graph.copy rebuilds itself; every other slot is copied by reference.
+_NODE_SLOTS_SET_BY_COPY = {"op_type", "domain", "name", "attrs", "_inputs", "outputs", "graph",
+                           "implicit_inputs", "fusion"}
+
+
+def _copy_fusion_groups(source: Graph, target: Graph) -> None:
+    """Stamp on `target` (a node-for-node copy of `source`) the intact fusion groups of source."""
+    from graphopt.ir.fusion import fusion_groups, stamp_fusion_groups
+
+    twin_of = {id(a): b for a, b in zip(source.nodes, target.nodes)}
+    groups = fusion_groups(source)
+    if groups:
+        stamp_fusion_groups(target, [
+            type(g)(twin_of[id(g.anchor)], tuple(twin_of[id(n)] for n in g.epilogue), g.name)
+            for g in groups])
 
 
 def _rename_in_subgraphs(node: Node, old: str, new: str) -> None:

@@ -26,6 +26,9 @@ def verify_graph(graph: "Graph") -> None:
             raise IRError(f"initializer key {name!r} does not match value name %{v.name}")
         if v.const is None:
             raise IRError(f"initializer %{name} holds no array")
+        if v.default is not None:
+            raise IRError(f"constant %{name} has a default; only graph inputs have one "
+                          "(an overridable initializer)")
         claim(v.name, v)
 
     for node in graph.nodes:
@@ -45,6 +48,9 @@ def verify_graph(graph: "Graph") -> None:
         for out in node.outputs:
             if out.producer is not node:
                 _fail(graph, node, f"output %{out.name} does not name this node as producer")
+            if out.default is not None or out.const is not None:
+                _fail(graph, node, f"output %{out.name} carries a constant or default array; "
+                      "only initializers and graph inputs do")
             claim(out.name, out)
             defined.add(id(out))
             for use in out._uses:

@@ -11,53 +11,59 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from graphopt.analysis import human
 from graphopt.errors import BadInputError
 from graphopt.npu.scheduler import ENERGY_LEVELS, ScheduleReport
 
 TABLE_LEVELS = ("rf", "noc", "glb", "dram")
 
 
-def _si(value: float, unit: str = "") -> str:
-    for scale, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.2f}{prefix}{unit}"
-    return f"{value:.3g}{unit}" if value else f"0{unit}"
-
-
-def _energy(pj: float) -> str:
+def _energy_unit(pj: float) -> tuple[float, str]:
+    """The unit (scale in pJ, name) that prints `pj` with 1 to 3 digits before the point."""
     for scale, unit in ((1e12, "J"), (1e9, "mJ"), (1e6, "uJ"), (1e3, "nJ")):
         if abs(pj) >= scale:
-            return f"{pj / scale:.3g}{unit}"
-    return f"{pj:.3g}pJ"
+            return scale, unit
+    return 1.0, "pJ"
+
+
+def _in_unit(pj: float, scale: float) -> str:
+    return f"{pj / scale:.3g}" if pj else "0"
 
 
 def format_table(report: ScheduleReport, show_all: bool = False) -> str:
-    """Per-layer table (MAC, vector, copy and host layers; all layers with show_all) + totals."""
+    """Per-layer table (MAC, vector, copy and host layers; all layers with show_all) + totals.
+
+    Counts use graphopt's one count format (analysis.human); every energy of the table is in
+    one unit, named in the header, and the totals line in one unit too, so columns and the
+    per-level breakdown read side by side without converting nJ to uJ by eye."""
+    shown = [lr for lr in report.layers if show_all or lr.kind not in ("free", "const")]
+    scale, unit = _energy_unit(max((lr.total_energy for lr in shown), default=0.0))
     header = (f"{'layer':<28} {'op':<12} {'MACs':>8} {'cycles':>9} {'util':>5} "
               + " ".join(f"{'acc.' + lvl:>9}" for lvl in TABLE_LEVELS) + " "
               + " ".join(f"{'E.' + lvl:>8}" for lvl in ("mac", *TABLE_LEVELS, "host"))
-              + f" {'E.total':>8}  mapping")
+              + f" {'E.total':>8}  mapping   (energies in {unit})")
     lines = [header, "-" * len(header)]
-    for lr in report.layers:
-        if not show_all and lr.kind in ("free", "const"):
-            continue
+    for lr in shown:
         name = lr.name if len(lr.name) <= 28 else "..." + lr.name[-25:]
-        acc = " ".join(f"{_si(lr.accesses.get(lvl, 0.0)):>9}" for lvl in TABLE_LEVELS)
-        energy = " ".join(f"{_energy(lr.energy.get(lvl, 0.0)):>8}"
+        acc = " ".join(f"{human(lr.accesses.get(lvl, 0.0)):>9}" for lvl in TABLE_LEVELS)
+        energy = " ".join(f"{_in_unit(lr.energy.get(lvl, 0.0), scale):>8}"
                           for lvl in ("mac", *TABLE_LEVELS, "host"))
         util = f"{100 * lr.utilization:4.0f}%" if lr.macs else "    -"
         where = lr.mapping or lr.note or lr.kind
-        lines.append(f"{name:<28} {lr.op_type[:12]:<12} {_si(lr.macs):>8} {_si(lr.cycles):>9} "
-                     f"{util} {acc} {energy} {_energy(lr.total_energy):>8}  {where}")
+        lines.append(f"{name:<28} {lr.op_type[:12]:<12} {human(lr.macs):>8} "
+                     f"{human(lr.cycles):>9} {util} {acc} {energy} "
+                     f"{_in_unit(lr.total_energy, scale):>8}  {where}")
     t = report.totals()
     by_level = report.energy_by_level()
+    total_scale, total_unit = _energy_unit(report.energy_pj)
     lines += ["-" * len(header),
               f"arch {report.arch.name} ({report.arch.datatype}, {report.arch.clock_mhz:g} MHz), "
               f"dataflow {report.dataflow}, objective {report.objective}, batch {report.batch}",
-              f"MACs {_si(t['macs'])}  cycles {_si(t['cycles'])}  latency "
+              f"MACs {human(t['macs'])}  cycles {human(t['cycles'])}  latency "
               f"{t['latency_s'] * 1e3:.3f} ms  ({t['frames_per_s']:.1f} frames/s)",
-              f"energy {_energy(report.energy_pj)}  ("
-              + ", ".join(f"{lvl} {_energy(by_level[lvl])}" for lvl in ENERGY_LEVELS) + ")",
+              f"energy {_in_unit(report.energy_pj, total_scale)} {total_unit}  ("
+              + ", ".join(f"{lvl} {_in_unit(by_level[lvl], total_scale)}"
+                          for lvl in ENERGY_LEVELS) + f" {total_unit})",
               f"EDP {t['edp_js']:.3e} J*s  {t['tops']:.3f} TOPS  {t['tops_per_w']:.3f} TOPS/W",
               f"mapper: {report.evaluated} mappings evaluated; infeasible: "
               + (", ".join(f"{r} x{n}" for r, n in sorted(report.infeasible_reasons.items()))

@@ -15,9 +15,12 @@ copies (Concat, Transpose, Slice: bytes moved through the DMA), free metadata op
 Flatten), compile-time constants (a node whose inputs are all constants) or host work (what the
 NPU cannot run: shape arithmetic, data-dependent ops, control flow, unknown shapes).
 
-A fused node (node.origin set by a fusion pass) is one layer: its MAC part is found from its
-weight input and its epilogue counts one vector op per output element. Symbolic or unknown
-dims count as 1; `batch` multiplies every activation tensor (and the N dim).
+A fusion group (graphopt.ir.fusion: a Conv/Gemm/MatMul and its elementwise epilogue, the same
+groups the C backend runs as one kernel) is one layer: the anchor's loop nest, the epilogue's
+element ops as vector work done while outputs drain, the epilogue's other operands (a residual)
+as extra inputs, and only the group's final tensor as output. A node made by a fusion pass with
+an op type we have no rule for is one layer too: its MAC part is found from its weight input.
+Symbolic or unknown dims count as 1; `batch` multiplies every activation tensor (and the N dim).
 """
 from __future__ import annotations
 
@@ -26,8 +29,10 @@ import math
 from dataclasses import dataclass, replace
 from typing import Callable, Iterable
 
-from graphopt.ir.graph import Graph, Node, Value
 from graphopt.ir import ops
+from graphopt.ir.conv_geometry import ConvGeometry
+from graphopt.ir.fusion import FusionGroup, ensure_fusion_groups
+from graphopt.ir.graph import Graph, Node, Value
 
 log = logging.getLogger(__name__)
 
@@ -184,16 +189,16 @@ def _conv_layer(node: Node, batch: int, x: Value, w: Value, y: Value) -> Layer:
     xd, wd, yd = _dims(x), _dims(w), _dims(y)
     if xd is None or wd is None or yd is None or len(wd) not in (3, 4) or len(yd) != len(wd):
         return host_layer(node, batch, "convolution shape is unknown or not 1-D / 2-D")
-    group = int(node.attr("group", 1))
+    geometry = ConvGeometry.of(node)
+    group = geometry.group
     spatial_w = wd[2:] + (1,) * (4 - len(wd))
     spatial_y = yd[2:] + (1,) * (4 - len(yd))
     n = yd[0] * batch
     m, c = wd[0] // group, wd[1]
     sizes = (group, n, m, c, spatial_y[0], spatial_y[1], spatial_w[0], spatial_w[1])
-    return _base(node, batch, "mac", sizes=sizes, stride=_pair(node.attr("strides")),
-                 dilation=_pair(node.attr("dilations")), weight_value=w.name,
-                 weight_is_const=w.is_const, input_value=x.name,
-                 vector_ops=_epilogue_ops(node, batch))
+    return _base(node, batch, "mac", sizes=sizes, stride=_pair(geometry.strides),
+                 dilation=_pair(geometry.dilations), weight_value=w.name,
+                 weight_is_const=w.is_const, input_value=x.name)
 
 
 def _matmul_layer(node: Node, batch: int, a: Value, b: Value, trans_a: bool = False,
@@ -212,15 +217,18 @@ def _matmul_layer(node: Node, batch: int, a: Value, b: Value, trans_a: bool = Fa
         groups = max(a_batch, b_batch) * (1 if a.is_const and b.is_const else batch)
     sizes = (groups, rows, cols, k, 1, 1, 1, 1)
     return _base(node, batch, "mac", sizes=sizes, weight_value=b.name,
-                 weight_is_const=b.is_const, input_value=a.name,
-                 vector_ops=_epilogue_ops(node, batch))
+                 weight_is_const=b.is_const, input_value=a.name)
 
 
-def _epilogue_ops(node: Node, batch: int) -> int:
-    """A fused node applies its epilogue (bias, activation, residual) as outputs drain."""
-    if not node.origin:
-        return 0
-    return sum(_elements(v, batch) for v in node.outputs)
+def _with_epilogue(layer: Layer, group: FusionGroup, batch: int) -> Layer:
+    """The anchor's layer extended by its fusion group's epilogue (see the module docstring)."""
+    inner = {id(n.outputs[0]) for n in group.nodes}
+    extra_inputs = tuple((v.name, _elements(v, batch)) for n in group.epilogue for v in n.inputs
+                         if v is not None and not v.is_const and id(v) not in inner)
+    vector_ops = sum(_elementwise(n, batch).vector_ops for n in group.epilogue)
+    last = group.nodes[-1]
+    return replace(layer, inputs=layer.inputs + extra_inputs, outputs=_outputs(last, batch),
+                   vector_ops=layer.vector_ops + vector_ops)
 
 
 @workload_rule(_keys("Conv"))
@@ -317,7 +325,20 @@ def build_layers(graph: Graph, batch: int = 1) -> list[Layer]:
         from graphopt.errors import NPUConfigError
 
         raise NPUConfigError(f"batch must be >= 1, got {batch}")
-    layers = [layer_for_node(node, batch) for node in graph.nodes]
+    groups = {id(g.anchor): g for g in ensure_fusion_groups(graph)}
+    members = {id(n) for g in groups.values() for n in g.epilogue}
+    layers = []
+    for node in graph.nodes:
+        if id(node) in members:
+            continue  # runs inside its anchor's layer
+        layer = layer_for_node(node, batch)
+        group = groups.get(id(node))
+        if group is not None and layer.kind == "mac":
+            layer = _with_epilogue(layer, group, batch)
+        elif group is not None:  # the anchor runs elsewhere: so do its epilogue nodes
+            layers += [layer] + [layer_for_node(n, batch) for n in group.epilogue]
+            continue
+        layers.append(layer)
     log.debug("workload: %d layers (%d MAC)", len(layers),
               sum(1 for layer in layers if layer.kind == "mac"))
     return layers

@@ -53,6 +53,21 @@ def array_to_tensor(array: np.ndarray, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
+def add_initializer(g: onnx.GraphProto, array: np.ndarray, name: str) -> onnx.TensorProto:
+    """Append `array` to g.initializer. A large plain array is written straight into the proto:
+    array_to_tensor + append would hold its data three times at the peak (bytes, tensor, copy)."""
+    array = np.asarray(array)
+    if array.nbytes < (1 << 20) or array.dtype.kind not in "biuf" or array.dtype.byteorder == ">":
+        tensor = g.initializer.add()
+        tensor.CopyFrom(array_to_tensor(array, name))
+        return tensor
+    dtype = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
+    tensor = g.initializer.add(name=name, data_type=dtype)
+    tensor.dims.extend(array.shape)
+    tensor.raw_data = np.ascontiguousarray(array).tobytes()
+    return tensor
+
+
 def attribute_to_proto(name: str, value: Any) -> onnx.AttributeProto:
     if isinstance(value, onnx.AttributeProto):
         return value
@@ -77,22 +92,35 @@ def node_to_proto(node: Node) -> onnx.NodeProto:
     proto.attribute.extend(attribute_to_proto(k, v) for k, v in node.attrs.items())
     if node.origin:
         proto.metadata_props.add(key="graphopt.origin", value=node.origin)
+    if node.fusion is not None and node.graph is not None and node.fusion.is_intact(node.graph):
+        # Which kernel the node runs in (graphopt.ir.fusion); the node stays standard ONNX.
+        proto.metadata_props.add(key="graphopt.fusion", value=node.fusion.name)
     return proto
 
 
 def export_model(graph: Graph, include_value_info: bool = True,
                  keep_large_data: bool = True) -> onnx.ModelProto:
     """Build a ModelProto. keep_large_data=False replaces big initializers by typed inputs
-    (for shape inference only: such a model does not run)."""
-    g = onnx.GraphProto(name=graph.info.graph_name, doc_string=graph.info.graph_doc)
+    (for shape inference only: such a model does not run).
+
+    The graph is filled in place in the model (never built apart and copied in), so the
+    weights exist once in the proto: a second copy would double the memory of a large model."""
+    info = graph.info
+    model = onnx.ModelProto(ir_version=_ir_version(graph),
+                            producer_name=info.producer_name or "graphopt",
+                            producer_version=info.producer_version, domain=info.domain,
+                            model_version=info.model_version, doc_string=info.doc_string)
+    g = model.graph
+    g.name, g.doc_string = info.graph_name, info.graph_doc
     g.input.extend(value_info(v) for v in graph.inputs)
     for value in graph.initializers.values():
         if not keep_large_data and value.const.size > KEEP_DATA_ELEMENTS:
             g.input.append(value_info(value))
         else:
-            tensor = array_to_tensor(value.const, value.name)
-            tensor.doc_string = value.doc
-            g.initializer.append(tensor)
+            add_initializer(g, value.const, value.name).doc_string = value.doc
+    for value in graph.inputs:  # an overridable input keeps its default as an initializer
+        if value.default is not None and keep_large_data:
+            add_initializer(g, value.default, value.name)
     g.node.extend(node_to_proto(n) for n in graph.nodes)
     g.output.extend(value_info(v) for v in graph.outputs)
     if include_value_info:
@@ -101,12 +129,12 @@ def export_model(graph: Graph, include_value_info: bool = True,
             for out in node.outputs:
                 if out.name not in interface and (out.type is not None or out.onnx_type is not None):
                     g.value_info.append(value_info(out))
+    if keep_large_data:  # INT8: Value.quant annotations become QuantizeLinear/DequantizeLinear
+        from graphopt.quantization.qdq import has_quant, materialize_qdq
 
-    info = graph.info
-    model = onnx.ModelProto(ir_version=_ir_version(graph), producer_name=info.producer_name or "graphopt",
-                            producer_version=info.producer_version, domain=info.domain,
-                            model_version=info.model_version, doc_string=info.doc_string)
-    model.graph.CopyFrom(g)
+        if has_quant(graph):
+            materialize_qdq(graph, g)
+
     for domain, version in graph.opset_imports.items():
         model.opset_import.add(domain=domain, version=version)
     for key, val in info.metadata_props.items():
@@ -124,7 +152,17 @@ def _ir_version(graph: Graph) -> int:
 
 def initializer_bytes(model: onnx.ModelProto) -> int:
     """Bytes held by initializers: a size estimate that, unlike ByteSize(), works past 2 GB."""
-    return sum(len(t.raw_data) or t.ByteSize() for t in model.graph.initializer)
+    return sum(_tensor_bytes(t) for t in model.graph.initializer)
+
+
+def _tensor_bytes(tensor: onnx.TensorProto) -> int:
+    """A tensor's data size from its dims and type. Reading `raw_data` (or ByteSize(), which
+    serializes) would copy the data out of the proto: seconds and gigabytes on a large model."""
+    if tensor.data_location == onnx.TensorProto.EXTERNAL or tensor.data_type in (
+            onnx.TensorProto.STRING, onnx.TensorProto.UNDEFINED):
+        return tensor.ByteSize()
+    itemsize = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor.data_type)).itemsize
+    return int(np.prod(tensor.dims, dtype=np.int64)) * itemsize
 
 
 def copy_without_initializers(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -158,6 +196,8 @@ def save_model(model: onnx.ModelProto, path: str | os.PathLike, check: bool = Tr
     folder = path.parent
     if not folder.is_dir():
         raise BadInputError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise BadInputError(f"cannot write {path}: it is a directory; name a file inside it")
     external = initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD
     fd, tmp_name = tempfile.mkstemp(prefix=".graphopt-", suffix=".onnx", dir=folder)
     os.close(fd)
@@ -190,19 +230,19 @@ def _write_external(model: onnx.ModelProto, data_path: Path) -> onnx.ModelProto:
     skeleton = copy_without_initializers(model)
     with open(data_path, "wb") as data:
         for tensor in model.graph.initializer:
-            if len(tensor.raw_data) < 1024:
+            if _tensor_bytes(tensor) < 1024 or not tensor.HasField("raw_data"):
                 skeleton.graph.initializer.add().CopyFrom(tensor)
                 continue
             offset = data.tell()
             pad = (-offset) % 64
             data.write(b"\0" * pad)
-            data.write(tensor.raw_data)
+            length = data.write(tensor.raw_data)  # a copy out of the proto, freed at once
             ref = skeleton.graph.initializer.add(name=tensor.name, data_type=tensor.data_type,
                                                  doc_string=tensor.doc_string)
             ref.dims.extend(tensor.dims)
             ref.data_location = onnx.TensorProto.EXTERNAL
             for key, val in (("location", data_path.name), ("offset", str(offset + pad)),
-                             ("length", str(len(tensor.raw_data)))):
+                             ("length", str(length))):
                 ref.external_data.add(key=key, value=val)
     return skeleton
 

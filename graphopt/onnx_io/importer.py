@@ -16,6 +16,7 @@ from onnx import numpy_helper
 from graphopt.errors import BadInputError, UnsupportedError
 from graphopt.ir.graph import Graph, ModelInfo, Node, Value
 from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.ir.validate import unknown_op_problem, validate_graph
 from graphopt.onnx_io.shapes import infer_value_types
 
 log = logging.getLogger(__name__)
@@ -122,8 +123,24 @@ def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
                                f"{str(err).splitlines()[0][:160]}") from None
 
 
-def import_model(model: onnx.ModelProto) -> Graph:
-    """Lower a loaded ModelProto (external data already in memory) into a Graph."""
+def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
+                 validate: bool = True) -> Graph:
+    """Lower a loaded ModelProto (external data already in memory) into a Graph.
+
+    An initializer that is also a graph input is an overridable default when the model's IR
+    version is 4 or more: it stays a graph input (`Value.default` holds the initializer) so no
+    pass folds it. `fold_input_initializers=True` makes such values constants instead (always
+    the case for IR 3, where every initializer had to be listed as an input). With `validate`,
+    a model that can never run (see graphopt.ir.validate) raises BadInputError here, once.
+    """
+    _check_known_ops(model)
+    overridable = _overridable_inputs(model)
+    if fold_input_initializers and overridable:
+        log.warning("folding %d initializer(s) that are also graph inputs as constants "
+                    "(--fold-input-initializers): %s; the output no longer takes them as inputs",
+                    len(overridable), ", ".join(sorted(overridable)[:5])
+                    + (" ..." if len(overridable) > 5 else ""))
+        overridable = set()
     model = _upgrade_opset(model)
     onnx_graph = model.graph
     graph = Graph({("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import})
@@ -135,17 +152,18 @@ def import_model(model: onnx.ModelProto) -> Graph:
         metadata_props={p.key: p.value for p in model.metadata_props},
         functions=list(model.functions))
 
-    types = infer_value_types(model)
+    types = infer_value_types(model, overridable)
     values: dict[str, Value] = {}
 
     def type_of(name: str) -> TensorType | None:
         return types.get(name)
 
+    defaults: dict[str, np.ndarray] = {}
     for tensor in onnx_graph.initializer:
-        try:
-            array = numpy_helper.to_array(tensor)
-        except Exception as err:
-            raise BadInputError(f"initializer '{tensor.name}' cannot be read: {err}") from None
+        array = _initializer_array(tensor)
+        if tensor.name in overridable:
+            defaults[tensor.name] = array
+            continue
         value = Value(tensor.name, TensorType(DType(tensor.data_type), tuple(array.shape)), array)
         value.doc = tensor.doc_string
         graph._register_value(value)
@@ -156,9 +174,12 @@ def import_model(model: onnx.ModelProto) -> Graph:
 
     for proto in onnx_graph.input:
         if proto.name in values:
-            continue  # an initializer listed as input (IR < 4): treat it as a constant
+            continue  # an initializer listed as input (IR < 4, or folding asked): a constant
         value = Value(proto.name, tensor_type_from_proto(proto.type))
-        if value.type is None:
+        value.default = defaults.get(proto.name)
+        if value.type is None and value.default is not None:
+            value.type = TensorType(DType.from_numpy(value.default.dtype), value.default.shape)
+        elif value.type is None:
             value.onnx_type = proto.type
         value.doc = proto.doc_string
         graph._register_value(value)
@@ -194,13 +215,14 @@ def import_model(model: onnx.ModelProto) -> Graph:
                 value.onnx_type = types.onnx_types[name]
             outputs.append(value)
         attrs = {a.name: attribute_to_python(a) for a in proto.attribute}
-        node = Node(proto.op_type, inputs, outputs, attrs, name=proto.name, domain=proto.domain)
+        node = Node(proto.op_type, inputs, outputs, attrs, domain=proto.domain)
         node.doc = proto.doc_string
         outer = set()
         for body in node.subgraphs:
             outer |= subgraph_outer_names(body)
         node.set_implicit_inputs(values[n] for n in sorted(outer) if n in values)
         graph.append(node)
+        node.name = proto.name  # made unique once every value name is known (_unique_node_names)
         for out in outputs:
             values[out.name] = out
 
@@ -211,7 +233,63 @@ def import_model(model: onnx.ModelProto) -> Graph:
         if value.type is None:
             value.type = tensor_type_from_proto(proto.type)
         graph.outputs.append(value)
+    _unique_node_names(graph)
+    if validate:
+        validate_graph(graph)
+    if types.failure:
+        log.warning("onnx shape inference failed (%s); using declared types only", types.failure)
     return graph
+
+
+def _check_known_ops(model: onnx.ModelProto) -> None:
+    """BadInputError for an op the default domain does not define, before the version converter
+    (which fails on one with a less useful message) sees the model."""
+    local = {(f.domain, f.name) for f in model.functions}
+    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    for node in model.graph.node:
+        if (node.domain, node.op_type) in local:
+            continue
+        problem = unknown_op_problem(node.domain, node.op_type, opsets.get(node.domain, 0))
+        if problem:
+            label = f"node '{node.name}'" if node.name else "a node"
+            raise BadInputError(f"{label} ({node.op_type}): {problem}; the model cannot run")
+
+
+def _overridable_inputs(model: onnx.ModelProto) -> set[str]:
+    """Names of initializers that are also graph inputs, which IR >= 4 makes overridable."""
+    if model.ir_version < 4:
+        return set()
+    inputs = {v.name for v in model.graph.input}
+    return {t.name for t in model.graph.initializer if t.name in inputs}
+
+
+def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """The initializer's data; BadInputError for negative dims or data of the wrong size."""
+    if any(d < 0 for d in tensor.dims):
+        raise BadInputError(f"initializer '{tensor.name}' has negative dims {list(tensor.dims)}; "
+                            "a tensor's dims must be >= 0")
+    try:
+        return numpy_helper.to_array(tensor)
+    except Exception as err:
+        raise BadInputError(f"initializer '{tensor.name}' (dims {list(tensor.dims)}) cannot be "
+                            f"read: {str(err).splitlines()[0][:160]}") from None
+
+
+def _unique_node_names(graph: Graph) -> None:
+    """Give every node a unique, non-empty name: a duplicate or empty name (valid protobuf, but
+    ambiguous in messages and tools) becomes a fresh one. Runs after all value names are
+    registered, so a fresh node name never takes a name a value of the model uses."""
+    graph._names |= {node.name for node in graph.nodes if node.name}
+    seen: set[str] = set()
+    for node in graph.nodes:
+        if node.name and node.name not in seen:
+            seen.add(node.name)
+            continue
+        original = node.name
+        node.name = graph.fresh_name(original or node.op_type)
+        seen.add(node.name)
+        log.debug("renamed %s node %r to %r (duplicate or empty name)", node.op_type, original,
+                  node.name)
 
 
 def _sorted_nodes(onnx_graph: onnx.GraphProto) -> list[onnx.NodeProto]:

@@ -125,8 +125,10 @@ def _try_rule(graph: Graph, rule: Rule, root: Node, pass_name: str, stats: _RunS
 
 
 def _label(node: Node) -> str:
-    """The node's name, or its first output's for unnamed nodes (ONNX names are optional)."""
-    return node.name or f"{node.op_type} -> %{node.outputs[0].name}"
+    """The node's name (imported nodes always have one), op and first output, which says where
+    the node is even when the name was made up at import."""
+    name = f"'{node.name}' " if node.name else ""
+    return f"{name}{node.op_type} -> %{node.outputs[0].name}"
 
 
 def _leaking_intermediate(graph: Graph, bindings: Bindings) -> str | None:

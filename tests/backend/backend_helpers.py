@@ -9,8 +9,7 @@ from onnx import helper, numpy_helper
 
 from graphopt.backend import compile as compile_model
 from graphopt.numerics import run_onnxruntime
-
-RTOL = ATOL = 1e-4
+from graphopt.testing import assert_outputs_match, tolerance_from
 
 
 def make_model(nodes: Sequence[onnx.NodeProto], inputs: Mapping[str, tuple[int, Sequence]],
@@ -60,23 +59,15 @@ def random_feeds(model: onnx.ModelProto, seed: int = 0,
 
 
 def check_against_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.ndarray] | None = None,
-                              target: str = "native", rtol: float = RTOL, atol: float = ATOL,
-                              **compile_options) -> list[np.ndarray]:
-    """Compile (no graphopt passes), run, and assert every output matches onnxruntime."""
+                              target: str = "native", rtol: float | None = None,
+                              atol: float | None = None, **compile_options) -> list[np.ndarray]:
+    """Compile (no graphopt passes), run, and assert every output matches onnxruntime by
+    graphopt.numerics' rule: the dtype's tolerance unless `rtol`/`atol` replace it."""
     feeds = dict(feeds) if feeds is not None else random_feeds(model)
     compiled = compile_model(model, optimize=False, target=target, **compile_options)
     got = compiled.run(feeds)
     want = run_onnxruntime(model, feeds)
-    failures = []
-    for output, g, w in zip(model.graph.output, got, want):
-        try:
-            assert g.dtype == w.dtype, f"dtype {g.dtype} vs onnxruntime {w.dtype}"
-            assert g.shape == w.shape, f"shape {g.shape} vs onnxruntime {w.shape}"
-            if w.dtype.kind in "fc":
-                np.testing.assert_allclose(g, w, rtol=rtol, atol=atol)
-            else:
-                np.testing.assert_array_equal(g, w)
-        except AssertionError as err:
-            failures.append(f"{output.name}: {str(err).strip()[:600]}")
-    assert not failures, f"{len(failures)} output(s) differ from onnxruntime:\n" + "\n".join(failures)
+    names = [o.name for o in model.graph.output]
+    assert_outputs_match(names, want, got, tolerance_from(rtol, atol),
+                         context="C backend vs onnxruntime")
     return got

@@ -11,7 +11,8 @@ from onnx import helper
 
 from backend_helpers import make_model
 from graphopt.backend import compile as compile_model
-from graphopt.backend.c.ops.gemm import sgemm_scratch_bytes
+from graphopt.backend.c.target import get_target
+from graphopt.backend.c.tiles import gemm_tiles
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +41,9 @@ def test_portable_build_is_plain_c99_without_openmp(small_model):
     portable = compile_model(small_model, optimize=False, target="portable")
     native_flags = json.loads((Path(native.report.source_path).parent / "build.json").read_text())
     flags = json.loads((Path(portable.report.source_path).parent / "build.json").read_text())
-    assert "-std=c99" in flags["flags"] and "-DGRAPHOPT_PORTABLE" in flags["flags"]
+    assert "-std=c99" in flags["flags"]
+    config = (Path(portable.report.source_path).parent / "graphopt_config.h").read_text()
+    assert "#define GRAPHOPT_GEMM_ISA GRAPHOPT_ISA_SCALAR" in config  # the scalar kernels
     assert not any(f.startswith("-march") or "openmp" in f for f in flags["flags"])
     assert "-march=native" in native_flags["flags"]
     assert "#pragma omp" not in portable.source
@@ -60,10 +63,11 @@ def test_threads_setting(small_model):
 
 @pytest.mark.parametrize("target", ["native", "portable"])
 def test_python_gemm_scratch_bound_covers_csrc(small_model, target):
-    """The planner reserves sgemm_scratch_bytes(); it must cover what csrc/gemm.c uses."""
+    """The planner reserves GemmTiles.scratch_bytes(); it must cover what csrc/gemm.c uses."""
     compiled = compile_model(small_model, optimize=False, target=target)
     lib = next(iter(compiled._executables.values()))._lib
+    tiles = gemm_tiles(get_target(target))
     for m in (1, 4, 5, 6, 7, 31, 1031, 1032, 1033, 5000):
         for n in (1, 31, 32, 33, 4095, 4097):
             for k in (1, 255, 256, 257, 3000):
-                assert sgemm_scratch_bytes(m, n, k) >= 4 * lib.graphopt_sgemm_scratch(m, n, k)
+                assert tiles.scratch_bytes(m, n, k) >= 4 * lib.graphopt_sgemm_scratch(m, n, k)

@@ -1,4 +1,4 @@
-"""The shared sample models compiled to C and compared with onnxruntime (rel/abs 1e-4)."""
+"""The shared sample models compiled to C and compared with onnxruntime (graphopt.numerics' rule)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +8,9 @@ import numpy as np
 import onnx
 import pytest
 
-from backend_helpers import ATOL, RTOL
 from graphopt.backend import compile as compile_model
 from graphopt.numerics import run_onnxruntime
+from graphopt.testing import assert_outputs_match
 
 MODELS = sample_models_dir()
 pytestmark = pytest.mark.skipif(not (MODELS / "mlp.onnx").is_file(), reason="sample models missing")
@@ -18,9 +18,9 @@ pytestmark = pytest.mark.skipif(not (MODELS / "mlp.onnx").is_file(), reason="sam
 
 def _compare(compiled, model_path: Path, feeds: dict) -> None:
     got = compiled.run(feeds)
-    want = run_onnxruntime(onnx.load(str(model_path)), feeds)
-    for g, w in zip(got, want):
-        np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
+    model = onnx.load(str(model_path))
+    want = run_onnxruntime(model, feeds)
+    assert_outputs_match([o.name for o in model.graph.output], want, got, context=model_path.stem)
 
 
 @pytest.mark.parametrize("target", ["native", "portable"])
@@ -63,7 +63,7 @@ def test_light_squeezenet_with_random_weights():
     x = np.random.default_rng(1).standard_normal((1, 3, 224, 224)).astype(np.float32)
     got = compiled.run([x])[0]
     want = run_onnxruntime(model, {"data_0": x})[0]
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=ATOL)
+    assert_outputs_match([model.graph.output[0].name], [want], [got], context=path.stem)
 
 
 def randomize_constant_of_shape(model: onnx.ModelProto, seed: int = 0) -> onnx.ModelProto:

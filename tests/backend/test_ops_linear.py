@@ -100,3 +100,40 @@ def test_conv_epilogue_fusion_is_used():
     compiled = compile_model(_conv_model(), optimize=False)
     assert compiled.report.fused_epilogues == 2  # Add(residual) and Clip folded into the Conv
     assert "epilogue: Add, Clip" in compiled.source
+
+
+def test_conv_algorithm_is_chosen_per_layer_and_recorded():
+    from graphopt.backend import compile as compile_model
+
+    compiled = compile_model(_conv_model(), optimize=False)
+    chosen = {step.outputs[0].name: step.algorithm for step in compiled.programs()[0].steps
+              if step.op_type == "Conv"}
+    assert chosen["depthwise"] == "depthwise"
+    assert chosen["pointwise"] == "pointwise"
+    assert chosen["padded"] == chosen["strided"] == chosen["conv1d"] == "im2col"
+    assert chosen["depth_multiplier"] == "im2col"  # group == C but M != C: not depthwise
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+def test_depthwise_unit_stride_rows_in_vector_blocks(target):
+    """Rows wider than the vector blocks, borders on both sides, dilation, asymmetric pads,
+    a kernel wider than the row, planes narrower than a vector (the flat span over rows), a
+    vertical stride, with a fused Relu and bias."""
+    nodes = [
+        helper.make_node("Conv", ["X", "W3", "B"], ["c3"], group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c3"], ["c3_relu"]),
+        helper.make_node("Conv", ["X", "W3"], ["dilated"], group=3, pads=[2, 0, 2, 3],
+                         dilations=[2, 2]),
+        helper.make_node("Conv", ["X", "W3"], ["dilated_same"], group=3, pads=[2, 2, 2, 2],
+                         dilations=[2, 2]),
+        helper.make_node("Conv", ["Narrow", "W5"], ["wide_kernel"], group=3, pads=[2, 2, 2, 2]),
+        helper.make_node("Conv", ["Small", "W3", "B"], ["small_plane"], group=3, pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["Small", "W3"], ["strided_rows"], group=3, pads=[1, 1, 1, 1],
+                         strides=[2, 1]),
+    ]
+    inputs = {"X": (TP.FLOAT, [2, 3, 5, 77]), "Narrow": (TP.FLOAT, [1, 3, 4, 3]),
+              "Small": (TP.FLOAT, [1, 3, 7, 7])}
+    inits = {"W3": _w(3, 1, 3, 3), "W5": _w(3, 1, 5, 5), "B": _w(3)}
+    model = make_model(nodes, inputs, ["c3_relu", "dilated", "dilated_same", "wide_kernel",
+                                       "small_plane", "strided_rows"], inits)
+    check_against_onnxruntime(model, target=target)

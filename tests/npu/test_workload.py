@@ -52,10 +52,12 @@ def test_depthwise_matmul_vector_and_host_layers():
     conv = layers["Conv"]
     assert conv.kind == "mac" and conv.sizes == (8, 1, 1, 1, 10, 10, 3, 3)
     assert conv.macs == 8 * 100 * 9
+    # Relu and the constant Add are the conv's fusion group: vector work as outputs drain.
+    assert "Relu" not in layers and "Add" not in layers
+    assert conv.vector_ops == 800 + 800 and conv.outputs == (("e", 800),)
     matmul = layers["MatMul"]
     assert matmul.sizes[:4] == (1, 4, 5, 6)
     assert matmul.macs == 4 * 5 * 6
-    assert layers["Relu"].kind == "vector" and layers["Relu"].vector_ops == 800
     assert layers["MaxPool"].vector_ops == 200 * 4
     assert layers["Shape"].kind == "host" and "Shape" in layers["Shape"].reason
 

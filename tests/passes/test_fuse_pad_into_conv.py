@@ -45,6 +45,29 @@ def test_conv_with_auto_pad_valid():
     assert graph.nodes[0].attr("auto_pad") is None
 
 
+@pytest.mark.parametrize("auto_pad, pads", [("SAME_UPPER", [2, 2, 3, 3]),
+                                             ("SAME_LOWER", [3, 3, 2, 2])])
+def test_conv_with_auto_pad_same_becomes_explicit(auto_pad, pads):
+    model = build(f"""g (float[1,2,5,6] x, int64[8] p, float[3,2,4,4] w) => (float[1,3,7,8] y) {{
+            xp = Pad(x, p)
+            y = Conv <auto_pad="{auto_pad}"> (xp, w)
+        }}""", weights=("w",), values={"p": [0, 0, 1, 1, 0, 0, 1, 1]})
+    graph = fuse(model, PASS)
+    assert op_types(graph) == ["Conv"]
+    assert graph.nodes[0].attr("pads") == pads and graph.nodes[0].attr("auto_pad") is None
+    assert_same_outputs(model, graph)
+
+
+def test_auto_pad_same_with_symbolic_size_is_refused():
+    model = build("""g (float[1,2,H,W] x, int64[8] p, float[3,2,3,3] w) => (float[1,3,?,?] y) {
+            xp = Pad(x, p)
+            y = Conv <auto_pad="SAME_UPPER"> (xp, w)
+        }""", weights=("w",), values={"p": [0, 0, 1, 1, 0, 0, 1, 1]})
+    graph = fuse(model, PASS)
+    assert op_types(graph) == ["Pad", "Conv"]
+    assert any("symbolic spatial size" in r for r in reasons(graph, "pad-into-conv"))
+
+
 def _pad_conv(pad_attrs="", pads=(0, 0, 1, 1, 0, 0, 1, 1), value=None, conv_attrs="",
               extra_out="", extra=""):
     v_decl, v_arg = (", float v", ", v") if value is not None else ("", "")
@@ -62,8 +85,6 @@ NEGATIVE = {
     "nonzero-value": (lambda: _pad_conv(value=1.5), "Pad value is 1.5, not 0"),
     "batch-padding": (lambda: _pad_conv(pads=(1, 0, 1, 1, 0, 0, 1, 1)),
                         "pads the batch or channel dims"),
-    "auto-pad": (lambda: _pad_conv(conv_attrs='<auto_pad="SAME_UPPER">'),
-                 "Conv has auto_pad=SAME_UPPER"),
     "pad-read-elsewhere": (lambda: _pad_conv(extra_out=", float[1,2,7,7] r", extra="r = Relu(xp)"),
                            "also read outside the pattern (by Relu)"),
 }

@@ -181,7 +181,7 @@ class CEmitter:
         opened = 0
         try:
             for name, n in looped:
-                self.line(f"for (int64_t {name} = 0; {name} < {n}; ++{name}) {{")
+                self.line(f"for ({self.target.index_type} {name} = 0; {name} < {n}; ++{name}) {{")
                 self._level += 1
                 opened += 1
             yield names

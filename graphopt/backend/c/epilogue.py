@@ -21,7 +21,7 @@ from graphopt.backend.c.loops import scalar_literal
 from graphopt.backend.program import EpilogueOp, Tensor
 from graphopt.ir.types import DType
 
-MAX_OPERANDS = 4  # GRAPHOPT_MAX_EPILOGUE_OPERANDS in csrc/graphopt_kernels.h
+MAX_OPERANDS = 4  # GRAPHOPT_MAX_EPILOGUE_OPERANDS of the generated graphopt_config.h
 
 
 def epilogue_problem(ops: Sequence[EpilogueOp]) -> str | None:

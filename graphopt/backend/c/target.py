@@ -1,14 +1,69 @@
 """Compilation targets: the few facts that differ between machines, as data on one class.
 
-A target decides compiler flags, whether OpenMP is used, the `restrict` spelling and buffer
-alignment. The emitter and the op modules read these attributes; they never branch into a
-separate code path per machine. New targets (NEON, a microcontroller) are new instances.
+A target decides compiler flags, whether OpenMP is used, the `restrict` spelling, buffer
+alignment, the GEMM micro-kernel family (`isa`) and the cache sizes its blocking is sized from.
+The emitter and the op modules read these attributes; they never branch into a separate code
+path per machine. New targets (NEON, a microcontroller) are new instances. What the csrc
+kernels read of a target reaches them through a generated header (`c/config.py`).
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from graphopt.errors import BadInputError
+
+log = logging.getLogger(__name__)
+
+_SYS_CACHE = Path("/sys/devices/system/cpu/cpu0/cache")
+
+
+@dataclass(frozen=True)
+class CacheSizes:
+    """Data cache sizes in bytes (per core for L1/L2; the L3 share one core may use)."""
+
+    l1d: int = 32 * 1024
+    l2: int = 512 * 1024
+    l3: int = 4 * 1024 * 1024
+
+
+def machine_caches(root: Path = _SYS_CACHE) -> CacheSizes:
+    """This machine's cache sizes from sysfs (Linux), else the CacheSizes defaults.
+
+    L3 is divided by the number of CPUs sharing it, so blocking sized from it leaves room for
+    the other cores' blocks."""
+    sizes: dict[str, int] = {}
+    try:
+        for index in sorted(root.glob("index*")):
+            kind = (index / "type").read_text().strip()
+            if kind == "Instruction":
+                continue
+            level = (index / "level").read_text().strip()
+            size = _parse_size((index / "size").read_text().strip())
+            sharing = _count_cpus((index / "shared_cpu_list").read_text().strip())
+            key = {"1": "l1d", "2": "l2", "3": "l3"}.get(level)
+            if key and size:
+                sizes[key] = size // max(sharing, 1) if key == "l3" else size
+    except (OSError, ValueError) as err:
+        log.debug("cache sizes unreadable (%s); using defaults", err)
+    return CacheSizes(**sizes)
+
+
+def _parse_size(text: str) -> int:
+    units = {"K": 1024, "M": 1024 * 1024, "G": 1024 ** 3}
+    if text and text[-1].upper() in units:
+        return int(text[:-1]) * units[text[-1].upper()]
+    return int(text or 0)
+
+
+def _count_cpus(cpu_list: str) -> int:
+    """Number of CPUs in a sysfs list such as '0-3,8'."""
+    count = 0
+    for part in filter(None, cpu_list.split(",")):
+        first, _, last = part.partition("-")
+        count += int(last or first) - int(first) + 1
+    return count
 
 
 @dataclass(frozen=True)
@@ -19,8 +74,16 @@ class Target:
     openmp: add `#pragma omp` to parallel loops and link OpenMP (when the compiler supports it).
     restrict: spelling of C99 `restrict` (empty to disable, e.g. for a C89 toolchain).
     alignment: byte alignment of every arena buffer and packed weight.
-    defines: preprocessor macros for the csrc kernels (GRAPHOPT_PORTABLE picks scalar tiles).
+    defines: extra preprocessor macros for the generated model and the csrc kernels.
     parallel_min_elements: loops over fewer elements stay serial (threading costs more).
+    index_type: C type of emitted loop indices (int32_t on 32-bit MCUs, where the embedded
+      bundle refuses tensors too large for it).
+    float_accumulator: type of float sums (reductions); "float" on single-precision FPUs.
+    isa: GEMM micro-kernel family (`c/tiles.py`: "avx512", "avx2", "neon", "scalar"), or
+      "auto": the widest one whose feature macros the compiler defines under `cflags`.
+    caches: cache sizes the GEMM blocking (KC, MC, NC) is derived from.
+    parallel_min_macs: a GEMM (or convolution) with fewer multiply-adds runs on one thread:
+      waking a sleeping OpenMP thread costs ~10 us here, much more when the cores are shared.
     """
 
     name: str
@@ -30,7 +93,12 @@ class Target:
     alignment: int = 64
     defines: tuple[str, ...] = ()
     parallel_min_elements: int = 1 << 17
+    index_type: str = "int64_t"
+    float_accumulator: str = "double"
     description: str = field(default="", compare=False)
+    isa: str = "auto"
+    caches: CacheSizes = field(default_factory=CacheSizes)
+    parallel_min_macs: int = 1 << 22
 
     def parallel_pragma(self, elements: int) -> str | None:
         """The OpenMP pragma for a loop nest over `elements` items, or None to stay serial."""
@@ -46,14 +114,15 @@ NATIVE = Target(
     cflags=("-O3", "-march=native", "-std=c99", "-ffp-contract=fast", "-fno-math-errno"),
     openmp=True,
     description="this machine's ISA (AVX2/AVX-512 via -march=native), OpenMP when available",
+    caches=machine_caches(),
 )
 
 PORTABLE = Target(
     name="portable",
     cflags=("-O2", "-std=c99"),
     openmp=False,
-    defines=("GRAPHOPT_PORTABLE",),
     description="plain C99, no ISA flags, no OpenMP, single thread",
+    isa="scalar",
 )
 
 TARGETS: dict[str, Target] = {t.name: t for t in (NATIVE, PORTABLE)}

@@ -16,6 +16,7 @@ from graphopt.backend.c.ops import (  # noqa: F401  (imported for their registra
     movement,
     norm,
     pool,
+    qlinear,
     quantize,
     recurrent,
     reduce,

@@ -1,125 +1,198 @@
-"""Conv (1-D and 2-D, float32) as GEMM, with bias and fused ops in the epilogue; ConvTranspose
-(any spatial rank) as a direct gather loop.
+"""Conv (1-D and 2-D, float32) with bias and fused ops in the epilogue; ConvTranspose (any
+spatial rank) as a direct gather loop.
 
-For each image n and group g the output block Y[n, g] (M/group x OH*OW) is
-    W[g] (M/group x C/group*KH*KW)  @  cols (C/group*KH*KW x OH*OW)
-where cols is im2col of X[n, g] (csrc) -- or X[n, g] itself for a 1x1, stride 1, unpadded
-convolution. Depthwise convolutions (group == C == M) use csrc's direct kernel instead, since
-their GEMMs would have a single row. The bias B[m] is an epilogue Add seen as [M, 1, 1].
-1-D convolutions run as 2-D ones with height 1.
+A Conv step runs one of three algorithms (c/algorithms.py), chosen per layer in lowering and
+recorded as `Step.algorithm`:
+- depthwise (group == C == M): csrc's direct kernel, the epilogue applied per channel plane;
+- pointwise (1x1, stride 1, unpadded): per image n and group g, Y[n, g] = W[g] @ X[n, g], the
+  input planes read in place as the GEMM's B;
+- im2col (any other window): Y[n, g] = W[g] (M/group x C/group*KH*KW) @ cols, where cols is
+  X[n, g]'s im2col, written by csrc straight into the GEMM's B panels (one copy, no second
+  packing pass).
+Constant weights are packed at compile time into the GEMM's A panels. The bias B[m] is an
+epilogue Add seen as [M, 1, 1]. 1-D convolutions run as 2-D ones with height 1.
 """
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
+from graphopt.backend.c.algorithms import emit_chosen, register_algorithm
 from graphopt.backend.c.emitter import contiguous_strides, index
 from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel
-from graphopt.backend.c.ops.gemm import sgemm_call, sgemm_scratch_bytes
+from graphopt.backend.c.ops.gemm import Matrix, sgemm_call
 from graphopt.backend.c.registry import register_op
-from graphopt.backend.program import EpilogueOp
+from graphopt.backend.c.tiles import gemm_tiles
+from graphopt.backend.program import EpilogueOp, Step
+from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.types import DType
 
 
-def window_pads(k: Kernel, in_spatial: Sequence[int], out_spatial: Sequence[int],
-                kernel: Sequence[int], strides: Sequence[int],
-                dilations: Sequence[int]) -> tuple[list[int], list[int]]:
-    """(begin, end) pads per spatial dim of a windowed op, resolving auto_pad: SAME_UPPER puts
-    the odd pad at the end, SAME_LOWER at the beginning, VALID pads nothing."""
-    auto_pad = k.attr("auto_pad", "NOTSET")
-    rank = len(in_spatial)
-    if auto_pad in ("NOTSET", ""):
-        pads = list(k.attr("pads", [0] * (2 * rank)))
-        return pads[:rank], pads[rank:]
-    if auto_pad == "VALID":
-        return [0] * rank, [0] * rank
-    begins, ends = [], []
-    for i in range(rank):
-        extent = (kernel[i] - 1) * dilations[i] + 1
-        total = max((out_spatial[i] - 1) * strides[i] + extent - in_spatial[i], 0)
-        begin = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
-        begins.append(begin)
-        ends.append(total - begin)
-    return begins, ends
+@dataclass(frozen=True)
+class ConvShape:
+    """A Conv step's concrete geometry; a 1-D convolution is seen as 2-D with height 1."""
+
+    batch: int
+    channels: int
+    out_channels: int
+    group: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    kernel: tuple[int, int]
+    strides: tuple[int, int]
+    pads: tuple[int, int]  # top, left (the end pads only shape the output)
+    dilations: tuple[int, int]
+
+    @classmethod
+    def of(cls, step: Step) -> "ConvShape | None":
+        """The geometry of a 1-D or 2-D Conv step, None for other ranks."""
+        x, w, y = step.inputs[0], step.inputs[1], step.outputs[0]
+        spatial = x.rank - 2
+        if spatial not in (1, 2):
+            return None
+        geometry = ConvGeometry.of(step.node, x.shape[2:], y.shape[2:])
+        kernel = list(geometry.kernel) if geometry.kernel else list(w.shape[2:])
+        lead = [1] * (2 - spatial)
+        return cls(x.shape[0], x.shape[1], y.shape[1], geometry.group,
+                   tuple(lead + list(x.shape[2:])), tuple(lead + list(y.shape[2:])),
+                   tuple(lead + kernel), tuple(lead + list(geometry.strides)),
+                   tuple([0] * (2 - spatial) + list(geometry.pads_begin)),
+                   tuple(lead + list(geometry.dilations)))
+
+    @property
+    def cg(self) -> int:
+        return self.channels // self.group
+
+    @property
+    def mg(self) -> int:
+        return self.out_channels // self.group
+
+    @property
+    def plane_in(self) -> int:
+        return self.in_hw[0] * self.in_hw[1]
+
+    @property
+    def plane_out(self) -> int:
+        return self.out_hw[0] * self.out_hw[1]
+
+    @property
+    def depth(self) -> int:
+        """GEMM depth: input channels of a group times kernel taps."""
+        return self.cg * self.kernel[0] * self.kernel[1]
+
+    @property
+    def depthwise(self) -> bool:
+        return self.group == self.channels == self.out_channels and self.group > 1
+
+    @property
+    def pointwise(self) -> bool:
+        """1x1, stride 1, unpadded: the input planes are the GEMM's B as they are."""
+        return self.kernel == (1, 1) and self.strides == (1, 1) and self.pads == (0, 0) and \
+            self.in_hw == self.out_hw
+
+    def c_struct(self) -> str:
+        """The graphopt_conv2d_shape initializer (channels of one group)."""
+        return (f"{{{self.cg}, {self.in_hw[0]}, {self.in_hw[1]}, {self.out_hw[0]}, "
+                f"{self.out_hw[1]}, {self.kernel[0]}, {self.kernel[1]}, {self.strides[0]}, "
+                f"{self.strides[1]}, {self.pads[0]}, {self.pads[1]}, {self.dilations[0]}, "
+                f"{self.dilations[1]}}}")
+
+
+def _applies(test: Callable[[ConvShape], bool]) -> Callable[[Step], bool]:
+    def applies(step: Step) -> bool:
+        shape = ConvShape.of(step)
+        return shape is not None and test(shape)
+    return applies
 
 
 @register_op("Conv", dtypes={DType.FLOAT})
 def emit_conv(k: Kernel) -> None:
-    x, w, b = k.input(0), k.input(1), k.input(2)
-    y = k.outputs[0]
-    spatial = x.rank - 2
+    """Refuse what no algorithm handles, then run the one lowering chose."""
+    spatial = k.input(0).rank - 2
     if spatial not in (1, 2):
         k.unsupported(f"{spatial}-D convolution is not implemented (1-D and 2-D are)")
-    kernel = list(k.attr("kernel_shape", w.shape[2:]))
-    strides = list(k.attr("strides", [1] * spatial))
-    dilations = list(k.attr("dilations", [1] * spatial))
-    pads, _ = window_pads(k, x.shape[2:], y.shape[2:], kernel, strides, dilations)
-    if spatial == 1:  # as 2-D with height 1
-        kernel, strides, dilations, pads = [1] + kernel, [1] + strides, [1] + dilations, [0] + pads
-    in_hw = ([1] + list(x.shape[2:]))[-2:]
-    out_hw = ([1] + list(y.shape[2:]))[-2:]
-    batch, channels, out_channels = x.shape[0], x.shape[1], y.shape[1]
-    group = int(k.attr("group", 1))
-    cg, mg = channels // group, out_channels // group
-    plane_in, plane_out = in_hw[0] * in_hw[1], out_hw[0] * out_hw[1]
+    emit_chosen(k)
 
+
+def _conv_epilogue(k: Kernel, shape: ConvShape) -> str:
+    """The bias (an Add of B seen as [M, 1, 1]) and the fused ops as the GEMM epilogue."""
+    b, y = k.input(2), k.outputs[0]
     ops = [EpilogueOp("Add", {}, (b.tensor,))] if b is not None else []
-    shapes = {id(b.tensor): (out_channels,) + (1,) * spatial} if b is not None else {}
-    epilogue = emit_epilogue(k, y, 2, ops + k.epilogue, shapes)
-    em, X, W, Y = k.em, k.arg(x), k.arg(w), k.arg(y)
-    em.line(f"const graphopt_conv2d_shape shape = {{{cg}, {in_hw[0]}, {in_hw[1]}, {out_hw[0]}, "
-            f"{out_hw[1]}, {kernel[0]}, {kernel[1]}, {strides[0]}, {strides[1]}, {pads[0]}, "
-            f"{pads[1]}, {dilations[0]}, {dilations[1]}}};")
-    if group == channels == out_channels and group > 1:
-        em.line(f"graphopt_conv2d_shape dw = shape; dw.channels = {channels};")
-        with em.loops([batch], prefix="n") as (n,):
-            if epilogue != "NULL":
-                em.line(f"epi.row_base = {n} * {out_channels};")
-            em.line(f"graphopt_depthwise_conv2d({X} + {n} * {channels * plane_in}, {W}, "
-                    f"{Y} + {n} * {out_channels * plane_out}, &dw, {epilogue});")
-        return
-    depth = cg * kernel[0] * kernel[1]
-    pointwise = (kernel == [1, 1] and strides == [1, 1] and pads == [0, 0])
-    cols = None if pointwise else k.scratch(4 * depth * plane_out)
-    gemm_scratch = sgemm_scratch_bytes(mg, plane_out, depth)
-    scratch = k.scratch(gemm_scratch) if gemm_scratch else None
-    em.line("(void)shape;")
-    with em.loops([batch, group], prefix="n") as (n, g):
-        x_block = f"{X} + ({n} * {channels} + {g} * {cg}) * {plane_in}"
-        if cols is not None:
-            em.line(f"graphopt_im2col({x_block}, &shape, (float*){cols});")
-            b_operand = f"(const float*){cols}"
-        else:
-            b_operand = x_block
+    spatial = y.rank - 2
+    shapes = {id(b.tensor): (shape.out_channels,) + (1,) * spatial} if b is not None else {}
+    return emit_epilogue(k, y, 2, ops + k.epilogue, shapes)
+
+
+@register_algorithm("Conv", "depthwise", applies=_applies(lambda s: s.depthwise))
+def _emit_depthwise(k: Kernel) -> None:
+    """One filter per channel (group == C == M): csrc's direct kernel, the epilogue per plane.
+    As a GEMM each group would have a single row."""
+    shape = ConvShape.of(k.step)
+    epilogue = _conv_epilogue(k, shape)
+    em, X, Y = k.em, k.arg(k.input(0)), k.arg(k.outputs[0])
+    em.line(f"graphopt_conv2d_shape dw = {shape.c_struct()}; dw.channels = {shape.channels};")
+    with em.loops([shape.batch], prefix="n") as (n,):
         if epilogue != "NULL":
-            em.line(f"epi.row_base = {n} * {out_channels} + {g} * {mg};")
-        em.line(sgemm_call(k, mg, plane_out, depth, f"{W} + {g} * {mg * depth}", (depth, 1),
-                           b_operand, (plane_out, 1),
-                           f"{Y} + ({n} * {out_channels} + {g} * {mg}) * {plane_out}", plane_out,
-                           epilogue, scratch))
+            em.line(f"epi.row_base = {n} * {shape.out_channels};")
+        em.line(f"graphopt_depthwise_conv2d({X} + {n} * {shape.channels * shape.plane_in}, "
+                f"{k.arg(k.input(1))}, {Y} + {n} * {shape.out_channels * shape.plane_out}, "
+                f"&dw, {epilogue});")
 
 
-def _transpose_pads(k: Kernel, in_spatial: tuple[int, ...], out_spatial: tuple[int, ...],
-                    kernel: list[int], strides: list[int], dilations: list[int]) -> list[int]:
-    """Leading pads of a ConvTranspose: the `pads` attribute, or (with output_shape or a SAME
-    auto_pad) derived from total = stride (in - 1) + output_padding + extent - out, the odd
-    element going to the end for SAME_UPPER and to the beginning otherwise (the spec's rule)."""
-    auto_pad = k.attr("auto_pad", "NOTSET")
-    rank = len(in_spatial)
-    if auto_pad == "VALID":
-        return [0] * rank
-    if k.attr("output_shape") is None and auto_pad in ("NOTSET", ""):
-        return list(k.attr("pads", [0] * (2 * rank)))[:rank]
-    extra = list(k.attr("output_padding", [0] * rank))
-    begins = []
-    for i in range(rank):
-        extent = (kernel[i] - 1) * dilations[i] + 1
-        total = strides[i] * (in_spatial[i] - 1) + extra[i] + extent - out_spatial[i]
-        begins.append(total // 2 if auto_pad == "SAME_UPPER" else total - total // 2)
-    return begins
+@register_algorithm("Conv", "pointwise", applies=_applies(lambda s: s.pointwise))
+def _emit_pointwise(k: Kernel) -> None:
+    """1x1 stride 1: W [M, C] @ X[n] [C, H*W], the input read in place (no im2col copy)."""
+    _emit_as_gemm(k, ConvShape.of(k.step), im2col=False)
+
+
+@register_algorithm("Conv", "im2col", applies=_applies(lambda s: True))
+def _emit_im2col(k: Kernel) -> None:
+    """Any other window: im2col written straight into the GEMM's B panels, then the GEMM."""
+    _emit_as_gemm(k, ConvShape.of(k.step), im2col=True)
+
+
+def _emit_as_gemm(k: Kernel, shape: ConvShape, im2col: bool) -> None:
+    """Per image n and group g: Y[n, g] = W[g] @ B where B is X[n, g] (pointwise) or its
+    packed im2col; constant weights come as A panels packed at compile time."""
+    x, w, y = k.input(0), k.input(1), k.outputs[0]
+    epilogue = _conv_epilogue(k, shape)
+    em, X, Y = k.em, k.arg(x), k.arg(y)
+    tiles = gemm_tiles(k.target)
+    mg, depth, plane_out = shape.mg, shape.depth, shape.plane_out
+    if w.const is not None:
+        w_panels = k.packed(w, "panels", lambda a: _pack_groups(a, shape.group, tiles.pack_a))
+        w_step = tiles.packed_a_floats(mg, depth)
+    cols = k.scratch(4 * tiles.packed_b_floats(depth, plane_out)) if im2col else None
+    if im2col:
+        em.line(f"const graphopt_conv2d_shape shape = {shape.c_struct()};")
+    with em.loops([shape.batch, shape.group], prefix="n") as (n, g):
+        x_block = f"{X} + ({n} * {shape.channels} + {g} * {shape.cg}) * {shape.plane_in}"
+        if cols is not None:
+            em.line(f"graphopt_im2col_packed({x_block}, &shape, (float*){cols});")
+            b_matrix = Matrix(f"(const float*){cols}", packed=True)
+        else:
+            b_matrix = Matrix(x_block, (plane_out, 1))
+        if w.const is not None:
+            a_matrix = Matrix(f"{w_panels} + {g} * {w_step}", packed=True)
+        else:
+            a_matrix = Matrix(f"{k.arg(w)} + {g} * {mg * depth}", (depth, 1))
+        if epilogue != "NULL":
+            em.line(f"epi.row_base = {n} * {shape.out_channels} + {g} * {mg};")
+        em.line(sgemm_call(k, mg, plane_out, depth, a_matrix, b_matrix,
+                           f"{Y} + ({n} * {shape.out_channels} + {g} * {mg}) * {plane_out}",
+                           plane_out, epilogue))
+
+
+def _pack_groups(weights: np.ndarray, group: int, pack: Callable[[np.ndarray], np.ndarray]
+                 ) -> np.ndarray:
+    """Conv weights [M, C/group, kh, kw] as one [M/group, depth] GEMM A operand per group,
+    each packed with `pack`, concatenated group after group."""
+    rows = weights.reshape(group, weights.shape[0] // group, -1)
+    return np.concatenate([pack(rows[g]).reshape(-1) for g in range(group)])
 
 
 @register_op("ConvTranspose", dtypes={DType.FLOAT})
@@ -129,11 +202,10 @@ def emit_conv_transpose(k: Kernel) -> None:
     each output element gathers the input positions i that land on it."""
     x, w, b, y = k.input(0), k.input(1), k.input(2), k.outputs[0]
     spatial = x.rank - 2
-    kernel = list(k.attr("kernel_shape", w.shape[2:]))
-    strides = list(k.attr("strides", [1] * spatial))
-    dilations = list(k.attr("dilations", [1] * spatial))
-    pads = _transpose_pads(k, x.shape[2:], y.shape[2:], kernel, strides, dilations)
-    group = int(k.attr("group", 1))
+    geometry = ConvGeometry.of(k.node, x.shape[2:], y.shape[2:])
+    kernel, strides = list(geometry.kernel), list(geometry.strides)
+    dilations, pads = list(geometry.dilations), list(geometry.pads_begin)
+    group = geometry.group
     channels, out_channels = x.shape[1], y.shape[1]
     cg, mg = channels // group, out_channels // group
     em, X, W, Y = k.em, k.arg(x), k.arg(w), k.arg(y)

@@ -1,13 +1,17 @@
 """Gemm and MatMul on float32 through csrc's graphopt_sgemm, with epilogues.
 
-Gemm: Y = alpha * A' B' + beta * C (A', B' optionally transposed). A constant transposed B
-(the usual Linear layer weight, [N, K]) is pre-transposed at compile time so the kernel streams
-rows of B. alpha, beta*C and any fused activation run in the epilogue.
+Gemm: Y = alpha * A' B' + beta * C (A', B' optionally transposed). A constant B (the usual
+Linear layer weight) is packed at compile time into the micro-kernel's panel layout
+(`tiles.GemmTiles.pack_b`), so no call re-packs it. alpha, beta*C and any fused activation run
+in the epilogue.
 
 MatMul: numpy semantics (1-D promotion, broadcast batch dims). When B has no batch dims the
-batch dims of A fold into M, giving one large GEMM instead of many small ones.
+batch dims of A fold into M, giving one large GEMM instead of many small ones; a constant 2-D B
+is packed at compile time as for Gemm.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -16,28 +20,46 @@ from graphopt.backend.c.emitter import broadcast_strides, contiguous_strides, in
 from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel, Operand
 from graphopt.backend.c.registry import register_op
+from graphopt.backend.c.tiles import gemm_tiles
 from graphopt.backend.program import EpilogueOp, Tensor
 from graphopt.ir.types import DType
 
-# Upper bound of graphopt_sgemm_scratch() in csrc/gemm.c for both tile configurations
-# (MR <= 6, NR <= 32, KC = 256, MC = 1032, NC = 4096; no scratch for M <= 4).
-_KC, _MC, _NC, _SMALL_M = 256, 1032, 4096, 4
+
+@dataclass(frozen=True)
+class Matrix:
+    """A GEMM operand as the C call sees it: a pointer expression with (row, column) element
+    strides, or (`packed`) panels in the micro-kernel's layout (`GemmTiles.pack_a/pack_b`)."""
+
+    pointer: str
+    strides: tuple[int, int] = (0, 0)
+    packed: bool = False
 
 
-def sgemm_scratch_bytes(m: int, n: int, k: int) -> int:
-    if m <= _SMALL_M or n <= 0 or k <= 0:
-        return 0
-    kc = min(k, _KC)
-    return 4 * ((min(m, _MC) + 6) * kc + (min(n, _NC) + 32) * kc + 16)
+def sgemm_call(k: Kernel, m: int, n: int, kk: int, a: Matrix, b: Matrix, c: str, ldc: int,
+               epilogue: str) -> str:
+    """The C statement of one graphopt_sgemm_ex call, reserving the scratch it needs."""
+    nbytes = gemm_tiles(k.target).scratch_bytes(m, n, kk, a.packed, b.packed)
+    work = f"(float*){k.scratch(nbytes)}" if nbytes else "NULL"
+    return (f"graphopt_sgemm_ex({m}, {n}, {kk}, {_operand_args(a)}, {_operand_args(b)}, "
+            f"{c}, {ldc}, {work}, {epilogue});")
 
 
-def sgemm_call(k: Kernel, m: int, n: int, kk: int, a: str, a_strides: tuple[int, int], b: str,
-               b_strides: tuple[int, int], c: str, ldc: int, epilogue: str,
-               scratch: str | None) -> str:
-    """The C statement of one graphopt_sgemm call."""
-    work = f"(float*){scratch}" if scratch else "NULL"
-    return (f"graphopt_sgemm({m}, {n}, {kk}, {a}, {a_strides[0]}, {a_strides[1]}, {b}, "
-            f"{b_strides[0]}, {b_strides[1]}, {c}, {ldc}, {work}, {epilogue});")
+def _operand_args(x: Matrix) -> str:
+    if x.packed:
+        return f"NULL, 0, 0, {x.pointer}"
+    return f"{x.pointer}, {x.strides[0]}, {x.strides[1]}, NULL"
+
+
+def packed_b(k: Kernel, b: Operand, shape: tuple[int, int], transposed: bool = False) -> Matrix:
+    """A constant B seen as `shape` [K, N] (or, `transposed`, as its [N, K] transpose) packed
+    at compile time into the micro-kernel's B panels."""
+    tiles = gemm_tiles(k.target)
+
+    def pack(w: np.ndarray) -> np.ndarray:
+        w = np.reshape(w, shape)
+        return tiles.pack_b(w.T if transposed else w)
+
+    return Matrix(k.packed(b, "Bt_panels" if transposed else "B_panels", pack), packed=True)
 
 
 @register_op("Gemm", dtypes={DType.FLOAT})
@@ -48,17 +70,14 @@ def emit_gemm(k: Kernel) -> None:
     alpha, beta = float(k.attr("alpha", 1.0)), float(k.attr("beta", 1.0))
     m, n = y.shape
     kk = a.shape[0] if trans_a else a.shape[1]
-    a_strides = (1, m) if trans_a else (kk, 1)
-    if trans_b and b.const is not None:
-        b_name, b_strides = k.packed(b, "T", lambda w: np.ascontiguousarray(w.T)), (n, 1)
+    a_matrix = Matrix(k.arg(a), (1, m) if trans_a else (kk, 1))
+    if b.const is not None:
+        b_matrix = packed_b(k, b, b.shape, transposed=bool(trans_b))
     else:
-        b_name, b_strides = k.arg(b), ((1, kk) if trans_b else (n, 1))
+        b_matrix = Matrix(k.arg(b), (1, kk) if trans_b else (n, 1))
     ops = _alpha_beta_ops(alpha, beta, c)
     epilogue = emit_epilogue(k, y, 1, ops + k.epilogue)
-    scratch_bytes = sgemm_scratch_bytes(m, n, kk)
-    scratch = k.scratch(scratch_bytes) if scratch_bytes else None
-    k.em.line(sgemm_call(k, m, n, kk, k.arg(a), a_strides, b_name, b_strides, k.arg(y), n,
-                         epilogue, scratch))
+    k.em.line(sgemm_call(k, m, n, kk, a_matrix, b_matrix, k.arg(y), n, epilogue))
 
 
 def _alpha_beta_ops(alpha: float, beta: float, c: Operand | None) -> list[EpilogueOp]:
@@ -96,23 +115,20 @@ def emit_matmul(k: Kernel) -> None:
     epilogue = emit_epilogue(k, y, split, k.epilogue)
     if len(b_shape) == 2:  # fold A's batch dims into M: one GEMM
         rows = int(np.prod(a_shape[:-1]))
-        scratch_bytes = sgemm_scratch_bytes(rows, n, kk)
-        scratch = k.scratch(scratch_bytes) if scratch_bytes else None
-        k.em.line(sgemm_call(k, rows, n, kk, k.arg(a), (kk, 1), k.arg(b), (n, 1), k.arg(y), n,
-                             epilogue, scratch))
+        b_matrix = packed_b(k, b, b_shape) if b.const is not None else Matrix(k.arg(b), (n, 1))
+        k.em.line(sgemm_call(k, rows, n, kk, Matrix(k.arg(a), (kk, 1)), b_matrix, k.arg(y), n,
+                             epilogue))
         return
     batch = tuple(np.broadcast_shapes(a_shape[:-2], b_shape[:-2]))
     a_steps = [s * m * kk for s in broadcast_strides(a_shape[:-2], batch)]
     b_steps = [s * kk * n for s in broadcast_strides(b_shape[:-2], batch)]
     y_steps = [s * m * n for s in contiguous_strides(batch)]
-    scratch_bytes = sgemm_scratch_bytes(m, n, kk)
-    scratch = k.scratch(scratch_bytes) if scratch_bytes else None
     with k.em.loops(batch, prefix="b") as idx:
         if epilogue != "NULL":
             k.em.line(f"epi.row_base = ({index(idx, contiguous_strides(batch))}) * {m};")
-        k.em.line(sgemm_call(k, m, n, kk, f"{k.arg(a)} + {index(idx, a_steps)}", (kk, 1),
-                             f"{k.arg(b)} + {index(idx, b_steps)}", (n, 1),
-                             f"{k.arg(y)} + {index(idx, y_steps)}", n, epilogue, scratch))
+        k.em.line(sgemm_call(k, m, n, kk, Matrix(f"{k.arg(a)} + {index(idx, a_steps)}", (kk, 1)),
+                             Matrix(f"{k.arg(b)} + {index(idx, b_steps)}", (n, 1)),
+                             f"{k.arg(y)} + {index(idx, y_steps)}", n, epilogue))
 
 
 def _emit_plain_matmul(k: Kernel) -> None:

@@ -13,8 +13,8 @@ import numpy as np
 from graphopt.backend.c import cdtypes
 from graphopt.backend.c.emitter import index
 from graphopt.backend.c.kernel import Kernel
-from graphopt.backend.c.ops.conv import window_pads
 from graphopt.backend.c.registry import register_op
+from graphopt.ir.conv_geometry import ConvGeometry
 
 
 @register_op("MaxPool", dtypes=cdtypes.NUMERIC)
@@ -23,10 +23,9 @@ def emit_pool(k: Kernel) -> None:
     x, y = k.input(0), k.outputs[0]
     op = k.node.op_type
     spatial = x.rank - 2
-    kernel = [int(v) for v in k.attr("kernel_shape")]
-    strides = [int(v) for v in k.attr("strides", [1] * spatial)]
-    dilations = [int(v) for v in k.attr("dilations", [1] * spatial)]
-    begin, end = window_pads(k, x.shape[2:], y.shape[2:], kernel, strides, dilations)
+    geometry = ConvGeometry.of(k.node, x.shape[2:], y.shape[2:])
+    kernel, strides, dilations = geometry.kernel, geometry.strides, geometry.dilations
+    begin, end = geometry.pads_begin, geometry.pads_end
     indices = k.outputs[1] if len(k.outputs) > 1 and k.outputs[1].used else None
     column_major = int(k.attr("storage_order", 0)) == 1
     include_pad = op == "AveragePool" and int(k.attr("count_include_pad", 0)) == 1
@@ -98,12 +97,8 @@ def emit_max_unpool(k: Kernel) -> None:
     (in - 1) * stride - pads + kernel per spatial dim; a larger output_shape keeps that block
     in its leading corner. An index outside the unpooled tensor stops the run."""
     x, indices, y = k.input(0), k.input(1), k.outputs[0]
-    kernel = [int(v) for v in k.attr("kernel_shape")]
-    spatial = len(kernel)
-    strides = [int(v) for v in k.attr("strides", [1] * spatial)]
-    pads = [int(v) for v in k.attr("pads", [0] * (2 * spatial))]
-    unpooled = list(x.shape[:2]) + [(x.shape[2 + d] - 1) * strides[d] - pads[d] -
-                                    pads[spatial + d] + kernel[d] for d in range(spatial)]
+    geometry = ConvGeometry.of(k.node)
+    unpooled = list(x.shape[:2]) + list(geometry.transposed_output_size(x.shape[2:]))
     if any(u > o for u, o in zip(unpooled, y.shape)):
         k.unsupported(f"MaxUnpool output {y.shape} smaller than the unpooled shape {unpooled}")
     em, X, I, Y = k.em, k.arg(x), k.arg(indices), k.arg(y)

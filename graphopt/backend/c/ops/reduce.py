@@ -93,7 +93,7 @@ def emit_reduce(k: Kernel) -> None:
         _emit_logsumexp(k, x, y, kept_shape, kept_strides, red_shape, red_strides, out_strides)
         return
     rule = REDUCTIONS[op]
-    wide = rule.wide and x.dtype in cdtypes.FLOATS
+    wide = rule.wide and x.dtype in cdtypes.FLOATS and k.target.float_accumulator == "double"
     acc_type = "double" if wide else x.ctype
     acc_dtype = DType.DOUBLE if wide else x.dtype
     if rule.init == "lowest":

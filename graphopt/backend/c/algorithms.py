@@ -1,0 +1,58 @@
+"""Algorithms an op may be computed with, chosen per step in lowering and recorded on the step.
+
+An op family registers each algorithm with the condition under which it applies, most
+specialized first; `choose(step)` names the first that applies, `lowering.choose_algorithms`
+records it as `Step.algorithm`, and the op's emitter dispatches on that name. A new algorithm
+(Winograd, direct convolution on a blocked layout, an int8 kernel...) is one registration:
+
+    @register_algorithm("Conv", "depthwise", applies=lambda step: ...)
+    def emit_depthwise(k: Kernel) -> None: ...
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:
+    from graphopt.backend.c.kernel import Kernel
+    from graphopt.backend.program import Step
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    applies: Callable[[Step], bool]
+    emit: Callable[[Kernel], None]
+
+
+_ALGORITHMS: dict[str, list[Algorithm]] = {}
+
+
+def register_algorithm(op_type: str, name: str, applies: Callable[[Step], bool]
+                       ) -> Callable[[Callable[[Kernel], None]], Callable[[Kernel], None]]:
+    """Register `emit` as algorithm `name` of `op_type`, used where `applies(step)` holds.
+    Registration order is priority order: register the most specialized first."""
+    def wrap(emit: Callable[[Kernel], None]) -> Callable[[Kernel], None]:
+        _ALGORITHMS.setdefault(op_type, []).append(Algorithm(name, applies, emit))
+        return emit
+    return wrap
+
+
+def choose(step: Step) -> str:
+    """The first registered algorithm of the step's op that applies ("" if the op has none)."""
+    import graphopt.backend.c.ops  # noqa: F401  (importing the package registers every family)
+
+    for algorithm in _ALGORITHMS.get(step.op_type, []) if not step.node.domain else []:
+        if algorithm.applies(step):
+            return algorithm.name
+    return ""
+
+
+def emit_chosen(k: Kernel) -> None:
+    """Run the emitter of the step's recorded algorithm (chosen now if lowering did not)."""
+    name = k.step.algorithm or choose(k.step)
+    for algorithm in _ALGORITHMS.get(k.step.op_type, []):
+        if algorithm.name == name:
+            algorithm.emit(k)
+            return
+    k.unsupported(f"no algorithm '{name}' is registered for {k.step.op_type}")

@@ -1,0 +1,228 @@
+"""Integer (INT8) steps made by graphopt/backend/int8/lowering.py, run by csrc/qgemm.c.
+
+- `Int8Conv` (inputs: u8/s8 X, int8 weight rows [M, K], folded int32 bias [M], float32
+  multipliers [M], optional residual): per image and group, the activations are packed into
+  the GEMM's u8 panels (im2col with the zero point as padding, or the planes as they are for a
+  1x1 stride-1 window) and `graphopt_qgemm` runs on weights packed at compile time; depthwise
+  layers run `graphopt_qdepthwise`. The algorithm is recorded on the step in lowering.
+- `Int8MatMul` (Gemm/MatMul): Y^T = W [N, K] @ X^T, the kernel writing Y through strides.
+- `Int8Add` (QLinearAdd), `Int8Concat` (requantizing inputs whose parameters differ),
+  `Int8GlobalAveragePool` (QLinearGlobalAveragePool).
+Every epilogue parameter is a compile-time constant (float literals in hex, exact).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from graphopt.backend.c.algorithms import emit_chosen, register_algorithm
+from graphopt.backend.c.kernel import Kernel, Operand
+from graphopt.backend.c.ops.conv import ConvShape
+from graphopt.backend.c.registry import register_op
+from graphopt.backend.int8 import packing
+from graphopt.backend.program import Step
+from graphopt.ir.types import DType
+
+INT8 = frozenset({DType.UINT8, DType.INT8})
+_OUT_TYPES = {"u8": "GRAPHOPT_Q_U8", "s8": "GRAPHOPT_Q_S8", "f32": "GRAPHOPT_Q_F32"}
+
+
+class QConvShape(ConvShape):
+    """The geometry of an Int8Conv step. Its node is Program-only (no IR inputs), so
+    `ConvShape.of`, which resolves an IR node against its values, cannot read it: this builds the
+    same ConvShape from the step's tensors X [N, C, H, W], Y [N, M, OH, OW] and the attributes
+    lowering copied from the Conv (kernel_shape always set; auto_pad never, so pads are
+    explicit). `c_struct` fits graphopt_qconv_shape, whose fields are graphopt_conv2d_shape's."""
+
+    @classmethod
+    def of(cls, step: Step) -> "QConvShape":
+        x, y = step.inputs[0], step.outputs[0]
+        a = step.node.attrs
+        pads = list(a.get("pads", [0, 0, 0, 0]))
+        return cls(x.shape[0], x.shape[1], y.shape[1], int(a.get("group", 1)),
+                   (x.shape[2], x.shape[3]), (y.shape[2], y.shape[3]),
+                   tuple(int(v) for v in a["kernel_shape"]),
+                   tuple(int(v) for v in a.get("strides", [1, 1])), (int(pads[0]), int(pads[1])),
+                   tuple(int(v) for v in a.get("dilations", [1, 1])))
+
+
+def _f32(value: float) -> str:
+    """An exact float32 C literal."""
+    return f"{float(np.float32(value)).hex()}f"
+
+
+def _include(k: Kernel) -> None:
+    k.add_helper('#include "graphopt_qkernels.h"')
+
+
+def _raw(k: Kernel, operand: Operand) -> str:
+    """A constant input passed as it is, from the weight blob."""
+    return k.packed(operand, "raw", lambda a: a)
+
+
+def _epilogue(k: Kernel, residual: str = "NULL", add_strides: tuple[int, int] = (0, 0)) -> None:
+    """Declare `graphopt_qepilogue e` from the step's attributes (bias, multipliers: inputs 2, 3)."""
+    a = k.attr
+    bias, mult = _raw(k, k.input(2)), _raw(k, k.input(3))
+    fused = a("ratio_a") is not None
+    k.em.line(
+        f"graphopt_qepilogue e = {{{bias}, {mult}, {_OUT_TYPES[a('out_type')]}, "
+        f"{int(a('y_zero_point'))}, {int(a('lo'))}, {int(a('hi'))}, {int(a('narrow'))}, "
+        f"{residual if fused else 'NULL'}, {add_strides[0]}, {add_strides[1]}, "
+        f"{_f32(a('ratio_a', 0.0))}, {_f32(a('ratio_b', 0.0))}, {_f32(a('fixed', 0.0))}, "
+        f"{int(a('add_lo', 0))}, {int(a('add_hi', 0))}}};")
+
+
+def _residual(k: Kernel) -> str:
+    r = k.input(4)
+    return "NULL" if r is None else k.arg(r)
+
+
+def _int8_conv_applies(test: Callable[[QConvShape], bool]) -> Callable[[Step], bool]:
+    def applies(step: Step) -> bool:
+        return test(QConvShape.of(step))
+    return applies
+
+
+@register_op("Int8Conv", dtypes=INT8)
+def emit_int8_conv(k: Kernel) -> None:
+    """Run the algorithm lowering chose (depthwise, pointwise or im2col)."""
+    _include(k)
+    emit_chosen(k)
+
+
+@register_algorithm("Int8Conv", "depthwise", applies=_int8_conv_applies(lambda s: s.depthwise))
+def _emit_depthwise(k: Kernel) -> None:
+    shape = QConvShape.of(k.step)
+    x, w, y = k.input(0), k.input(1), k.outputs[0]
+    em, X, Y = k.em, k.arg(x), k.arg(y)
+    W = _raw(k, w)
+    residual = _residual(k)
+    _epilogue(k, residual, (shape.plane_out, 1))
+    em.line(f"graphopt_qconv_shape s = {shape.c_struct()}; s.channels = {shape.channels};")
+    per_in, per_out = shape.channels * shape.plane_in, shape.out_channels * shape.plane_out
+    with em.loops([shape.batch], prefix="n") as (n,):
+        if residual != "NULL":
+            em.line(f"e.add = {residual} + {n} * {per_out};")
+        em.line(f"graphopt_qdepthwise((const uint8_t*){X} + {n} * {per_in}, {W}, &s, "
+                f"{_pad(k)}, {int(k.attr('flip'))}, &e, {Y} + {n} * {per_out});")
+
+
+def _pad(k: Kernel) -> int:
+    """The stored activation zero point: padding that contributes nothing."""
+    return int(k.attr("x_zero_point"))
+
+
+@register_algorithm("Int8Conv", "pointwise", applies=_int8_conv_applies(lambda s: s.pointwise))
+def _emit_pointwise(k: Kernel) -> None:
+    _emit_conv_gemm(k, im2col=False)
+
+
+@register_algorithm("Int8Conv", "im2col", applies=_int8_conv_applies(lambda s: True))
+def _emit_im2col(k: Kernel) -> None:
+    _emit_conv_gemm(k, im2col=True)
+
+
+def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
+    """Per image n and group g: pack X[n, g] (im2col or planes) into u8 panels, then qgemm."""
+    shape = QConvShape.of(k.step)
+    x, w, y = k.input(0), k.input(1), k.outputs[0]
+    em, X, Y = k.em, k.arg(x), k.arg(y)
+    mg, depth, plane = shape.mg, shape.depth, shape.plane_out
+    group = shape.group
+    panels = k.packed(w, "qpanels", lambda a: np.concatenate(
+        [packing.pack_a(r) for r in a.reshape(group, mg, -1)]))
+    a_step = -(-mg // packing.QMR) * packing.QMR * -(-depth // 4) * 4
+    cols = k.scratch(_packed_b_bytes(depth, plane))
+    residual = _residual(k)
+    _epilogue(k, residual, (plane, 1))
+    em.line("const int32_t* bias0 = e.bias; const float* mult0 = e.mult;")
+    if im2col:
+        em.line(f"const graphopt_qconv_shape s = {shape.c_struct()};")
+    flip = int(k.attr("flip"))
+    with em.loops([shape.batch, group], prefix="n") as (n, g):
+        x_block = f"(const uint8_t*){X} + ({n} * {shape.channels} + {g} * {shape.cg}) * " \
+                  f"{shape.plane_in}"
+        if im2col:
+            em.line(f"graphopt_qim2col_packed({x_block}, &s, {_pad(k)}, {flip}, "
+                    f"(uint8_t*){cols});")
+        else:
+            em.line(f"graphopt_qgemm_pack_b({x_block}, {plane}, 1, {depth}, {plane}, {flip}, "
+                    f"(uint8_t*){cols});")
+        out = f"({n} * {shape.out_channels} + {g} * {mg}) * {plane}"
+        em.line(f"e.bias = bias0 + {g} * {mg}; e.mult = mult0 + {g} * {mg};")
+        if residual != "NULL":
+            em.line(f"e.add = {residual} + {out};")
+        em.line(f"graphopt_qgemm({mg}, {plane}, {depth}, {panels} + {g} * {a_step}, "
+                f"(const uint8_t*){cols}, &e, {Y} + {out}, {plane}, 1);")
+
+
+def _packed_b_bytes(depth: int, columns: int) -> int:
+    return -(-columns // packing.QNR) * -(-depth // 4) * packing.QNR * 4
+
+
+@register_op("Int8MatMul", dtypes=INT8)
+def emit_int8_matmul(k: Kernel) -> None:
+    """Y [R, N] = X [R, K] @ W^T: computed as W [N, K] @ X^T, written through strides."""
+    _include(k)
+    x, w, y = k.input(0), k.input(1), k.outputs[0]
+    n_out, depth = w.shape
+    rows = x.size // depth
+    em, X, Y = k.em, k.arg(x), k.arg(y)
+    panels = k.packed(w, "qpanels", packing.pack_a)
+    cols = k.scratch(_packed_b_bytes(depth, rows))
+    residual = _residual(k)
+    _epilogue(k, residual, (1, n_out))
+    em.line(f"graphopt_qgemm_pack_b((const uint8_t*){X}, 1, {depth}, {depth}, {rows}, "
+            f"{int(k.attr('flip'))}, (uint8_t*){cols});")
+    em.line(f"graphopt_qgemm({n_out}, {rows}, {depth}, {panels}, (const uint8_t*){cols}, &e, "
+            f"{Y}, 1, {n_out});")
+
+
+@register_op("Int8Add", dtypes=INT8)
+def emit_int8_add(k: Kernel) -> None:
+    """QLinearAdd: B has A's shape or one element."""
+    _include(k)
+    a, b, y = k.input(0), k.input(1), k.outputs[0]
+    at = k.attr
+    k.em.line(f"graphopt_qadd({k.arg(a)}, {k.arg(b)}, {1 if b.size == a.size else 0}, {a.size}, "
+              f"{int(a.dtype == DType.INT8)}, {_f32(at('ratio_a'))}, {_f32(at('ratio_b'))}, "
+              f"{_f32(at('fixed'))}, {int(at('lo'))}, {int(at('hi'))}, {k.arg(y)});")
+
+
+@register_op("Int8GlobalAveragePool", dtypes=INT8)
+def emit_int8_global_average_pool(k: Kernel) -> None:
+    """QLinearGlobalAveragePool: rint(float(sum - size * x_zp) * scale) + y_zp per plane."""
+    _include(k)
+    x, y = k.input(0), k.outputs[0]
+    planes = x.shape[0] * x.shape[1]
+    k.em.line(f"graphopt_qglobal_avgpool({k.arg(x)}, {planes}, {x.size // planes}, "
+              f"{int(x.dtype == DType.INT8)}, {int(k.attr('x_zero_point'))}, "
+              f"{_f32(k.attr('scale'))}, {int(k.attr('y_zero_point'))}, {k.arg(y)});")
+
+
+@register_op("Int8Concat", dtypes=INT8)
+def emit_int8_concat(k: Kernel) -> None:
+    """Concat along `axis`; an input whose parameters differ from the output's is requantized
+    (DequantizeLinear then QuantizeLinear, as the QDQ model computes it)."""
+    _include(k)
+    y = k.outputs[0]
+    axis = int(k.attr("axis"))
+    outer = int(np.prod(y.shape[:axis], dtype=np.int64))
+    y_scale, y_zp = float(k.attr("y_scale")), int(k.attr("y_zero_point"))
+    y_signed = int(y.dtype == DType.INT8)
+    em, Y = k.em, k.arg(y)
+    chunks = [int(np.prod(t.shape[axis:], dtype=np.int64)) for t in k.inputs]
+    total = sum(chunks)
+    with em.loops([outer], prefix="o") as (o,):
+        offset = 0
+        for operand, chunk, (scale, zp, signed) in zip(k.inputs, chunks, k.attr("sources")):
+            src = f"{k.arg(operand)} + {o} * {chunk}"
+            dst = f"{Y} + {o} * {total} + {offset}"
+            if (float(scale), int(zp), int(signed)) == (y_scale, y_zp, y_signed):
+                em.line(f"memcpy({dst}, {src}, {chunk});")
+            else:
+                em.line(f"graphopt_qrequant({src}, {chunk}, {int(signed)}, {int(zp)}, "
+                        f"{_f32(scale)}, {y_signed}, {y_zp}, {_f32(y_scale)}, {dst});")
+            offset += chunk

@@ -1,0 +1,63 @@
+"""Compile-time data of the integer kernels (csrc/graphopt_qkernels.h): packed weights, the
+folded bias and the requantization multipliers.
+
+With symmetric int8 weights (zero point 0) and an activation zero point x_zp, the accumulator
+the kernels need is sum_k W[r,k] * (X[k,c] - x_zp) + bias[r]; the kernels multiply the stored
+(u8) X and fold the rest into one int32 per row: bias'[r] = bias[r] - x_zp * sum_k W[r,k].
+s8 activations are stored as u8 (x ^ 0x80 = x + 128), so their zero point moves by 128.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.quantization.rounding import requant_multiplier
+
+QMR = 4   # GRAPHOPT_QMR
+QNR = 16  # GRAPHOPT_QNR
+NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
+
+
+def pack_a(weights: np.ndarray) -> np.ndarray:
+    """int8 [M, K] -> the Ap layout: QMR-row panels over K rounded up to 4, zero padded."""
+    w = np.asarray(weights, dtype=np.int8)
+    m, k = w.shape
+    mp, k4 = -(-m // QMR), -(-k // 4)
+    padded = np.zeros((mp * QMR, k4 * 4), dtype=np.int8)
+    padded[:m, :k] = w
+    # [p, r, g, t] -> [p, g, r, t]
+    return np.ascontiguousarray(padded.reshape(mp, QMR, k4, 4).transpose(0, 2, 1, 3)).reshape(-1)
+
+
+def stored_zero_point(zero_point: np.ndarray) -> int:
+    """The activation zero point as the kernels see it (s8 data is stored as u8 = x + 128)."""
+    zp = np.asarray(zero_point)
+    return int(zp.reshape(-1)[0]) + (128 if zp.dtype == np.int8 else 0)
+
+
+def folded_bias(weights: np.ndarray, bias: np.ndarray | None, x_zero_point: int) -> np.ndarray:
+    """bias[r] - x_zp * sum_k W[r, k] as int32 (bias None: 0)."""
+    w = np.asarray(weights, dtype=np.int64)
+    total = -x_zero_point * w.reshape(w.shape[0], -1).sum(axis=1)
+    if bias is not None:
+        total = total + np.asarray(bias, dtype=np.int64).reshape(-1)
+    if np.abs(total).max(initial=0) >= 2 ** 31:
+        raise OverflowError("folded bias does not fit int32")
+    return total.astype(np.int32)
+
+
+def multipliers(x_scale: np.ndarray, w_scale: np.ndarray, y_scale: np.ndarray | None,
+                rows: int) -> np.ndarray:
+    """Per-row float32 multipliers: x_scale * w_scale / y_scale (rounding.requant_multiplier),
+    or x_scale * w_scale for a float output (y_scale None)."""
+    xs = np.float32(np.asarray(x_scale).reshape(-1)[0])
+    ws = np.asarray(w_scale, dtype=np.float32).reshape(-1)
+    if y_scale is None:
+        m = (xs * ws).astype(np.float32)
+    else:
+        m = requant_multiplier(xs, ws, np.float32(np.asarray(y_scale).reshape(-1)[0]))
+    return np.ascontiguousarray(np.broadcast_to(m, (rows,)), dtype=np.float32)
+
+
+def is_narrow(weights: np.ndarray) -> bool:
+    """Whether every weight is in [-64, 64] (vpmaddubsw exact)."""
+    return bool(np.abs(np.asarray(weights, dtype=np.int32)).max(initial=0) <= NARROW_LIMIT)

