@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "graphopt_config.h"
+#include "graphopt_rows.h" /* vectorizable exp/erf/tanh, softmax and norm rows */
 
 typedef struct graphopt_epilogue graphopt_epilogue;
 

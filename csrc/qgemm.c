@@ -109,72 +109,70 @@ static void interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* 
 #endif
 }
 
-/* im2col, one panel (QNR output positions) at a time: the panel's columns split into runs
- * lying in one output row; for each group of 4 rows k, a run is copied straight from the image
- * when its taps are consecutive in-bounds bytes (stride 1, no flip), else gathered with bounds
- * checks; the 4 rows are then interleaved into the panel layout. */
+/* First output index o in [0, out] with 0 <= o * stride + offset (offset may be negative). */
+static int64_t first_inside(int64_t stride, int64_t offset, int64_t out) {
+    const int64_t o = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
+    return o < out ? o : out;
+}
+
+/* One im2col row (tap dy, dx of one channel plane) over all N output positions, into `out`:
+ * per output row, padding | a copy (stride 1) or strided gather | padding. */
+static void im2col_row(const uint8_t* plane, const graphopt_qconv_shape* s, int64_t dy,
+                       int64_t dx, uint8_t pad, uint8_t x, uint8_t* out) {
+    const int64_t oh = s->out_height, ow = s->out_width, sw = s->stride_w;
+    const int64_t offset = dx - s->pad_left;
+    const int64_t lo = first_inside(sw, offset, ow);
+    int64_t hi = s->width - offset <= 0 ? 0 : (s->width - offset + sw - 1) / sw;
+    if (hi > ow) hi = ow;
+    if (hi < lo) hi = lo;
+    for (int64_t oy = 0; oy < oh; ++oy, out += ow) {
+        const int64_t iy = oy * s->stride_h + dy - s->pad_top;
+        if (iy < 0 || iy >= s->height) {
+            memset(out, pad, (size_t)ow);
+            continue;
+        }
+        const uint8_t* row = plane + iy * s->width + offset;
+        memset(out, pad, (size_t)lo);
+        if (sw == 1 && !x)
+            memcpy(out + lo, row + lo, (size_t)(hi - lo));
+        else
+            for (int64_t o = lo; o < hi; ++o) out[o] = (uint8_t)(row[o * sw] ^ x);
+        memset(out + hi, pad, (size_t)(ow - hi));
+    }
+}
+
+/* im2col into the packed panels, one group of 4 rows k at a time: the 4 rows are written whole
+ * (row-wise, copies of image rows) into a thread's buffer, then interleaved into every panel. */
 void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, uint8_t pad,
                              int flip, uint8_t* panels) {
-    const int64_t kh = s->kernel_h, kw = s->kernel_w, oh = s->out_height, ow = s->out_width;
-    const int64_t H = s->height, Wd = s->width, K = s->channels * kh * kw, N = oh * ow;
-    const int64_t K4 = k_groups(K), np = (N + QNR - 1) / QNR;
-    const int64_t sh = s->stride_h, sw = s->stride_w;
+    const int64_t kh = s->kernel_h, kw = s->kernel_w, N = s->out_height * s->out_width;
+    const int64_t K = s->channels * kh * kw, K4 = k_groups(K), np = (N + QNR - 1) / QNR;
+    const int64_t span = np * QNR; /* row length in the buffer, zero past N */
     const uint8_t x = flip ? 0x80 : 0;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (K * N >= (1 << 18))
+#pragma omp parallel if (K * N >= (1 << 18))
 #endif
-    for (int64_t p = 0; p < np; ++p) {
-        uint8_t rows[4][QNR];
-        const uint8_t* from[4];
-        int64_t run_start[QNR + 1], run_y[QNR], run_x[QNR]; /* columns, top-left tap */
-        int runs = 0;
-        const int64_t n0 = p * QNR, count = N - n0 < QNR ? N - n0 : QNR;
-        for (int64_t c = 0; c < count; ++runs) {
-            const int64_t n = n0 + c, ox = n % ow;
-            const int64_t len = ow - ox < count - c ? ow - ox : count - c;
-            run_start[runs] = c;
-            run_y[runs] = (n / ow) * sh - s->pad_top;
-            run_x[runs] = ox * sw - s->pad_left;
-            c += len;
-        }
-        run_start[runs] = count;
+    {
+        uint8_t* rows = (uint8_t*)calloc((size_t)(4 * span), 1);
+#ifdef _OPENMP
+#pragma omp for schedule(static)
+#endif
         for (int64_t g = 0; g < K4; ++g) {
             for (int t = 0; t < 4; ++t) {
                 const int64_t k = 4 * g + t;
-                uint8_t* out = rows[t];
-                from[t] = out;
                 if (k >= K) {
-                    memset(out, 0, QNR);
+                    memset(rows + t * span, 0, (size_t)span);
                     continue;
                 }
                 const int64_t ch = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
-                const uint8_t* plane = X + ch * H * Wd;
-                for (int r = 0; r < runs; ++r) {
-                    const int64_t a = run_start[r], len = run_start[r + 1] - a;
-                    const int64_t iy = run_y[r] + ky * s->dilation_h;
-                    const int64_t ix = run_x[r] + kx * s->dilation_w;
-                    if (iy < 0 || iy >= H) {
-                        memset(out + a, pad, (size_t)len);
-                        continue;
-                    }
-                    const uint8_t* src = plane + iy * Wd;
-                    if (sw == 1 && !flip && ix >= 0 && ix + len <= Wd) {
-                        if (len == QNR) { /* the whole panel: read it in place */
-                            from[t] = src + ix;
-                            break;
-                        }
-                        for (int64_t c = 0; c < len; ++c) out[a + c] = src[ix + c];
-                        continue;
-                    }
-                    for (int64_t c = 0; c < len; ++c) {
-                        const int64_t at = ix + c * sw;
-                        out[a + c] = (at >= 0 && at < Wd) ? (uint8_t)(src[at] ^ x) : pad;
-                    }
-                }
-                if (count < QNR) memset(out + count, 0, (size_t)(QNR - count));
+                im2col_row(X + ch * s->height * s->width, s, ky * s->dilation_h,
+                           kx * s->dilation_w, pad, x, rows + t * span);
             }
-            interleave4x16(from[0], from[1], from[2], from[3], panels + (p * K4 + g) * QNR * 4);
+            for (int64_t p = 0; p < np; ++p)
+                interleave4x16(rows + p * QNR, rows + span + p * QNR, rows + 2 * span + p * QNR,
+                               rows + 3 * span + p * QNR, panels + (p * K4 + g) * QNR * 4);
         }
+        free(rows);
     }
 }
 

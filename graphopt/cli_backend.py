@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
-from graphopt.cli_checks import check_dims, check_output_file, parse_dims, warn_ignored
+from graphopt.cli_checks import LazyChoice, check_dims, check_output_file, parse_dims, warn_ignored
 from graphopt.cli_errors import handle_errors
 
 if TYPE_CHECKING:  # numpy is imported inside the commands: `graphopt --help` stays fast
@@ -27,8 +27,9 @@ def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("-O", "--level", type=click.IntRange(0, 3), default=2, show_default=True,
                      help="graphopt optimization level applied before code generation."),
         click.option("--no-optimize", is_flag=True, help="Compile the model as it is."),
-        click.option("--target", type=click.Choice(["native", "portable"]), default="native",
-                     show_default=True, help="native: this CPU + OpenMP; portable: plain C99."),
+        click.option("--target", type=LazyChoice(_host_targets), default="native",
+                     show_default=True, help="A host target of the C backend's target table "
+                     "(native: this CPU + OpenMP; portable: plain C99)."),
         click.option("--dim", "dims", multiple=True, metavar="NAME=SIZE",
                      help="Size of a symbolic input dim for random inputs (default 1)."),
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
@@ -38,6 +39,12 @@ def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     for decorate in reversed(decorators):
         fn = decorate(fn)
     return fn
+
+
+def _host_targets() -> list[str]:
+    from graphopt.backend.c.target import TARGETS
+
+    return list(TARGETS)
 
 
 def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: bool, target: str,

@@ -517,7 +517,7 @@ class Graph:
             twin = mapping.get(id(value))
             if twin is None:
                 twin = Value.__new__(Value)
-                for slot in Value.__slots__:
+                for slot in _VALUE_SLOTS_COPIED:
                     setattr(twin, slot, getattr(value, slot))
                 twin.producer, twin._uses = None, []
                 mapping[id(value)] = twin
@@ -545,6 +545,8 @@ class Graph:
         return format_graph(self)
 
 
+# Value slots Graph.copy takes over by reference (producer and uses are rebuilt).
+_VALUE_SLOTS_COPIED = tuple(s for s in Value.__slots__ if s not in ("producer", "_uses"))
 # Node slots that Graph.copy rebuilds itself; every other slot is copied by reference.
 _NODE_SLOTS_SET_BY_COPY = {"op_type", "domain", "name", "attrs", "_inputs", "outputs", "graph",
                            "implicit_inputs", "fusion"}

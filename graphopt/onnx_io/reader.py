@@ -20,10 +20,12 @@ def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
     return found
 
 
-def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
-    """Refuse external data that points outside `base_dir` or is missing."""
+def check_external_data(model: onnx.ModelProto, base_dir: Path) -> int:
+    """Refuse external data that points outside `base_dir` or is missing; returns how many
+    tensors are stored outside the file."""
     root = base_dir.resolve()
-    for name, location in _external_locations(model):
+    locations = _external_locations(model)
+    for name, location in locations:
         target = (root / location).resolve()
         if os.path.isabs(location) or (root != target and root not in target.parents):
             raise BadInputError(f"tensor '{name}' points at external data '{location}' outside the "
@@ -31,6 +33,7 @@ def check_external_data(model: onnx.ModelProto, base_dir: Path) -> None:
         if not target.is_file():
             raise BadInputError(f"tensor '{name}' needs external data file '{location}', which is "
                                 f"missing from {root}")
+    return len(locations)
 
 
 def read_model(path: str | os.PathLike) -> onnx.ModelProto:
@@ -46,7 +49,8 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise BadInputError(f"{path}: not a readable ONNX model ({_first_line(err)})") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise BadInputError(f"{path}: not an ONNX model (no graph; truncated or another format?)")
-    check_external_data(model, path.parent)
+    if not check_external_data(model, path.parent):
+        return model  # everything is inline: no second walk over the tensors
     try:
         onnx.load_external_data_for_model(model, str(path.parent))
     except (OSError, ValueError) as err:

@@ -13,7 +13,8 @@ def _init(name: str, array: np.ndarray) -> onnx.TensorProto:
 
 def residual_net(seed: int = 0) -> onnx.ModelProto:
     """Conv+Relu -> [Conv+Relu -> Conv] + skip -> Relu -> depthwise Conv+Relu -> MaxPool ->
-    Concat(with a 1x1 Conv of it) -> GlobalAveragePool -> Flatten -> Gemm: one of each int8 op."""
+    Concat(with a grouped 1x1 Conv of it) -> GlobalAveragePool -> Flatten -> Gemm: one of each
+    int8 op."""
     rng = np.random.default_rng(seed)
     n = helper.make_node
     nodes = [
@@ -27,7 +28,7 @@ def residual_net(seed: int = 0) -> onnx.ModelProto:
         n("Conv", ["r2", "wd", "bd"], ["cd"], name="dw", pads=[1, 1, 1, 1], group=8),
         n("Relu", ["cd"], ["rd"], name="relud"),
         n("MaxPool", ["rd"], ["p"], name="pool", kernel_shape=[2, 2], strides=[2, 2]),
-        n("Conv", ["p", "wp", "bp"], ["cp"], name="pw"),
+        n("Conv", ["p", "wp", "bp"], ["cp"], name="pw", group=2),
         n("Concat", ["p", "cp"], ["cat"], name="cat", axis=1),
         n("GlobalAveragePool", ["cat"], ["g"], name="gap"),
         n("Flatten", ["g"], ["f"], name="flatten"),
@@ -37,7 +38,7 @@ def residual_net(seed: int = 0) -> onnx.ModelProto:
              _init("w1", rng.normal(0, 0.2, (8, 8, 3, 3))), _init("b1", rng.normal(0, .1, 8)),
              _init("w2", rng.normal(0, 0.2, (8, 8, 3, 3))), _init("b2", rng.normal(0, .1, 8)),
              _init("wd", rng.normal(0, 0.4, (8, 1, 3, 3))), _init("bd", rng.normal(0, .1, 8)),
-             _init("wp", rng.normal(0, 0.4, (8, 8, 1, 1))), _init("bp", rng.normal(0, .1, 8)),
+             _init("wp", rng.normal(0, 0.4, (8, 4, 1, 1))), _init("bp", rng.normal(0, .1, 8)),
              _init("w3", rng.normal(0, 0.5, (5, 16))), _init("b3", rng.normal(0, .1, 5))]
     graph = helper.make_graph(
         nodes, "residual", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],

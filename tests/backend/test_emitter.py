@@ -89,13 +89,14 @@ def test_generated_kernel_reads_like_the_spec():
     kernel = source[source.index("/* Add node"):source.index("int graphopt_run")]
     assert kernel == (
         "/* Add node 'add_bias' ('A' f32[4x3], 'B' f32[3]) -> ('C' f32[4x3]) */\n"
-        "static int k0_Add(const float* restrict A, const float* restrict B, float* restrict C) {\n"
+        "static int k0_Add(const float* restrict p_A, const float* restrict p_B, "
+        "float* restrict p_C) {\n"
         "    for (int64_t i0 = 0; i0 < 4; ++i0) {\n"
         "        for (int64_t i1 = 0; i1 < 3; ++i1) {\n"
-        "            const float x0 = A[i0 * 3 + i1];\n"
-        "            const float x1 = B[i1];\n"
+        "            const float x0 = p_A[i0 * 3 + i1];\n"
+        "            const float x1 = p_B[i1];\n"
         "            const float v0 = (x0 + x1);\n"
-        "            C[i0 * 3 + i1] = v0;\n"
+        "            p_C[i0 * 3 + i1] = v0;\n"
         "        }\n"
         "    }\n"
         "    return 0;\n"

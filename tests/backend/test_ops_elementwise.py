@@ -148,8 +148,9 @@ def test_inplace_chain_is_correct_and_drops_restrict():
     assert compiled.report.inplace == 3  # Relu, Mul and Exp each overwrite their input
     assert compiled.report.arena_bytes == 0  # ... which is the graph output buffer itself
     # pointers that share a buffer lose `restrict`; the others keep it
-    assert "static int k1_Relu(const float* X, float* Y)" in compiled.source
-    assert "static int k2_Mul(const float* A, const float* restrict B, float* C)" in compiled.source
+    source = compiled.source
+    assert "static int k1_Relu(const float* p_X, float* p_Y)" in source
+    assert "static int k2_Mul(const float* p_A, const float* restrict p_B, float* p_C)" in source
 
 
 def test_spec_edge_cases_against_the_onnx_reference():

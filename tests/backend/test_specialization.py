@@ -48,7 +48,7 @@ def test_parameter_inputs_are_specialized_on_their_values(slice_model):
         got = compiled.run(feeds)[0]
         np.testing.assert_array_equal(got, run_onnxruntime(slice_model, feeds)[0])
     assert len(compiled.reports()) == 2  # the third run reused the first program
-    assert "starts" in compiled.source and "const float* restrict data" in compiled.source
+    assert "starts" in compiled.source and "const float* restrict p_data" in compiled.source
 
 
 def test_parameter_input_feeding_a_missing_emitter_is_refused_at_compile_time():

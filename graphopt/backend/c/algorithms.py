@@ -28,14 +28,29 @@ class Algorithm:
 _ALGORITHMS: dict[str, list[Algorithm]] = {}
 
 
-def register_algorithm(op_type: str, name: str, applies: Callable[[Step], bool]
+def register_algorithm(op_type: str, name: str, applies: Callable[[Step], bool],
+                       before: str | None = None
                        ) -> Callable[[Callable[[Kernel], None]], Callable[[Kernel], None]]:
     """Register `emit` as algorithm `name` of `op_type`, used where `applies(step)` holds.
-    Registration order is priority order: register the most specialized first."""
+    Registration order is priority order: register the most specialized first, or name with
+    `before` the registered algorithm this one must be tried ahead of (a module registering
+    a specialization of another module's algorithms)."""
     def wrap(emit: Callable[[Kernel], None]) -> Callable[[Kernel], None]:
-        _ALGORITHMS.setdefault(op_type, []).append(Algorithm(name, applies, emit))
+        entries = _ALGORITHMS.setdefault(op_type, [])
+        names = [a.name for a in entries]
+        if before is not None and before not in names:
+            raise ValueError(f"{op_type} algorithm '{name}': no algorithm '{before}' to precede")
+        position = names.index(before) if before is not None else len(entries)
+        entries.insert(position, Algorithm(name, applies, emit))
         return emit
     return wrap
+
+
+def registered(op_type: str) -> list[str]:
+    """Names of `op_type`'s algorithms in the order `choose` tries them."""
+    import graphopt.backend.c.ops  # noqa: F401  (importing the package registers every family)
+
+    return [a.name for a in _ALGORITHMS.get(op_type, [])]
 
 
 def choose(step: Step) -> str:

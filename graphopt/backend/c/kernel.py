@@ -238,22 +238,15 @@ class Kernel:
         return f"{const}{p.ctype}*{restrict} {p.name}"
 
 
-# Identifiers op emitters declare as locals in kernel bodies. A parameter whose schema name is
-# one of them (BatchNormalization's `mean`, NLL's `loss`...) is numbered like a duplicate, so an
-# emitter's `double mean` never shadows an input.
-RESERVED_LOCALS = frozenset({
-    "Cs", "G", "H", "LU", "P", "Rn", "a", "acc", "angle", "at", "b", "base", "best", "c", "ch",
-    "col", "count", "d", "det", "dw", "e", "epi", "f", "first", "g", "i", "ignored", "im", "inv",
-    "ix", "j", "k", "last", "len", "log_sum", "loss", "loss_sum", "low", "m", "mate", "mean", "ml",
-    "mu", "mult", "n", "norm", "off", "p", "padded", "pivot", "pos", "q", "r", "re", "rh", "row",
-    "s", "scale", "scratch", "shape", "sign", "size", "sum", "t", "top", "v", "var", "w",
-    "weight_sum", "x", "xi", "xr", "xt", "y", "z"
-})
+# Kernel parameters are named after the op schema with this prefix, which no emitter uses for
+# its locals: a parameter called `mean` (BatchNormalization) becomes `p_mean`, so an emitter's
+# `double mean` can never shadow an input, whatever names emitters pick for their locals.
+PARAM_PREFIX = "p_"
 
 
 def _param_names(step: Step) -> tuple[list[str], list[str]]:
-    """Schema names of inputs and outputs (variadic ones numbered), made unique and kept apart
-    from RESERVED_LOCALS."""
+    """Schema names of inputs and outputs (variadic ones numbered), prefixed with PARAM_PREFIX
+    and made unique."""
     node = step.node
     formal_in: list[Any] = []
     formal_out: list[Any] = []
@@ -268,8 +261,9 @@ def _param_names(step: Step) -> tuple[list[str], list[str]]:
     taken: set[str] = set()
     result = []
     for name in ins + outs:
+        name = PARAM_PREFIX + name
         base, n = name, 1
-        while name in taken or name in RESERVED_LOCALS:
+        while name in taken:
             name = f"{base}_{n}"
             n += 1
         taken.add(name)

@@ -7,12 +7,12 @@ every integer tensor it computes with the C kernels' and onnxruntime's.
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from graphopt.backend.int8 import reference
 from graphopt.backend.c.ops.qlinear import QConvShape
+from graphopt.backend.int8 import reference
 from graphopt.backend.program import Program, Step, Tensor
 from graphopt.evaluator import evaluate_node
 from graphopt.quantization.rounding import dequantize_linear, quantize_linear

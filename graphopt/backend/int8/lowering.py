@@ -84,7 +84,6 @@ class _State:
     produced_at: dict[int, int] = field(default_factory=dict)  # tensor -> index of its step
     ints: dict[int, Tensor] = field(default_factory=dict)    # float tensor -> its integers
     floats: dict[int, Tensor] = field(default_factory=dict)  # float tensor -> DQ of integers
-    produced_int: set[int] = field(default_factory=set)      # float tensors never computed
     out: list[Step] = field(default_factory=list)
     skip: set[int] = field(default_factory=set)              # step indices absorbed
     counts: dict[str, int] = field(default_factory=dict)
@@ -229,12 +228,11 @@ def _lower_linear(state: _State, i: int, step: Step, weights: dict[str, QuantPar
         attrs.update(out_type="f32", y_zero_point=0, lo=0, hi=0)
         outputs = [result]
     else:
-        y_scale, y_zp = _scalar(out_params)
+        y_zp = _scalar(out_params)[1]
         result = Tensor(f"{out.name}_int8", _INT_DTYPES[out_params.zero_point.dtype], out.shape)
         attrs.update(out_type="u8" if result.dtype == DType.UINT8 else "s8",
                      y_zero_point=y_zp, lo=clamp[0], hi=clamp[1])
         state.ints[id(out)] = result
-        state.produced_int.add(id(out))
         outputs = [result]
     state.skip.update(absorbed)
     fused_add = _fuse_add(state, i, out, result, attrs, absorbed) if out_params is not None else None
@@ -316,7 +314,6 @@ def _fuse_add(state: _State, i: int, out: Tensor, result: Tensor, attrs: dict[st
     attrs.update(ratio_a=float(ra), ratio_b=float(rb), fixed=float(fixed), add_lo=lo,
                  add_hi=hi, residual=state.int_tensor(other))
     state.ints[id(y)] = fused
-    state.produced_int.add(id(y))
     state.skip.add(j)
     state._count("fused QLinearAdd")
     return fused
@@ -373,7 +370,6 @@ def _lower_view(state: _State, step: Step, py: QuantParams) -> bool:
     state.out.append(Step(step.node, [state.int_tensor(x), *step.inputs[1:]], [q],
                           algorithm=step.algorithm))
     state.ints[id(y)] = q
-    state.produced_int.add(id(y))
     state._count(step.op_type)
     return True
 
@@ -386,11 +382,10 @@ def _lower_add(state: _State, step: Step, py: QuantParams) -> bool:
     ra, rb, fixed, lo, hi = params
     y = step.outputs[0]
     q = Tensor(f"{y.name}_int8", _INT_DTYPES[py.zero_point.dtype], y.shape)
-    attrs = dict(ratio_a=float(ra), ratio_b=float(rb), fixed=float(fixed), lo=lo, hi=hi)
+    attrs = {"ratio_a": float(ra), "ratio_b": float(rb), "fixed": float(fixed), "lo": lo, "hi": hi}
     state.out.append(Step(_node("Int8Add", step.node.name, attrs),
                           [state.int_tensor(a), state.int_tensor(b)], [q]))
     state.ints[id(y)] = q
-    state.produced_int.add(id(y))
     state._count("Int8Add")
     return True
 
@@ -405,11 +400,10 @@ def _lower_global_pool(state: _State, step: Step, py: QuantParams) -> bool:
     scale = np.float32(np.float32(sx) / np.float32(np.float32(sy) * np.float32(size)))
     y = step.outputs[0]
     q = Tensor(f"{y.name}_int8", _INT_DTYPES[py.zero_point.dtype], y.shape)
-    attrs = dict(x_zero_point=zx, scale=float(scale), y_zero_point=zy)
+    attrs = {"x_zero_point": zx, "scale": float(scale), "y_zero_point": zy}
     state.out.append(Step(_node("Int8GlobalAveragePool", step.node.name, attrs),
                           [state.int_tensor(x)], [q]))
     state.ints[id(y)] = q
-    state.produced_int.add(id(y))
     state._count("Int8GlobalAveragePool")
     return True
 
@@ -421,12 +415,11 @@ def _lower_concat(state: _State, step: Step, py: QuantParams) -> bool:
     y = step.outputs[0]
     q = Tensor(f"{y.name}_int8", _INT_DTYPES[py.zero_point.dtype], y.shape)
     sources = [[*_scalar(p), int(p.zero_point.dtype == np.int8)] for p in params]
-    attrs = dict(axis=int(step.node.attrs.get("axis", 0)) % y.rank, sources=sources,
-                 y_scale=_scalar(py)[0], y_zero_point=_scalar(py)[1])
+    attrs = {"axis": int(step.node.attrs.get("axis", 0)) % y.rank, "sources": sources,
+             "y_scale": _scalar(py)[0], "y_zero_point": _scalar(py)[1]}
     state.out.append(Step(_node("Int8Concat", step.node.name, attrs),
                           [state.int_tensor(t) for t in step.inputs], [q]))
     state.ints[id(y)] = q
-    state.produced_int.add(id(y))
     state._count("Int8Concat")
     return True
 
@@ -435,8 +428,9 @@ def absorb_qdq_nodes(graph: Graph) -> Graph:
     """The graph with explicit QuantizeLinear/DequantizeLinear pairs turned into `Value.quant`
     annotations (the absorb-qdq pass), so QDQ files reach lower_int8 like graphopt's own
     quantized graphs; graphs without Q/DQ nodes are returned as they are."""
-    from graphopt.optimizer import optimize
     from graphopt_passes.absorb_qdq import has_qdq
+
+    from graphopt.optimizer import optimize
 
     if not has_qdq(graph):
         return graph

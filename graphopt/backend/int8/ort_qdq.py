@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import onnx
@@ -48,8 +48,12 @@ def quantize_with_onnxruntime(model: onnx.ModelProto,
                               feeds: Sequence[dict[str, np.ndarray]] | None = None,
                               reduce_range: bool = True) -> onnx.ModelProto:
     """onnxruntime's static QDQ model of `model` (per-channel, u8 activations, s8 weights)."""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
     reader_type = type("Reader", (_Reader, CalibrationDataReader), {})
     feeds = list(feeds) if feeds is not None else random_feeds(model, 4)
     with tempfile.TemporaryDirectory() as tmp:

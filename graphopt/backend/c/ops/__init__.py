@@ -10,6 +10,7 @@ from graphopt.backend.c.ops import (  # noqa: F401  (imported for their registra
     elementwise,
     gemm,
     generators,
+    im2col_gather,
     indexing,
     linalg,
     loss,
@@ -25,4 +26,5 @@ from graphopt.backend.c.ops import (  # noqa: F401  (imported for their registra
     softmax,
     sort,
     spectral,
+    winograd,
 )

@@ -1,8 +1,9 @@
 """Conv (1-D and 2-D, float32) with bias and fused ops in the epilogue; ConvTranspose (any
 spatial rank) as a direct gather loop.
 
-A Conv step runs one of three algorithms (c/algorithms.py), chosen per layer in lowering and
-recorded as `Step.algorithm`:
+A Conv step runs one of the algorithms registered for it (c/algorithms.py), chosen per layer
+in lowering and recorded as `Step.algorithm`; ops/winograd.py (3x3 stride 1 with many
+channels) and ops/im2col_gather.py (short output rows) register theirs ahead of im2col. Here:
 - depthwise (group == C == M): csrc's direct kernel, the epilogue applied per channel plane;
 - pointwise (1x1, stride 1, unpadded): per image n and group g, Y[n, g] = W[g] @ X[n, g], the
   input planes read in place as the GEMM's B;
@@ -118,7 +119,7 @@ def emit_conv(k: Kernel) -> None:
     emit_chosen(k)
 
 
-def _conv_epilogue(k: Kernel, shape: ConvShape) -> str:
+def conv_epilogue(k: Kernel, shape: ConvShape) -> str:
     """The bias (an Add of B seen as [M, 1, 1]) and the fused ops as the GEMM epilogue."""
     b, y = k.input(2), k.outputs[0]
     ops = [EpilogueOp("Add", {}, (b.tensor,))] if b is not None else []
@@ -132,47 +133,60 @@ def _emit_depthwise(k: Kernel) -> None:
     """One filter per channel (group == C == M): csrc's direct kernel, the epilogue per plane.
     As a GEMM each group would have a single row."""
     shape = ConvShape.of(k.step)
-    epilogue = _conv_epilogue(k, shape)
+    epilogue = conv_epilogue(k, shape)
+    W = k.arg(k.input(1))
+    k.em.line(f"graphopt_conv2d_shape dw = {shape.c_struct()}; dw.channels = {shape.channels};")
+    emit_per_image(k, shape, epilogue, lambda x, y: f"graphopt_depthwise_conv2d({x}, {W}, {y}, "
+                                                    f"&dw, {epilogue});")
+
+
+def emit_per_image(k: Kernel, shape: ConvShape, epilogue: str,
+                   call: Callable[[str, str], str]) -> None:
+    """A loop over the images n running the C statement `call(x, y)` on image n's input and
+    output planes (x = X + n * C*H*W, y = Y + n * M*OH*OW), the epilogue's rows starting at
+    n * M: for csrc kernels that take one image at a time."""
     em, X, Y = k.em, k.arg(k.input(0)), k.arg(k.outputs[0])
-    em.line(f"graphopt_conv2d_shape dw = {shape.c_struct()}; dw.channels = {shape.channels};")
     with em.loops([shape.batch], prefix="n") as (n,):
         if epilogue != "NULL":
             em.line(f"epi.row_base = {n} * {shape.out_channels};")
-        em.line(f"graphopt_depthwise_conv2d({X} + {n} * {shape.channels * shape.plane_in}, "
-                f"{k.arg(k.input(1))}, {Y} + {n} * {shape.out_channels * shape.plane_out}, "
-                f"&dw, {epilogue});")
+        em.line(call(f"{X} + {n} * {shape.channels * shape.plane_in}",
+                     f"{Y} + {n} * {shape.out_channels * shape.plane_out}"))
 
 
 @register_algorithm("Conv", "pointwise", applies=_applies(lambda s: s.pointwise))
 def _emit_pointwise(k: Kernel) -> None:
     """1x1 stride 1: W [M, C] @ X[n] [C, H*W], the input read in place (no im2col copy)."""
-    _emit_as_gemm(k, ConvShape.of(k.step), im2col=False)
+    emit_as_gemm(k, ConvShape.of(k.step), columns=None)
 
 
 @register_algorithm("Conv", "im2col", applies=_applies(lambda s: True))
 def _emit_im2col(k: Kernel) -> None:
     """Any other window: im2col written straight into the GEMM's B panels, then the GEMM."""
-    _emit_as_gemm(k, ConvShape.of(k.step), im2col=True)
+    emit_as_gemm(k, ConvShape.of(k.step),
+                 columns=lambda x, cols: f"graphopt_im2col_packed({x}, &shape, {cols});")
 
 
-def _emit_as_gemm(k: Kernel, shape: ConvShape, im2col: bool) -> None:
-    """Per image n and group g: Y[n, g] = W[g] @ B where B is X[n, g] (pointwise) or its
-    packed im2col; constant weights come as A panels packed at compile time."""
+def emit_as_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str] | None
+                 ) -> None:
+    """Per image n and group g: Y[n, g] = W[g] @ B where B is X[n, g] (pointwise, `columns`
+    None) or its im2col in the GEMM's B panels, which the C statement `columns(x, cols)`
+    writes from the group's input planes x into the scratch cols (the local `shape` holds the
+    group's graphopt_conv2d_shape); constant weights come as A panels packed at compile time."""
     x, w, y = k.input(0), k.input(1), k.outputs[0]
-    epilogue = _conv_epilogue(k, shape)
+    epilogue = conv_epilogue(k, shape)
     em, X, Y = k.em, k.arg(x), k.arg(y)
     tiles = gemm_tiles(k.target)
     mg, depth, plane_out = shape.mg, shape.depth, shape.plane_out
     if w.const is not None:
         w_panels = k.packed(w, "panels", lambda a: _pack_groups(a, shape.group, tiles.pack_a))
         w_step = tiles.packed_a_floats(mg, depth)
-    cols = k.scratch(4 * tiles.packed_b_floats(depth, plane_out)) if im2col else None
-    if im2col:
+    cols = k.scratch(4 * tiles.packed_b_floats(depth, plane_out)) if columns else None
+    if columns:
         em.line(f"const graphopt_conv2d_shape shape = {shape.c_struct()};")
     with em.loops([shape.batch, shape.group], prefix="n") as (n, g):
         x_block = f"{X} + ({n} * {shape.channels} + {g} * {shape.cg}) * {shape.plane_in}"
-        if cols is not None:
-            em.line(f"graphopt_im2col_packed({x_block}, &shape, (float*){cols});")
+        if columns is not None:
+            em.line(columns(x_block, f"(float*){cols}"))
             b_matrix = Matrix(f"(const float*){cols}", packed=True)
         else:
             b_matrix = Matrix(x_block, (plane_out, 1))

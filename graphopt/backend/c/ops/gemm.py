@@ -21,6 +21,7 @@ from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel, Operand
 from graphopt.backend.c.registry import register_op
 from graphopt.backend.c.tiles import gemm_tiles
+from graphopt.backend.planner import align
 from graphopt.backend.program import EpilogueOp, Tensor
 from graphopt.ir.types import DType
 
@@ -36,10 +37,16 @@ class Matrix:
 
 
 def sgemm_call(k: Kernel, m: int, n: int, kk: int, a: Matrix, b: Matrix, c: str, ldc: int,
-               epilogue: str) -> str:
-    """The C statement of one graphopt_sgemm_ex call, reserving the scratch it needs."""
+               epilogue: str, copies: tuple[int, str] | None = None) -> str:
+    """The C statement of one graphopt_sgemm_ex call, reserving the scratch it needs.
+    `copies` = (count, index expression): calls running concurrently (a parallel batch loop)
+    each get their own scratch, the index-th of `count`."""
     nbytes = gemm_tiles(k.target).scratch_bytes(m, n, kk, a.packed, b.packed)
-    work = f"(float*){k.scratch(nbytes)}" if nbytes else "NULL"
+    if nbytes and copies is not None:
+        stride = align(nbytes, k.target.alignment)
+        work = f"(float*)({k.scratch(stride * copies[0])} + ({copies[1]}) * {stride})"
+    else:
+        work = f"(float*){k.scratch(nbytes)}" if nbytes else "NULL"
     return (f"graphopt_sgemm_ex({m}, {n}, {kk}, {_operand_args(a)}, {_operand_args(b)}, "
             f"{c}, {ldc}, {work}, {epilogue});")
 
@@ -123,12 +130,20 @@ def emit_matmul(k: Kernel) -> None:
     a_steps = [s * m * kk for s in broadcast_strides(a_shape[:-2], batch)]
     b_steps = [s * kk * n for s in broadcast_strides(b_shape[:-2], batch)]
     y_steps = [s * m * n for s in contiguous_strides(batch)]
-    with k.em.loops(batch, prefix="b") as idx:
+    # Products too small to be threaded inside the GEMM (attention heads: 128x128x32) share
+    # the batch between threads instead, each call with its own scratch and epilogue copy.
+    calls = int(np.prod(batch))
+    spread = calls > 1 and m * n * kk < k.target.parallel_min_macs
+    with k.em.loops(batch, prefix="b", parallel=spread, work=calls * m * n * kk) as idx:
+        flat = index(idx, contiguous_strides(batch))
         if epilogue != "NULL":
-            k.em.line(f"epi.row_base = ({index(idx, contiguous_strides(batch))}) * {m};")
+            k.em.line("graphopt_epilogue epi_b = epi;")
+            k.em.line(f"epi_b.row_base = ({flat}) * {m};")
         k.em.line(sgemm_call(k, m, n, kk, Matrix(f"{k.arg(a)} + {index(idx, a_steps)}", (kk, 1)),
                              Matrix(f"{k.arg(b)} + {index(idx, b_steps)}", (n, 1)),
-                             f"{k.arg(y)} + {index(idx, y_steps)}", n, epilogue))
+                             f"{k.arg(y)} + {index(idx, y_steps)}", n,
+                             "&epi_b" if epilogue != "NULL" else epilogue,
+                             (calls, flat) if spread else None))
 
 
 def _emit_plain_matmul(k: Kernel) -> None:

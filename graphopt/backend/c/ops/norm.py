@@ -2,7 +2,8 @@
 InstanceNormalization, GroupNormalization, MeanVarianceNormalization, LRN.
 
 LayerNormalization views X as [outer, inner] (inner = dims from `axis` on) and computes per row
-mean, var = mean((x - mean)^2) (two passes, in double), y = (x - mean) / sqrt(var + eps) * S + B.
+mean, var = mean((x - mean)^2) (two passes, in double), y = (x - mean) / sqrt(var + eps) * S + B;
+float rows with contiguous S and B run csrc/graphopt_rows.h's vectorized graphopt_norm_rowf.
 
 BatchNormalization with constant statistics folds them at compile time into a per-channel
 affine map: y = x * a[c] + b[c], a = scale / sqrt(var + eps), b = B - mean * a (the same formula
@@ -21,6 +22,7 @@ from graphopt.backend.c.ops.reduce import split_loops
 from graphopt.backend.c.ops.softmax import axis_view
 from graphopt.backend.c.registry import register_op
 from graphopt.backend.program import Tensor
+from graphopt.ir.types import DType
 
 
 @register_op("LayerNormalization", "RMSNormalization", dtypes=cdtypes.FLOATS)
@@ -44,6 +46,10 @@ def emit_layer_norm(k: Kernel) -> None:
         shape, (strides,) = coalesce(inner_shape, broadcast_strides(operand.shape, inner_shape))
         loads.append((k.arg(operand), shape, strides))
     stats = [k.outputs[i] if len(k.outputs) > i and k.outputs[i].used else None for i in (1, 2)]
+    if x.dtype == DType.FLOAT and all(load is None or load[2] == [1] for load in loads) and \
+            all(out is None or out.dtype == DType.FLOAT for out in stats):
+        _emit_norm_rows(k, outer, inner, loads, stats, eps, centered)
+        return
     with em.loops([outer], parallel=True, work=x.size) as (o,):
         em.line(f"const {T}* x = {X} + {index([o], [inner])};")
         em.line(f"{T}* y = {Y} + {index([o], [inner])};")
@@ -63,6 +69,26 @@ def emit_layer_norm(k: Kernel) -> None:
                     value = f"{value} {op} {name}[{unravel('j', shape, strides)}]"
             em.line(f"y[j] = {value};")
         em.line("(void)mu;")
+        for out, expr in zip(stats, ("mu", "inv")):
+            if out is not None and centered:
+                em.line(f"{k.arg(out)}[{o}] = {expr};")
+
+
+def _emit_norm_rows(k: Kernel, outer: int, inner: int, loads: list, stats: list,
+                    eps: float, centered: bool) -> None:
+    """Float rows with contiguous (or no) scale and bias: csrc/graphopt_rows.h's vectorized
+    sums (in double, two passes as in the generic loop) and affine pass per row."""
+    em, X, Y = k.em, k.arg(k.input(0)), k.arg(k.outputs[0])
+    scale, bias = (load[0] if load is not None else "NULL" for load in loads)
+    with em.loops([outer], parallel=True, work=outer * inner) as (o,):
+        em.line(f"const float* x = {X} + {index([o], [inner])};")
+        mean = f"graphopt_row_sum(x, {inner}) / {inner}" if centered else "0.0"
+        em.line(f"const double mean = {mean};")
+        em.line(f"const double var = graphopt_row_square_sum(x, {inner}, mean) / {inner};")
+        em.line(f"const float inv = (float)(1.0 / sqrt(var + {eps!r}));")
+        em.line("const float mu = (float)mean;")
+        em.line(f"graphopt_norm_apply_rowf(x, {Y} + {index([o], [inner])}, {inner}, mu, inv, "
+                f"{scale}, {bias});")
         for out, expr in zip(stats, ("mu", "inv")):
             if out is not None and centered:
                 em.line(f"{k.arg(out)}[{o}] = {expr};")

@@ -12,7 +12,7 @@ Every epilogue parameter is a compile-time constant (float literals in hex, exac
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class QConvShape(ConvShape):
     explicit). `c_struct` fits graphopt_qconv_shape, whose fields are graphopt_conv2d_shape's."""
 
     @classmethod
-    def of(cls, step: Step) -> "QConvShape":
+    def of(cls, step: Step) -> QConvShape:
         x, y = step.inputs[0], step.outputs[0]
         a = step.node.attrs
         pads = list(a.get("pads", [0, 0, 0, 0]))

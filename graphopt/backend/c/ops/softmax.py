@@ -3,6 +3,9 @@
 The input is viewed as [outer, n, inner] around the axis. For each (outer, inner) position:
 m = max_j x_j, then softmax_j = exp(x_j - m) / sum exp(x - m) (subtracting the max keeps exp
 finite; the result is mathematically unchanged), log_softmax_j = x_j - m - log(sum exp(x - m)).
+
+Float rows along the last axis (attention scores) run csrc/graphopt_rows.h's row kernels:
+vectorized max, exp (graphopt_expf) and sum; other layouts and double use the loop below.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from graphopt.backend.c import cdtypes
 from graphopt.backend.c.emitter import index
 from graphopt.backend.c.kernel import Kernel
 from graphopt.backend.c.registry import register_op
+from graphopt.ir.types import DType
 
 
 def axis_view(shape: tuple[int, ...], axis: int) -> tuple[int, int, int]:
@@ -31,6 +35,9 @@ def emit_softmax(k: Kernel) -> None:
     axis = int(k.attr("axis", -1)) % x.rank
     outer, n, inner = axis_view(x.shape, axis)
     em, X, Y = k.em, k.arg(x), k.arg(y)
+    if inner == 1 and x.dtype == DType.FLOAT and op != "Hardmax":
+        _emit_float_rows(k, outer, n)
+        return
     T, f = x.ctype, cdtypes.math_suffix(x.dtype)
     step = "" if inner == 1 else f" * {inner}"
     with em.loops([outer, inner], parallel=True, work=x.size) as (o, i):
@@ -47,7 +54,7 @@ def emit_softmax(k: Kernel) -> None:
         em.line("(void)at;")
         em.line(f"{T} sum = 0;")
         with em.block(f"for (int64_t j = 0; j < {n}; ++j)"):
-            em.line(f"const {T} e = exp{f}(x[j{step}] - top);")
+            em.line(f"const {T} e = graphopt_exp{f}(x[j{step}] - top);")
             em.line("sum += e;" if op == "LogSoftmax" else f"y[j{step}] = e; sum += e;")
         if op == "Softmax":
             em.line(f"const {T} scale = ({T})1 / sum;")
@@ -55,3 +62,19 @@ def emit_softmax(k: Kernel) -> None:
         else:  # (x - top) is exact near the max; adding log(sum) to top first would round
             em.line(f"const {T} log_sum = log{f}(sum);")
             em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j{step}] = (x[j{step}] - top) - log_sum;")
+
+
+def _emit_float_rows(k: Kernel, outer: int, n: int) -> None:
+    """Contiguous float rows: csrc/graphopt_rows.h's vectorized max / exp-and-sum pieces.
+    LogSoftmax writes the exponentials into y as scratch, then y = (x - top) - log(sum)."""
+    em, X, Y = k.em, k.arg(k.input(0)), k.arg(k.outputs[0])
+    with em.loops([outer], parallel=True, work=outer * n) as (o,):
+        at = index([o], [n])
+        if k.node.op_type == "Softmax":
+            em.line(f"graphopt_softmax_rowf({X} + {at}, {Y} + {at}, {n});")
+            return
+        em.line(f"const float* x = {X} + {at};")
+        em.line(f"float* y = {Y} + {at};")
+        em.line(f"const float top = graphopt_row_maxf(x, {n});")
+        em.line(f"const float log_sum = logf(graphopt_row_exp_sumf(x, y, {n}, top));")
+        em.line(f"for (int64_t j = 0; j < {n}; ++j) y[j] = (x[j] - top) - log_sum;")

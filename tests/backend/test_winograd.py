@@ -1,0 +1,133 @@
+"""Conv by Winograd F(4x4, 3x3) and F(2x2, 3x3) (ops/winograd.py, csrc/winograd.c) against
+onnxruntime.
+
+The same model runs the im2col algorithms on the convolutions Winograd leaves (gathered for
+output rows shorter than a GEMM panel, packed in runs for wider ones). Odd sizes: H and W not
+multiples of the tile, channels not multiples of any vector width,
+padding 0, 1 and asymmetric, batch 2 (the epilogue's row base), bias + residual + Relu fused
+into the epilogue; on the native (vectorized, OpenMP) and the portable (scalar C99) target.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto as TP
+from onnx import helper
+
+from backend_helpers import make_model, random_feeds
+from graphopt.backend import compile as compile_model
+from graphopt.backend.c.ops import winograd
+from graphopt.numerics import run_onnxruntime
+from graphopt.testing import assert_outputs_match
+
+RNG = np.random.default_rng(11)
+
+
+def _w(*shape: int) -> np.ndarray:
+    return (RNG.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+
+def _model():
+    nodes = [
+        helper.make_node("Conv", ["X", "W", "B"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["c", "residual"], ["c_res"]),
+        helper.make_node("Relu", ["c_res"], ["fused"]),
+        helper.make_node("Conv", ["X", "W"], ["valid"]),
+        helper.make_node("Conv", ["X", "W", "B"], ["asymmetric"], pads=[0, 1, 2, 1]),
+        helper.make_node("Conv", ["X", "Wsmall"], ["few_outputs"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["X", "W"], ["strided"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Conv", ["Small", "W2", "B2"], ["small_plane"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["small_plane"], ["small_relu"]),
+        helper.make_node("Conv", ["Wide", "Wwide", "Bwide"], ["wide"], pads=[1, 0, 2, 1]),
+    ]
+    inputs = {"X": (TP.FLOAT, [2, 37, 17, 15]), "residual": (TP.FLOAT, [2, 66, 17, 15]),
+              "Small": (TP.FLOAT, [2, 40, 7, 9]), "Wide": (TP.FLOAT, [2, 5, 6, 37])}
+    inits = {"W": _w(66, 37, 3, 3), "B": _w(66), "Wsmall": _w(16, 37, 3, 3),
+             "W2": _w(65, 40, 3, 3), "B2": _w(65), "Wwide": _w(7, 5, 3, 3), "Bwide": _w(7)}
+    outputs = ["fused", "valid", "asymmetric", "few_outputs", "strided", "small_relu", "wide"]
+    return make_model(nodes, inputs, outputs, inits)
+
+
+def _algorithms(compiled) -> dict[str, str]:
+    return {step.outputs[0].name: step.algorithm for step in compiled.programs()[0].steps
+            if step.op_type == "Conv"}
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+def test_winograd_matches_onnxruntime_on_odd_sizes(target):
+    model = _model()
+    feeds = random_feeds(model, seed=3)
+    compiled = compile_model(model, optimize=False, target=target)
+    chosen = _algorithms(compiled)
+    assert chosen["fused"] == chosen["valid"] == chosen["asymmetric"] == "winograd4x4"
+    assert chosen["small_relu"] == "winograd2x2"  # 7x9: F(4x4) would have 6 tiles
+    assert chosen["strided"] == "im2col_gather"  # output rows of 8 columns
+    assert chosen["few_outputs"] == chosen["wide"] == "im2col"  # rows of 15 and 37 columns
+    assert compiled.report.fused_epilogues == 3  # the residual Add and both Relus
+    want = run_onnxruntime(model, feeds)
+    got = compiled.run(feeds)
+    assert_outputs_match([o.name for o in model.graph.output], want, got, context=target)
+
+
+def test_winograd_two_threads_share_the_phases():
+    """Large enough (36 * M * C * tiles past the threading grain) to run its parallel region."""
+    nodes = [helper.make_node("Conv", ["X", "W", "B"], ["Y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"X": (TP.FLOAT, [1, 64, 30, 29])}, ["Y"],
+                       {"W": _w(64, 64, 3, 3), "B": _w(64)})
+    feeds = random_feeds(model, seed=4)
+    compiled = compile_model(model, optimize=False, threads=2)
+    assert _algorithms(compiled)["Y"] == "winograd4x4"
+    assert_outputs_match(["Y"], run_onnxruntime(model, feeds), compiled.run(feeds))
+
+
+# B^T and A^T of each F(tile x tile, 3x3), as csrc/winograd.c applies them.
+INPUT_TRANSFORMS = {
+    4: [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+        [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]],
+    2: [[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]],
+}
+OUTPUT_TRANSFORMS = {
+    4: [[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]],
+    2: [[1, 1, 1, 0], [0, 1, -1, -1]],
+}
+
+
+@pytest.mark.parametrize("tile", [4, 2])
+def test_weight_transform_reproduces_direct_correlation(tile):
+    """Y = A^T [(G w G^T) . (B^T d B)] A equals the 3x3 correlation of an input tile (float64)."""
+    bt, at = np.array(INPUT_TRANSFORMS[tile], float), np.array(OUTPUT_TRANSFORMS[tile], float)
+    rng = np.random.default_rng(0)
+    weights, patch = rng.standard_normal((1, 1, 3, 3)), rng.standard_normal((tile + 2,) * 2)
+    u = winograd.transform_weights(weights, tile)[:, :, 0, 0]
+    got = at @ (u * (bt @ patch @ bt.T)) @ at.T
+    want = np.array([[np.sum(patch[i:i + 3, j:j + 3] * weights[0, 0]) for j in range(tile)]
+                     for i in range(tile)])
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_eligibility_follows_the_measured_thresholds():
+    from graphopt.backend.c.ops.conv import ConvShape
+
+    def shape(channels: int, out_channels: int, hw: int, stride: int = 1) -> ConvShape:
+        out = (hw - 1) // stride + 1
+        return ConvShape(1, channels, out_channels, 1, (hw, hw), (out, out), (3, 3),
+                         (stride, stride), (1, 1), (1, 1))
+
+    assert winograd.choose_tile(shape(64, 64, 56)) == 4
+    assert winograd.choose_tile(shape(256, 256, 14)) == 4  # 16 tiles of 4x4
+    assert winograd.choose_tile(shape(512, 512, 7)) == 2  # 4 tiles of 4x4, 16 of 2x2
+    assert winograd.choose_tile(shape(512, 512, 4)) is None  # 4 tiles even of 2x2
+    assert winograd.choose_tile(shape(16, 64, 56)) is None  # too few input channels
+    assert winograd.choose_tile(shape(64, 32, 56)) is None  # too few output channels
+    assert winograd.choose_tile(shape(64, 64, 56, stride=2)) is None
+
+
+def test_algorithms_are_tried_most_specialized_first():
+    from graphopt.backend.c import algorithms
+
+    names = algorithms.registered("Conv")
+    assert names.index("winograd4x4") < names.index("winograd2x2") < \
+        names.index("im2col_gather") < names.index("im2col") == len(names) - 1
+    with pytest.raises(ValueError, match="no algorithm 'nope' to precede"):
+        algorithms.register_algorithm("Conv", "x", applies=lambda s: False,
+                                      before="nope")(lambda k: None)
