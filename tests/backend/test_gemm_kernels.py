@@ -132,3 +132,22 @@ def test_neon_kernels_compile_with_a_cross_compiler():
                     openmp=False)
     assert gemm_tiles(target, compiler).kernel.isa == "neon"
     assert all(o.is_file() for o in csrc_objects(target, compiler=compiler))
+
+
+def test_avx512_tile_geometry_runs_here_through_the_avx2_macros(monkeypatch, backend_cache_dir):
+    """The AVX-512 family's 14 x 32 tile cannot run on a CPU without AVX-512, but everything
+    except the vector width is the same generic code: run that geometry with 8-wide AVX2 vectors
+    (4 vectors per tile row instead of 2), so the tile, packing and edge logic of the widest
+    kernel is exercised on every machine that has AVX2."""
+    if not {"avx2", "fma"} <= cpu_flags():
+        pytest.skip("this CPU lacks AVX2/FMA")
+    wide = MICRO_KERNELS["avx512"]
+    monkeypatch.setitem(MICRO_KERNELS, "avx2", dataclasses.replace(
+        MICRO_KERNELS["avx2"], mr=wide.mr, nr=wide.nr))
+    target = dataclasses.replace(_x86_target("avx2"), name="x86-avx2-as-avx512-tile")
+    tiles = gemm_tiles(target)
+    assert (tiles.mr, tiles.nr) == (wide.mr, wide.nr)
+    check_against_onnxruntime(_odd_sizes_model(), target=target, rtol=2e-4, atol=2e-4)
+    from test_winograd import _model as winograd_model  # the Winograd GEMMs on that tile too
+
+    check_against_onnxruntime(winograd_model(), target=target)
