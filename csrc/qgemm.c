@@ -233,16 +233,19 @@ static void store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t c0, 
             for (; c + 8 <= n; c += 8)
                 requant8(a + c, bias, mult, e, (int8_t*)C + (r0 + r) * rs + c0 + c);
 #endif
+        /* the epilogue read once: byte stores through C may alias *e, so its fields used in
+         * the loop would otherwise be reloaded per element */
+        const int32_t zp = e->zero_point, lo = e->lo, hi = e->hi, u8 = e->out_type == GRAPHOPT_Q_U8;
+        const void* add = e->add;
         for (; c < n; ++c) {
             const int64_t at = (r0 + r) * rs + (c0 + c) * cs;
-            int32_t q = requant(a[c] + bias, mult, e->zero_point, e->lo, e->hi);
-            if (e->add) {
+            int32_t q = requant(a[c] + bias, mult, zp, lo, hi);
+            if (add) {
                 const int64_t bt = (r0 + r) * e->add_rs + (c0 + c) * e->add_cs;
-                const int32_t b = e->out_type == GRAPHOPT_Q_U8 ? ((const uint8_t*)e->add)[bt]
-                                                               : ((const int8_t*)e->add)[bt];
+                const int32_t b = u8 ? ((const uint8_t*)add)[bt] : ((const int8_t*)add)[bt];
                 q = qladd(q, b, e->ratio_a, e->ratio_b, e->fixed, e->add_lo, e->add_hi);
             }
-            if (e->out_type == GRAPHOPT_Q_U8)
+            if (u8)
                 ((uint8_t*)C)[at] = (uint8_t)q;
             else
                 ((int8_t*)C)[at] = (int8_t)q;

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import click
 
-from graphopt.cli_checks import LazyChoice
+from graphopt.cli_checks import LazyChoice, check_output_dir, parse_dims
 from graphopt.cli_errors import handle_errors
 
 
@@ -44,8 +44,9 @@ def emit_c_command(model: Path, out_dir: Path, target: str, prefix: str | None,
                    inputs_path: Path | None, dims: tuple[str, ...]) -> None:
     """Write MODEL as C99 (NAME.h, NAME.c, NAME_weights.c, kernels, Makefile, README.md,
     example_main.c) into OUTPUT, and print its flash/RAM footprint and per-layer table."""
+    check_output_dir(out_dir, "-o")  # before any work: a bad folder fails in a second
+    dim_values = parse_dims(dims)
     from graphopt import onnx_io
-    from graphopt.cli_checks import parse_dims as _parse_dims
     from graphopt.embedded.emit import emit_c
     from graphopt.numerics import load_inputs
 
@@ -53,7 +54,7 @@ def emit_c_command(model: Path, out_dir: Path, target: str, prefix: str | None,
     if inputs_path is not None:
         sample = load_inputs(inputs_path, onnx_io.load(str(model)))
     bundle = emit_c(model, out_dir, target=target, prefix=prefix, max_ram=max_ram,
-                    max_flash=max_flash, level=level, inputs=sample, dims=_parse_dims(dims))
+                    max_flash=max_flash, level=level, inputs=sample, dims=dim_values)
     click.echo(bundle.footprint.table())
     click.echo(f"wrote {len(bundle.files)} files to {bundle.directory} "
                f"(libm: {', '.join(bundle.libm) or 'none'}); check: make -C {bundle.directory} run")

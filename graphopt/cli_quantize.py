@@ -1,11 +1,16 @@
 """`graphopt quantize`: INT8 quantization of a model, with an accuracy report."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import click
 
 from graphopt.cli_checks import check_output_file
 from graphopt.cli_errors import handle_errors
-from graphopt.errors import BadInputError
+from graphopt.errors import BadInputError, UnsupportedError
+
+if TYPE_CHECKING:
+    from graphopt.ir.graph import Graph
 
 DATA_HELP = ("an .npz (or a folder of them) with samples along axis 0, keyed by input name or "
              "mapped as PATH:ARRAY=INPUT,...")
@@ -51,7 +56,8 @@ def quantize_command(model: str, output: str, calib: str | None, method: str, pe
     if calib is None and not dynamic:
         raise BadInputError("static quantization needs --calib DATA (or use --dynamic)")
     names = [n.strip() for item in exclude for n in item.split(",") if n.strip()]
-    result = quantize(model, calib, eval=eval_data, output=output, method=method,
+    graph = _load_runnable(model, needs_runtime=not dynamic or eval_data is not None or sensitivity)
+    result = quantize(graph, calib, eval=eval_data, output=output, method=method,
                       percentile=percentile, per_channel=per_channel, exclude=names,
                       activation_type=activation_type, reduce_range=reduce_range,
                       dynamic=dynamic, max_drop=max_drop, eval_labels=eval_labels,
@@ -61,3 +67,23 @@ def quantize_command(model: str, output: str, calib: str | None, method: str, pe
         for line in result.report.lines():
             click.echo(line)
         click.echo(f"wrote {output}")
+
+
+ORT_DOMAINS = ("com.microsoft", "com.ms.")  # onnxruntime's own (contrib) ops: it runs them
+
+
+def _load_runnable(model: str, needs_runtime: bool) -> Graph:
+    """`model` imported; when calibration or evaluation will run it in onnxruntime, ops of
+    custom domains (no onnxruntime kernel) are refused here, one line, before any work."""
+    import graphopt
+    from graphopt.analysis import unknown_ops
+
+    graph = graphopt.load(model)
+    if needs_runtime:
+        local = {(f.domain, f.name) for f in graph.info.functions}
+        custom = [op for op in unknown_ops(graph) if "::" in op
+                  and tuple(op.split("::", 1)) not in local and not op.startswith(ORT_DOMAINS)]
+        if custom:
+            raise UnsupportedError(f"{model}: calibration and evaluation run the model in "
+                                   f"onnxruntime, which has no kernel for {', '.join(custom)}")
+    return graph

@@ -102,7 +102,7 @@ class PassManager:
 
     def check_requirements(self) -> None:
         seen: set[str] = set()
-        for call in _flatten(self.steps):
+        for call in pass_calls(self.steps):
             missing = [r for r in call.info.requires if r not in seen]
             if missing:
                 raise PassError(f"pass '{call.name}' requires {', '.join(missing)} to run before it")
@@ -165,9 +165,10 @@ class PassManager:
         return list(table.values())
 
 
-def _flatten(steps: Iterable[Step]) -> Iterable[PassCall]:
+def pass_calls(steps: Iterable[Step]) -> Iterable[PassCall]:
+    """Every pass call in `steps`, fixed-point groups opened, in order."""
     for step in steps:
         if isinstance(step, FixedPoint):
-            yield from _flatten(step.steps)
+            yield from pass_calls(step.steps)
         else:
             yield step

@@ -10,7 +10,7 @@ from typing import Iterable, Sequence
 
 from graphopt.errors import BadInputError
 from graphopt.pass_api import PassCall, PassInfo, get_pass, parse_pass_spec, registered_passes
-from graphopt.pass_manager import FixedPoint, Step, _flatten
+from graphopt.pass_manager import FixedPoint, Step, pass_calls
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ def without_passes(steps: Sequence[Step], skip: Iterable[str]) -> list[Step]:
     names = set(skip)
     for name in names:
         get_pass(name)
-    present = {call.name for call in _flatten(steps)}
+    present = {call.name for call in pass_calls(steps)}
     for name in sorted(names - present):
         log.warning("--skip-passes: '%s' is not in this pipeline; nothing to skip", name)
     return _drop(steps, names) if names else list(steps)
@@ -122,4 +122,4 @@ def levels_including(name: str) -> list[int]:
     """The -O levels whose preset pipeline runs pass `name` (plugins placed as in -O N)."""
     extra = non_builtin_passes()
     return [level for level in sorted(PRESETS)
-            if any(call.name == name for call in _flatten(preset_pipeline(level, extra)))]
+            if any(call.name == name for call in pass_calls(preset_pipeline(level, extra)))]

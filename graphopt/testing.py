@@ -89,3 +89,20 @@ def sample_models_dir() -> Path:
 def light_models_dir() -> Path:
     """The real architectures the onnx package ships (weights made by ConstantOfShape nodes)."""
     return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
+
+
+def randomize_weights(graph: Graph, seed: int = 0) -> None:
+    """Replace float weights in place by N(0, 1/fan_in) values so activations stay in a sane
+    range; 1-D parameters (biases, BatchNormalization statistics) get U(0.5, 1.5), positive
+    like a variance. For models whose own weights are uniform (the `light` architectures),
+    where every output would be the same number and a match would prove little."""
+    rng = np.random.default_rng(seed)
+    for value in graph.initializers.values():
+        array = value.const
+        if array.dtype != np.float32 or array.size < 2:
+            continue
+        if array.ndim == 1:
+            value.const = rng.uniform(0.5, 1.5, array.shape).astype(np.float32)
+            continue
+        fan_in = int(np.prod(array.shape[1:]))
+        value.const = (rng.standard_normal(array.shape) / np.sqrt(fan_in)).astype(np.float32)

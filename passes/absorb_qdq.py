@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphopt import Graph, PassResult, register_pass
-from graphopt.ir.graph import Node
+from graphopt.ir.graph import Node, Value
 from graphopt.ir.types import QuantParams
 from graphopt.quantization.params import quantize_const
 from graphopt.quantization.rounding import dequantize_linear
@@ -41,11 +41,19 @@ def absorb_qdq(graph: Graph) -> PassResult:
     """Turn QuantizeLinear->DequantizeLinear pairs and DequantizeLinear of integer constants into
     Value.quant annotations on the float values (removing the nodes)."""
     removed: list[Node] = []
-    constants = activations = 0
+    absorbed: list[tuple[Node, Value]] = []
+    activations = 0
     for node in list(graph.nodes):
         if node.domain or node.op_type != "DequantizeLinear":
             continue
-        constants += _absorb_constant(graph, node)
+        weight = _absorb_constant(graph, node)
+        if weight is not None:
+            absorbed.append((node, weight))
+    # One removal for all (Graph.remove is O(nodes)); that frees the names the weights take.
+    graph.remove([node for node, _ in absorbed])
+    for node, weight in absorbed:
+        graph.rename_value(weight, node.outputs[0].name)
+    constants = len(absorbed)
     for node in list(graph.nodes):
         if node.domain or node.op_type != "QuantizeLinear":
             continue
@@ -79,22 +87,23 @@ def _same(a: QuantParams, b: QuantParams) -> bool:
         np.array_equal(a.scale, b.scale) and np.array_equal(a.zero_point, b.zero_point)
 
 
-def _absorb_constant(graph: Graph, node: Node) -> bool:
+def _absorb_constant(graph: Graph, node: Node) -> Value | None:
+    """The annotated float weight now read instead of `node`'s output, or None. The caller
+    removes `node` and gives the weight its output's name, so readers and export see the
+    original name."""
     q, out = node.inputs[0], node.outputs[0]
     params = _params(node)
     if params is None or q is None or not q.is_const or q.const.dtype != params.zero_point.dtype:
-        return False
+        return None
     if params.axis is not None:
         params = QuantParams(params.scale, params.zero_point, params.axis % max(q.const.ndim, 1))
     real = dequantize_linear(q.const, params.scale, params.zero_point, params.axis)
     if not np.array_equal(quantize_const(real, params), q.const) or out in graph.outputs:
-        return False
+        return None
     weight = graph.add_constant(real, name=out.name + "_float")
     weight.quant = params
     graph.replace_all_uses_with(out, weight)
-    graph.remove(node)  # frees the name for the weight, so readers and export see the original
-    graph.rename_value(weight, out.name)
-    return True
+    return weight
 
 
 def _absorb_activation(graph: Graph, quantize: Node) -> list[Node]:

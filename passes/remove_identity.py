@@ -62,11 +62,6 @@ def _static_equal(dim: object, size: int) -> bool:
     return isinstance(dim, int) and dim == size
 
 
-def _const_ints(node: Node, index: int) -> list[int] | None:
-    array = node.const_input(index)
-    return None if array is None else [int(v) for v in array.reshape(-1)]
-
-
 @noop_rule("Identity", "Concat")
 def _first_input(node: Node) -> Value | None:
     present = [v for v in node.inputs if v is not None]
@@ -83,7 +78,7 @@ def _dropout(node: Node) -> Value | None:
 
 @noop_rule("Reshape")
 def _reshape(node: Node) -> Value | None:
-    x, target = node.input(0), _const_ints(node, 1)
+    x, target = node.input(0), node.const_ints(1)
     if x is None or x.shape is None or target is None or len(target) != len(x.shape):
         return None
     allowzero = bool(node.attr("allowzero", 0))
@@ -122,18 +117,18 @@ def _cast_like(node: Node) -> Value | None:
 
 @noop_rule("Pad")
 def _pad(node: Node) -> Value | None:
-    pads = _const_ints(node, 1)
+    pads = node.const_ints(1)
     return node.input(0) if pads is not None and not any(pads) else None
 
 
 @noop_rule("Slice")
 def _slice(node: Node) -> Value | None:
-    x, starts, ends = node.input(0), _const_ints(node, 1), _const_ints(node, 2)
+    x, starts, ends = node.input(0), node.const_ints(1), node.const_ints(2)
     if x is None or x.shape is None or starts is None or ends is None:
         return None
     rank = len(x.shape)
-    axes = _const_ints(node, 3) if node.input(3) is not None else list(range(len(starts)))
-    steps = _const_ints(node, 4) if node.input(4) is not None else [1] * len(starts)
+    axes = node.const_ints(3) if node.input(3) is not None else list(range(len(starts)))
+    steps = node.const_ints(4) if node.input(4) is not None else [1] * len(starts)
     if axes is None or steps is None:
         return None
     for start, end, axis, step in zip(starts, ends, axes, steps):
@@ -162,7 +157,7 @@ def _broadcast_keeps_shape(shape: tuple | None, other: list[int]) -> bool:
 
 @noop_rule("Expand")
 def _expand(node: Node) -> Value | None:
-    x, target = node.input(0), _const_ints(node, 1)
+    x, target = node.input(0), node.const_ints(1)
     if x is None or target is None:
         return None
     return x if _broadcast_keeps_shape(x.shape, target) else None
@@ -170,7 +165,7 @@ def _expand(node: Node) -> Value | None:
 
 @noop_rule("Squeeze")
 def _squeeze(node: Node) -> Value | None:
-    x, axes = node.input(0), _const_ints(node, 1)
+    x, axes = node.input(0), node.const_ints(1)
     if x is None or x.type is None or not x.type.is_static or 1 in x.shape:
         return None
     # Without axes every 1-dim goes (and onnxruntime reads empty axes the same way): none here.
@@ -179,7 +174,7 @@ def _squeeze(node: Node) -> Value | None:
 
 @noop_rule("Unsqueeze")
 def _unsqueeze(node: Node) -> Value | None:
-    return node.input(0) if _const_ints(node, 1) == [] else None
+    return node.input(0) if node.const_ints(1) == [] else None
 
 
 # op -> (neutral constant, input positions it may take): x+0, 0+x, x-0, x*1, 1*x, x/1.

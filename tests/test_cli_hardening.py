@@ -79,6 +79,24 @@ def test_run_output_into_a_missing_folder_fails_before_compiling(model_path, tmp
     assert "kernels" not in stdout  # nothing was compiled
 
 
+def test_emit_c_checks_its_output_folder_before_reading_the_model(tmp_path):
+    (tmp_path / "file").write_text("")
+    # the model does not exist either: the -o error proves the folder is checked first
+    code, stdout, err = invoke("emit-c", tmp_path / "missing.onnx", "-o", tmp_path / "file" / "b")
+    one_error_line(code, err, "-o ")
+    assert "cannot create it under" in err and stdout == ""
+
+
+@pytest.mark.parametrize("args", [["--calib", "data.npz"], ["--dynamic", "--eval", "data.npz"]])
+def test_quantize_refuses_custom_ops_onnxruntime_cannot_run(tmp_path, monkeypatch, args):
+    monkeypatch.chdir(tmp_path)
+    path, out = save(tmp_path, CUSTOM), tmp_path / "q.onnx"
+    np.savez(tmp_path / "data.npz", x=np.ones((4, 2), np.float32))
+    code, _, err = invoke("quantize", path, "-o", out, "-q", *args)
+    one_error_line(code, err, "no kernel for com.acme::Frob", expected_code=3)
+    assert not out.exists()
+
+
 def test_make_example_needs_force_to_overwrite(tmp_path):
     path = tmp_path / "ex.onnx"
     assert invoke("make-example", path)[0] == 0

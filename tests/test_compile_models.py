@@ -12,24 +12,14 @@ from graphopt import onnx_io
 from graphopt.backend import compile as compile_model
 from graphopt.numerics import random_inputs, run_onnxruntime
 from graphopt.optimizer import optimize
-from graphopt.testing import assert_outputs_match, light_models_dir, sample_models_dir
+from graphopt.testing import (
+    assert_outputs_match,
+    light_models_dir,
+    randomize_weights,
+    sample_models_dir,
+)
 
 MODELS = sorted(light_models_dir().glob("*.onnx"))
-
-
-def randomize_weights(graph, seed: int = 0) -> None:
-    """Replace float weights by N(0, 1/fan_in) values so activations stay in a sane range; 1-D
-    parameters (biases, BatchNormalization statistics) get U(0.5, 1.5), positive like a variance."""
-    rng = np.random.default_rng(seed)
-    for value in graph.initializers.values():
-        array = value.const
-        if array.dtype != np.float32 or array.size < 2:
-            continue
-        if array.ndim == 1:
-            value.const = rng.uniform(0.5, 1.5, array.shape).astype(np.float32)
-            continue
-        fan_in = int(np.prod(array.shape[1:]))
-        value.const = (rng.standard_normal(array.shape) / np.sqrt(fan_in)).astype(np.float32)
 
 
 @pytest.mark.parametrize("path", MODELS, ids=lambda p: p.stem)

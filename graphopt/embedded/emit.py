@@ -20,8 +20,9 @@ from typing import Mapping
 
 import numpy as np
 
+import graphopt
 from graphopt import onnx_io
-from graphopt.backend.api import ModelLike, _load_graph
+from graphopt.backend.api import ModelLike
 from graphopt.backend.build import CSRC_DIR
 from graphopt.backend.c import cdtypes
 from graphopt.backend.c.config import HEADER_NAME, config_header
@@ -76,7 +77,9 @@ def emit_c(model: ModelLike, out_dir: "str | os.PathLike", target: "str | Bundle
     """
     board = get_bundle_target(target)
     name = _prefix(model, prefix)
-    graph = _load_graph(model, copy=True)
+    graph = graphopt.load(model)
+    if graph is model:  # a Graph passed in: the pipeline below must not change the caller's
+        graph = graph.copy()
     reference = onnx_io.export_model(graph)  # the model as given: what the example checks
     if optimize:
         from graphopt.optimizer import optimize as run_pipeline

@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from graphopt.evaluator.shape_values import ShapeTensor, evaluate_shape, from_constant
 from graphopt.ir.graph import Graph, Node, Value
-from graphopt.ir.types import Dim, DType, TensorType
+from graphopt.ir.types import Dim, DType, TensorType, broadcast_dims
 
 log = logging.getLogger(__name__)
 
@@ -143,7 +143,7 @@ def _symbolic_shape_rule(node: Node, types: list[TensorType | None],
     if shape is None or shape.is_static or shape.scalar or data.shape is None:
         return None
     dims = (_reshape_dims(data.shape, shape.dims, bool(node.attr("allowzero", 0)))
-            if node.op_type == "Reshape" else _broadcast_dims(data.shape, shape.dims))
+            if node.op_type == "Reshape" else broadcast_dims(data.shape, shape.dims))
     return None if dims is None else [TensorType(data.dtype, dims)]
 
 
@@ -179,21 +179,6 @@ def _symbolic_quotient(data: tuple[Dim, ...], known: list[Dim]) -> Dim:
         else:
             return None
     return math.prod(remaining) if all(isinstance(d, int) for d in remaining) else None
-
-
-def _broadcast_dims(data: tuple[Dim, ...], target: tuple[Dim, ...]) -> tuple[Dim, ...] | None:
-    rank = max(len(data), len(target))
-    a = (1,) * (rank - len(data)) + tuple(data)
-    b = (1,) * (rank - len(target)) + tuple(target)
-    dims: list[Dim] = []
-    for x, y in zip(a, b):
-        if x == 1:
-            dims.append(y)
-        elif y == 1 or x == y:
-            dims.append(x)
-        else:  # two different symbols, or a symbol against a number: not provable here
-            dims.append(None)
-    return tuple(dims)
 
 
 # --- the op schemas' inference functions -------------------------------------------------------

@@ -26,11 +26,8 @@ from typing import Callable, Iterable
 
 from graphopt.ir import ops
 from graphopt.ir.graph import Graph, Node, Value
-from graphopt.ir.types import DType
 
 ANCHORS = frozenset(("", op) for op in ("Conv", "ConvTranspose", "Gemm", "MatMul"))
-# Float types the epilogue arithmetic is defined for.
-FLOAT_TYPES = frozenset({DType.FLOAT, DType.FLOAT16, DType.BFLOAT16, DType.DOUBLE})
 # A group never grows past this many epilogue nodes (a kernel's epilogue is short).
 MAX_EPILOGUE = 8
 
@@ -150,4 +147,5 @@ def _epilogue_reader(node: Node, anchor_position: int, position: dict[int, int],
 
 
 def _is_float(value: Value) -> bool:
-    return value.type is not None and value.type.dtype in FLOAT_TYPES
+    """Whether the epilogue arithmetic is defined for value's type (DType.is_float)."""
+    return value.type is not None and value.type.dtype.is_float

@@ -179,6 +179,14 @@ class Node:
         value = self.input(index)
         return None if value is None else value.const
 
+    def const_ints(self, index: int) -> list[int] | None:
+        """Input `index` as Python ints when it is a constant integer tensor (axes, pads, a
+        shape...), else None: missing, computed at run time, or not integer."""
+        array = self.const_input(index)
+        if array is None or array.dtype.kind not in "iu":
+            return None
+        return [int(v) for v in array.reshape(-1)]
+
     def describe(self) -> str:
         op = f"{self.domain}::{self.op_type}" if self.domain else self.op_type
         return f"{op} node '{self.name}'" if self.name else f"{op} node"

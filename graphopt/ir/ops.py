@@ -51,6 +51,8 @@ CONTROL_FLOW = _ops("If", "Loop", "Scan")
 RANDOM_IN_TRAINING = _ops("Dropout")
 # Ops that normalize along one axis (opset >= 13; before, over all dims from the axis on).
 SOFTMAX_LIKE = _ops("Softmax", "LogSoftmax", "Hardmax")
+REDUCTIONS = _ops("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
+                  "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 # Two-input arithmetic whose constant operand acts as a parameter (a bias, a scale).
 ARITHMETIC = _ops("Add", "Sub", "Mul", "Div")
 # Ops that pass a tensor on with the same elements, only reshaped, permuted or converted (a weight

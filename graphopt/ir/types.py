@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, replace
-from typing import Union
+from typing import Sequence, Union
 
 import numpy as np
 import onnx
@@ -125,3 +125,30 @@ class QuantParams:
     scale: np.ndarray
     zero_point: np.ndarray
     axis: int | None = None
+
+
+def _merge_dims(a: Dim, b: Dim) -> Dim | bool:
+    """The broadcast of two dims, or False when they provably do not broadcast."""
+    if isinstance(a, int) and isinstance(b, int):
+        if a == b or b == 1:
+            return a
+        return b if a == 1 else False
+    if a == 1:
+        return b
+    if b == 1:
+        return a
+    if isinstance(a, int):
+        return a
+    if isinstance(b, int):
+        return b
+    return a if a == b else None
+
+
+def broadcast_dims(a: Sequence[Dim], b: Sequence[Dim]) -> tuple[Dim, ...] | None:
+    """numpy broadcasting of two shapes with symbolic dims; None when they provably do not
+    broadcast. A symbol against a number n > 1 gives n (the only size a runnable model allows)."""
+    rank = max(len(a), len(b))
+    a = (1,) * (rank - len(a)) + tuple(a)
+    b = (1,) * (rank - len(b)) + tuple(b)
+    merged = [_merge_dims(x, y) for x, y in zip(a, b)]
+    return None if any(m is False for m in merged) else tuple(merged)

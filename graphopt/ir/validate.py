@@ -21,7 +21,7 @@ from graphopt.errors import BadInputError
 from graphopt.ir import ops
 from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Graph, Node, Value
-from graphopt.ir.types import Dim
+from graphopt.ir.types import Dim, broadcast_dims
 
 Shape = tuple[Dim, ...]
 _RULES: dict[ops.OpKey, Callable[[Node], None]] = {}
@@ -30,8 +30,6 @@ rule = ops.op_rule_decorator(_RULES)
 MULTIDIRECTIONAL = ("Add", "Sub", "Mul", "Div", "Pow", "Mod", "Equal", "Less", "Greater",
                     "LessOrEqual", "GreaterOrEqual", "And", "Or", "Xor", "BitShift", "BitwiseAnd",
                     "BitwiseOr", "BitwiseXor", "Where", "Max", "Min", "Sum", "Mean")
-REDUCTIONS = ("ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-              "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 
 
 class _Problem(Exception):
@@ -107,18 +105,11 @@ def _desc(value: Value) -> str:
     return f"'{value.name}' {value.type}"
 
 
-def _const_ints(value: Value | None) -> list[int] | None:
-    """A constant integer input as a list (overridable defaults are not constants)."""
-    if value is None or value.const is None or not np.issubdtype(value.const.dtype, np.integer):
-        return None
-    return [int(v) for v in value.const.reshape(-1)]
-
-
 def _axes_of(node: Node, input_index: int = 1) -> list[int] | None:
     """The `axes` attribute, else the constant `axes` input (opset-dependent placement)."""
     if "axes" in node.attrs:
         return [int(a) for a in node.attrs["axes"]]
-    return _const_ints(node.input(input_index))
+    return node.const_ints(input_index)
 
 
 def _check_axis(axis: int, rank: int | None, what: str, value: Value,
@@ -133,30 +124,13 @@ def _check_axis(axis: int, rank: int | None, what: str, value: Value,
     return axis + rank if axis < 0 else axis
 
 
-def _merge_dims(a: Dim, b: Dim) -> Dim | bool:
-    """The broadcast of two dims, or False when they provably do not broadcast."""
-    if isinstance(a, int) and isinstance(b, int):
-        if a == b or b == 1:
-            return a
-        return b if a == 1 else False
-    if a == 1:
-        return b
-    if b == 1:
-        return a
-    if isinstance(a, int):
-        return a
-    if isinstance(b, int):
-        return b
-    return a if a == b else None
-
-
-def _broadcast(a: Shape, b: Shape) -> Shape | None:
-    """numpy broadcasting of two shapes; None when they provably do not broadcast."""
-    rank = max(len(a), len(b))
-    a = (1,) * (rank - len(a)) + tuple(a)
-    b = (1,) * (rank - len(b)) + tuple(b)
-    merged = [_merge_dims(x, y) for x, y in zip(a, b)]
-    return None if any(m is False for m in merged) else tuple(merged)
+def _checked_axes(node: Node, rank: int | None, rank_of: str = "rank") -> list[int] | None:
+    """The node's axes (see _axes_of) normalized to [0, rank); None when the axes or the rank are
+    unknown. _Problem when one is out of range for input 0 (`rank_of` names what `rank` is)."""
+    axes = _axes_of(node)
+    if axes is None or rank is None:
+        return None
+    return [_check_axis(a, rank, "axis", node.input(0), rank_of=rank_of) for a in axes]
 
 
 def _broadcasts_to(small: Shape, target: Shape) -> bool:
@@ -179,7 +153,7 @@ def _elementwise(node: Node) -> None:
     known = [v for v in node.inputs if _shape(v) is not None]
     shape: Shape = ()
     for i, value in enumerate(known):
-        merged = _broadcast(shape, _shape(value))
+        merged = broadcast_dims(shape, _shape(value))
         if merged is None:
             others = " and ".join(_desc(v) for v in known[:i])
             raise _Problem(f"inputs {others} and {_desc(value)} do not broadcast")
@@ -196,15 +170,15 @@ def _prelu(node: Node) -> None:
 
 @rule("Expand")
 def _expand(node: Node) -> None:
-    data, shape = _shape(node.input(0)), _const_ints(node.input(1))
-    if data is not None and shape is not None and _broadcast(data, tuple(shape)) is None:
+    data, shape = _shape(node.input(0)), node.const_ints(1)
+    if data is not None and shape is not None and broadcast_dims(data, tuple(shape)) is None:
         raise _Problem(f"input {_desc(node.input(0))} cannot be expanded to shape {shape}")
 
 
 # --- reshaping ----------------------------------------------------------------------------------
 @rule("Reshape")
 def _reshape(node: Node) -> None:
-    data, target = node.input(0), _const_ints(node.input(1))
+    data, target = node.input(0), node.const_ints(1)
     if target is None:
         return
     allowzero = int(node.attr("allowzero", 0))
@@ -247,12 +221,9 @@ def _flatten(node: Node) -> None:
 
 @rule("Squeeze")
 def _squeeze(node: Node) -> None:
-    data, axes = node.input(0), _axes_of(node)
+    data = node.input(0)
     shape = _shape(data)
-    if axes is None or shape is None:
-        return
-    for axis in axes:
-        axis = _check_axis(axis, len(shape), "axis", data)
+    for axis in _checked_axes(node, _rank(data)) or []:
         if isinstance(shape[axis], int) and shape[axis] != 1:
             raise _Problem(f"cannot squeeze axis {axis} of {_desc(data)}: its size is "
                            f"{shape[axis]}, not 1")
@@ -260,13 +231,10 @@ def _squeeze(node: Node) -> None:
 
 @rule("Unsqueeze")
 def _unsqueeze(node: Node) -> None:
-    data, axes = node.input(0), _axes_of(node)
-    rank = _rank(data)
-    if axes is None or rank is None:
-        return
-    out_rank = rank + len(axes)
-    normalized = [_check_axis(a, out_rank, "axis", data, rank_of="output rank") for a in axes]
-    if len(set(normalized)) != len(normalized):
+    axes, rank = _axes_of(node), _rank(node.input(0))
+    out_rank = None if axes is None or rank is None else rank + len(axes)
+    normalized = _checked_axes(node, out_rank, rank_of="output rank")
+    if normalized is not None and len(set(normalized)) != len(normalized):
         raise _Problem(f"axes {axes} repeat an axis")
 
 
@@ -294,10 +262,9 @@ def _argmax(node: Node) -> None:
     _check_axis(int(node.attr("axis", 0)), _rank(node.input(0)), "axis", node.input(0))
 
 
-@rule(*REDUCTIONS)
+@rule(*sorted(op for _, op in ops.REDUCTIONS))
 def _reduce(node: Node) -> None:
-    for axis in _axes_of(node) or []:
-        _check_axis(axis, _rank(node.input(0)), "axis", node.input(0))
+    _checked_axes(node, _rank(node.input(0)))
 
 
 @rule("Concat")
@@ -321,7 +288,7 @@ def _split(node: Node) -> None:
     data = node.input(0)
     shape = _shape(data)
     axis = _check_axis(int(node.attr("axis", 0)), _rank(data), "axis", data)
-    sizes = _const_ints(node.input(1)) if "split" not in node.attrs else list(node.attrs["split"])
+    sizes = node.const_ints(1) if "split" not in node.attrs else list(node.attrs["split"])
     if sizes is None or shape is None:
         return
     if len(sizes) != len(node.outputs):
@@ -453,7 +420,7 @@ def _matmul(node: Node) -> None:
     k_b = sb[0] if len(sb) == 1 else sb[-2]
     if _differ(sa[-1], k_b):
         raise _Problem(f"inner dims differ: {_desc(a)} has K={sa[-1]}, {_desc(b)} has K={k_b}")
-    if _broadcast(_batch(sa), _batch(sb)) is None:
+    if broadcast_dims(_batch(sa), _batch(sb)) is None:
         raise _Problem(f"batch dims of {_desc(a)} and {_desc(b)} do not broadcast")
 
 

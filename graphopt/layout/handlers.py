@@ -33,10 +33,8 @@ Handler = Callable[[Node, Perm], "NodePlan | None"]
 HANDLERS: dict[ops.OpKey, Handler] = {}
 _handler = ops.op_rule_decorator(HANDLERS)
 
-REDUCTIONS = ("ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1",
-              "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare")
 # Reductions whose axes moved from an attribute to input 1 at opset 18 (ReduceSum at 13).
-_AXES_INPUT_SINCE = {name: 18 for name in REDUCTIONS} | {"ReduceSum": 13}
+_AXES_INPUT_SINCE = {name: 18 for _, name in ops.REDUCTIONS} | {"ReduceSum": 13}
 
 
 def plan_for(node: Node, perm: Perm) -> NodePlan | None:
@@ -48,11 +46,6 @@ def _with(node: Node, **changes: Any) -> dict[str, Any]:
     attrs = dict(node.attrs)
     attrs.update(changes)
     return attrs
-
-
-def _const_ints(node: Node, index: int) -> list[int] | None:
-    array = node.const_input(index)
-    return None if array is None else [int(a) for a in np.asarray(array).reshape(-1)]
 
 
 # --- elementwise ------------------------------------------------------------------------------
@@ -135,11 +128,11 @@ def _gather(node: Node, perm: Perm) -> NodePlan | None:
 
 
 # --- ops with a list of axes --------------------------------------------------------------------
-@_handler(*REDUCTIONS)
+@_handler(*sorted(op for _, op in ops.REDUCTIONS))
 def _reduce(node: Node, perm: Perm) -> NodePlan | None:
     rank = len(perm)
     from_input = node.graph is not None and node.graph.opset >= _AXES_INPUT_SINCE[node.op_type]
-    axes = _const_ints(node, 1) if from_input else node.attr("axes")
+    axes = node.const_ints(1) if from_input else node.attr("axes")
     if from_input and node.input(1) is not None and axes is None:
         return None  # axes computed at run time
     keep = bool(node.attr("keepdims", 1))
@@ -158,7 +151,7 @@ def _reduce(node: Node, perm: Perm) -> NodePlan | None:
 @_handler("Squeeze")
 def _squeeze(node: Node, perm: Perm) -> NodePlan | None:
     from_input = node.graph is not None and node.graph.opset >= 13
-    axes = _const_ints(node, 1) if from_input else node.attr("axes")
+    axes = node.const_ints(1) if from_input else node.attr("axes")
     if not axes:
         return None  # "every unit dim" needs the shape; leave it to the shape passes
     axes = [normalize_axis(a, len(perm)) for a in axes]
@@ -172,7 +165,7 @@ def _squeeze(node: Node, perm: Perm) -> NodePlan | None:
 @_handler("Unsqueeze")
 def _unsqueeze(node: Node, perm: Perm) -> NodePlan | None:
     from_input = node.graph is not None and node.graph.opset >= 13
-    axes = _const_ints(node, 1) if from_input else node.attr("axes")
+    axes = node.const_ints(1) if from_input else node.attr("axes")
     if not axes:
         return None
     out_rank = len(perm) + len(axes)
@@ -182,10 +175,10 @@ def _unsqueeze(node: Node, perm: Perm) -> NodePlan | None:
 
 @_handler("Slice")
 def _slice(node: Node, perm: Perm) -> NodePlan | None:
-    starts = _const_ints(node, 1)
+    starts = node.const_ints(1)
     if starts is None or (node.input(3) is not None and node.const_input(3) is None):
         return None
-    axes = _const_ints(node, 3) if node.input(3) is not None else list(range(len(starts)))
+    axes = node.const_ints(3) if node.input(3) is not None else list(range(len(starts)))
     new_axes = np.array([perm[normalize_axis(a, len(perm))] for a in axes], dtype=np.int64)
     return NodePlan((0,), (perm,), const_inputs={3: new_axes})
 
@@ -194,7 +187,7 @@ def _slice(node: Node, perm: Perm) -> NodePlan | None:
 def _pad(node: Node, perm: Perm) -> NodePlan | None:
     rank = len(perm)
     if node.input(3) is not None:  # opset 18 axes input: renumber the axes, keep the pads
-        axes = _const_ints(node, 3)
+        axes = node.const_ints(3)
         if axes is None:
             return None
         new_axes = np.array([perm[normalize_axis(a, rank)] for a in axes], dtype=np.int64)

@@ -98,12 +98,21 @@ def grow_region(graph: Graph, seed: Node, loose: bool = False) -> Region | None:
         return None
     region = Region(seed)
     region.add_source(seed, perm)
+    # Readers of region values not yet visited: once none is left, no later node can join, so
+    # the walk stops there instead of scanning the rest of the graph for every seed.
+    pending = {id(use.node) for use in seed.outputs[0].uses()}
     start = graph.nodes.index(seed) + 1
     for node in graph.nodes[start:]:
+        if not pending:
+            break
+        pending.discard(id(node))
         read = [(i, v) for i, v in enumerate(node.inputs)
                 if v is not None and id(v) in region.perms]
         if read and not node.implicit_inputs:
+            known = len(region.values)
             _try_join(region, node, read, loose)
+            pending.update(id(use.node) for value in list(region.values.values())[known:]
+                           for use in value.uses())
     return region
 
 

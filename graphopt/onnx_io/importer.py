@@ -143,7 +143,7 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         overridable = set()
     model = _upgrade_opset(model)
     onnx_graph = model.graph
-    graph = Graph({("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import})
+    graph = Graph(_opsets(model))
     graph.info = ModelInfo(
         ir_version=model.ir_version, producer_name=model.producer_name,
         producer_version=model.producer_version, domain=model.domain,
@@ -245,7 +245,7 @@ def _check_known_ops(model: onnx.ModelProto) -> None:
     """BadInputError for an op the default domain does not define, before the version converter
     (which fails on one with a less useful message) sees the model."""
     local = {(f.domain, f.name) for f in model.functions}
-    opsets = {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
+    opsets = _opsets(model)
     for node in model.graph.node:
         if (node.domain, node.op_type) in local:
             continue
@@ -253,6 +253,11 @@ def _check_known_ops(model: onnx.ModelProto) -> None:
         if problem:
             label = f"node '{node.name}'" if node.name else "a node"
             raise BadInputError(f"{label} ({node.op_type}): {problem}; the model cannot run")
+
+
+def _opsets(model: onnx.ModelProto) -> dict[str, int]:
+    """The model's opset imports by domain ("ai.onnx" spelled "", as in Graph.opset_imports)."""
+    return {("" if o.domain == "ai.onnx" else o.domain): o.version for o in model.opset_import}
 
 
 def _overridable_inputs(model: onnx.ModelProto) -> set[str]:

@@ -10,12 +10,12 @@ from __future__ import annotations
 import ctypes
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from graphopt.backend.build import CSRC_DIR
+from graphopt.backend.c.tiles import cpu_flags
 from graphopt.backend.int8 import packing, reference
 from graphopt.quantization.rounding import requant_multiplier
 
@@ -36,21 +36,10 @@ class QEpilogue(ctypes.Structure):
                 ("add_lo", ctypes.c_int32), ("add_hi", ctypes.c_int32)]
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith("flags"):
-            return set(line.split(":", 1)[1].split())
-    return set()
-
-
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     out = tmp_path_factory.mktemp("qgemm")
-    cpu = _cpu_flags()
+    cpu = cpu_flags()
     built: dict[str, object] = {}
     for name, (flags, needs, _) in PATHS.items():
         lib = out / f"{name}.so"
@@ -201,6 +190,10 @@ def test_simd_paths_compile_for_other_isas(tmp_path):
     flags = PATHS["vnni"][0]
     subprocess.run(["gcc", "-std=c99", "-Werror", "-Wall", *flags, "-I", str(CSRC_DIR), "-c",
                     str(CSRC_DIR / "qgemm.c"), "-o", str(tmp_path / "vnni.o")], check=True)
+    if shutil.which("objdump") is not None:  # the VNNI kernel itself, not only the scalar one
+        code = subprocess.run(["objdump", "-d", str(tmp_path / "vnni.o")], check=True,
+                              capture_output=True, text=True).stdout
+        assert "vpdpbusd" in code
     cross = shutil.which("aarch64-linux-gnu-gcc")
     if cross is None:
         pytest.skip("aarch64-linux-gnu-gcc is not installed: NEON path not compiled")

@@ -6,7 +6,6 @@ fails the test. Cross builds skip with the reason when the toolchain or emulator
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,15 +41,6 @@ def run_check(directory: Path, target: str = "host", extra: str = "") -> str:
     assert result.returncode == 0, f"make run TARGET={target} failed:\n{output[-3000:]}"
     assert "PASS" in result.stdout, output[-3000:]
     return result.stdout
-
-
-def randomize_weights(graph, seed: int = 0) -> None:  # noqa: ANN001 - an IR Graph
-    """The light models' weight substitution of tests/test_compile_models.py (one definition)."""
-    path = Path(__file__).resolve().parents[1] / "test_compile_models.py"
-    spec = importlib.util.spec_from_file_location("_graphopt_compile_models", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.randomize_weights(graph, seed)
 
 
 def drop_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -5,11 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from embedded_helpers import drop_final_softmax, randomize_weights, run_check
+from embedded_helpers import drop_final_softmax, run_check
+
 from graphopt import onnx_io
 from graphopt.embedded import emit_c
 from graphopt.optimizer import optimize
-from graphopt.testing import light_models_dir, sample_models_dir
+from graphopt.testing import light_models_dir, randomize_weights, sample_models_dir
 
 
 @pytest.mark.parametrize("name", ["mlp", "digits_cnn"])

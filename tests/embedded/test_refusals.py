@@ -94,9 +94,11 @@ def test_tensor_beyond_the_index_type_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("options, exit_code", [(["--prefix", "2fast"], BadInputError.exit_code),
-                                                (["--target", "z80"], 2)])
-def test_bad_options(options, exit_code, tmp_path):
+@pytest.mark.parametrize("options, exit_code, fragment", [
+    (["--prefix", "2fast"], BadInputError.exit_code, "'2fast' is not a C identifier"),
+    (["--target", "z80"], 2, "'z80' is not one of")])
+def test_bad_options(options, exit_code, fragment, tmp_path):
     result = emit_cli(DIGITS, "-o", str(tmp_path / "out"), *options)
     assert result.exit_code == exit_code, result.output
+    assert fragment in result.output  # refused for this option, not for another reason
     assert not (tmp_path / "out").exists()

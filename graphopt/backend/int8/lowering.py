@@ -34,7 +34,7 @@ from graphopt.backend.program import Program, Step, Tensor
 from graphopt.ir.graph import Graph, Node
 from graphopt.ir.types import DType, QuantParams
 from graphopt.quantization.params import quantize_const
-from graphopt.quantization.rounding import int_range
+from graphopt.quantization.rounding import int_range, quantize_linear
 
 log = logging.getLogger(__name__)
 
@@ -268,13 +268,10 @@ def _output(state: _State, i: int, step: Step) -> tuple[Tensor, tuple[int, int] 
         if act_params is not None and bounds is not None and id(z) not in state.outputs and \
                 act.inputs[0] is y:
             scale, zp = _scalar(act_params)
-            qmin, qmax = int_range(act_params.zero_point.dtype)
-            lo, hi = bounds
+            zp_array = np.asarray(zp, act_params.zero_point.dtype)
             # clip in float then quantize == quantize then clamp (rounding is monotone)
-            low = qmin if lo is None else max(qmin, min(qmax, int(np.rint(np.float32(lo) /
-                                                                           np.float32(scale))) + zp))
-            high = qmax if hi is None else max(qmin, min(qmax, int(np.rint(np.float32(hi) /
-                                                                            np.float32(scale))) + zp))
+            low, high = (limit if bound is None else int(quantize_linear(bound, scale, zp_array))
+                         for bound, limit in zip(bounds, int_range(zp_array.dtype)))
             return z, (low, high), [j]
     return y, None, []
 

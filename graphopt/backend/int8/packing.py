@@ -17,6 +17,17 @@ QNR = 16  # GRAPHOPT_QNR
 NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
 
 
+def packed_a_bytes(rows: int, depth: int) -> int:
+    """Size of int8 [rows, depth] weights packed by pack_a (one byte per weight)."""
+    return -(-rows // QMR) * QMR * -(-depth // 4) * 4
+
+
+def packed_b_bytes(depth: int, columns: int) -> int:
+    """Size of u8 [depth, columns] activations packed into B panels (graphopt_qgemm_pack_b,
+    graphopt_qim2col_packed); csrc's graphopt_qgemm_packed_b_bytes computes the same."""
+    return -(-columns // QNR) * QNR * -(-depth // 4) * 4
+
+
 def pack_a(weights: np.ndarray) -> np.ndarray:
     """int8 [M, K] -> the Ap layout: QMR-row panels over K rounded up to 4, zero padded."""
     w = np.asarray(weights, dtype=np.int8)

@@ -16,8 +16,8 @@ epilogue Add seen as [M, 1, 1]. 1-D convolutions run as 2-D ones with height 1.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -49,7 +49,7 @@ class ConvShape:
     dilations: tuple[int, int]
 
     @classmethod
-    def of(cls, step: Step) -> "ConvShape | None":
+    def of(cls, step: Step) -> ConvShape | None:
         """The geometry of a 1-D or 2-D Conv step, None for other ranks."""
         x, w, y = step.inputs[0], step.inputs[1], step.outputs[0]
         spatial = x.rank - 2
@@ -178,7 +178,7 @@ def emit_as_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str]
     tiles = gemm_tiles(k.target)
     mg, depth, plane_out = shape.mg, shape.depth, shape.plane_out
     if w.const is not None:
-        w_panels = k.packed(w, "panels", lambda a: _pack_groups(a, shape.group, tiles.pack_a))
+        w_panels = k.packed(w, "panels", lambda a: pack_groups(a, shape.group, tiles.pack_a))
         w_step = tiles.packed_a_floats(mg, depth)
     cols = k.scratch(4 * tiles.packed_b_floats(depth, plane_out)) if columns else None
     if columns:
@@ -201,8 +201,8 @@ def emit_as_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str]
                            plane_out, epilogue))
 
 
-def _pack_groups(weights: np.ndarray, group: int, pack: Callable[[np.ndarray], np.ndarray]
-                 ) -> np.ndarray:
+def pack_groups(weights: np.ndarray, group: int, pack: Callable[[np.ndarray], np.ndarray]
+                ) -> np.ndarray:
     """Conv weights [M, C/group, kh, kw] as one [M/group, depth] GEMM A operand per group,
     each packed with `pack`, concatenated group after group."""
     rows = weights.reshape(group, weights.shape[0] // group, -1)

@@ -18,7 +18,7 @@ import numpy as np
 
 from graphopt.backend.c.algorithms import emit_chosen, register_algorithm
 from graphopt.backend.c.kernel import Kernel, Operand
-from graphopt.backend.c.ops.conv import ConvShape
+from graphopt.backend.c.ops.conv import ConvShape, pack_groups
 from graphopt.backend.c.registry import register_op
 from graphopt.backend.int8 import packing
 from graphopt.backend.program import Step
@@ -131,10 +131,9 @@ def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
     em, X, Y = k.em, k.arg(x), k.arg(y)
     mg, depth, plane = shape.mg, shape.depth, shape.plane_out
     group = shape.group
-    panels = k.packed(w, "qpanels", lambda a: np.concatenate(
-        [packing.pack_a(r) for r in a.reshape(group, mg, -1)]))
-    a_step = -(-mg // packing.QMR) * packing.QMR * -(-depth // 4) * 4
-    cols = k.scratch(_packed_b_bytes(depth, plane))
+    panels = k.packed(w, "qpanels", lambda a: pack_groups(a, group, packing.pack_a))
+    a_step = packing.packed_a_bytes(mg, depth)
+    cols = k.scratch(packing.packed_b_bytes(depth, plane))
     residual = _residual(k)
     _epilogue(k, residual, (plane, 1))
     em.line("const int32_t* bias0 = e.bias; const float* mult0 = e.mult;")
@@ -158,10 +157,6 @@ def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
                 f"(const uint8_t*){cols}, &e, {Y} + {out}, {plane}, 1);")
 
 
-def _packed_b_bytes(depth: int, columns: int) -> int:
-    return -(-columns // packing.QNR) * -(-depth // 4) * packing.QNR * 4
-
-
 @register_op("Int8MatMul", dtypes=INT8)
 def emit_int8_matmul(k: Kernel) -> None:
     """Y [R, N] = X [R, K] @ W^T: computed as W [N, K] @ X^T, written through strides."""
@@ -171,7 +166,7 @@ def emit_int8_matmul(k: Kernel) -> None:
     rows = x.size // depth
     em, X, Y = k.em, k.arg(x), k.arg(y)
     panels = k.packed(w, "qpanels", packing.pack_a)
-    cols = k.scratch(_packed_b_bytes(depth, rows))
+    cols = k.scratch(packing.packed_b_bytes(depth, rows))
     residual = _residual(k)
     _epilogue(k, residual, (1, n_out))
     em.line(f"graphopt_qgemm_pack_b((const uint8_t*){X}, 1, {depth}, {depth}, {rows}, "
