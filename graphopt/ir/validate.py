@@ -330,15 +330,26 @@ def _gather_elements(node: Node) -> None:
 
 
 # --- weights ------------------------------------------------------------------------------------
-@rule("Conv")
-def _conv(node: Node) -> None:
-    x, w, b = node.input(0), node.input(1), node.input(2)
+def _window_shapes(node: Node) -> "tuple[Shape, Shape] | None":
+    """Input and weight shapes of a Conv/ConvTranspose (None when unknown), checked to have the
+    same rank, at least 3 (N, C, spatial...)."""
+    x, w = node.input(0), node.input(1)
     xs, ws = _shape(x), _shape(w)
     if xs is None or ws is None:
-        return
+        return None
     if len(xs) != len(ws) or len(xs) < 3:
         raise _Problem(f"weight {_desc(w)} does not fit input {_desc(x)}: both need the same "
                        "rank, at least 3 (N, C, spatial...)")
+    return xs, ws
+
+
+@rule("Conv")
+def _conv(node: Node) -> None:
+    x, w, b = node.input(0), node.input(1), node.input(2)
+    shapes = _window_shapes(node)
+    if shapes is None:
+        return
+    xs, ws = shapes
     group = int(node.attr("group", 1))
     if isinstance(ws[1], int) and _differ(xs[1], ws[1] * group):
         raise _Problem(f"input {_desc(x)} has {xs[1]} channels but weight {_desc(w)} with "
@@ -377,12 +388,10 @@ def _check_conv_output(node: Node, xs: Shape, ws: Shape) -> None:
 @rule("ConvTranspose")
 def _conv_transpose(node: Node) -> None:
     x, w = node.input(0), node.input(1)
-    xs, ws = _shape(x), _shape(w)
-    if xs is None or ws is None:
+    shapes = _window_shapes(node)
+    if shapes is None:
         return
-    if len(xs) != len(ws) or len(xs) < 3:
-        raise _Problem(f"weight {_desc(w)} does not fit input {_desc(x)}: both need the same "
-                       "rank, at least 3")
+    xs, ws = shapes
     if _differ(xs[1], ws[0]):
         raise _Problem(f"input {_desc(x)} has {xs[1]} channels but weight {_desc(w)} expects "
                        f"{ws[0]}")
