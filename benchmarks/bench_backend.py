@@ -33,7 +33,7 @@ from onnx import TensorProto, helper
 
 from _common import machine_line
 from graphopt.backend import compile as compile_model
-from graphopt.backend.bench import onnxruntime_session
+from graphopt.backend.bench import onnxruntime_session, step_flops
 from graphopt.backend.program import Program
 from graphopt.numerics import random_inputs
 from graphopt.testing import sample_models_dir
@@ -54,17 +54,7 @@ class Result:
 
 def program_flops(program: Program) -> int:
     """Multiply-add work (2 flops each) of the Conv/Gemm/MatMul steps of a compiled program."""
-    total = 0
-    for step in program.steps:
-        out = step.outputs[0]
-        if step.op_type == "Conv":
-            w = step.inputs[1]
-            total += 2 * out.size * (w.size // w.shape[0])
-        elif step.op_type in ("Gemm", "MatMul"):
-            a = step.inputs[0]
-            depth = a.shape[0] if step.node.attrs.get("transA", 0) else a.shape[-1]
-            total += 2 * out.size * depth
-    return total
+    return sum(step_flops(step) for step in program.steps)
 
 
 def matmul_model(n: int) -> onnx.ModelProto:

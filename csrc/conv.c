@@ -55,7 +55,7 @@ void graphopt_im2col_packed(const float* X, const graphopt_conv2d_shape* s, floa
     /* one im2col row (a channel and tap) per iteration: its output positions j = oy*ow + ox
      * go to panel j / NR, lane j % NR, walked in runs that end at a panel or row boundary */
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (rows * oh * ow >= (1 << 17))
+#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 8 * rows * oh * ow))
 #endif
     for (int64_t row = 0; row < rows; ++row) {
         const int64_t kx = row % kw, ky = (row / kw) % kh, c = row / (kw * kh);
@@ -238,7 +238,9 @@ void graphopt_depthwise_conv2d(const float* X, const float* W, float* Y,
         if (flat_last > oh) flat_last = oh;
     }
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (s->channels * plane * kh * kw >= (1 << 18))
+#pragma omp parallel for schedule(static) \
+    if (GRAPHOPT_WORTH_THREADS(s->channels * plane * kh * kw, \
+                               4 * s->channels * (s->height * s->width + plane)))
 #endif
     for (int64_t c = 0; c < s->channels; ++c) {
         const float* x = X + c * s->height * s->width;

@@ -1,17 +1,26 @@
 /* Single-precision GEMM: packed panels around a register-tiled micro-kernel written per ISA.
  *
- * Blocking (BLIS-style): for each NC-wide block of columns and KC-deep slice of K, B is packed
- * into column panels of NR (zero-padded); for each MC-high block of rows, A is packed into row
- * panels of MR; then every MR x NR tile of C is computed by the micro-kernel from one A panel
- * and one B panel, its MR * NR / VLEN vector accumulators staying in registers for the whole
- * slice. Tile sizes, blocking and the ISA come from the generated graphopt_config.h. The tile
- * loop is the OpenMP-parallel one. After the last K slice the epilogue runs on each tile while
- * it is hot in L1.
+ * Blocking (BLIS-style): A is packed into row panels of MR (zero-padded), B into column panels
+ * of NR; every MR x NR tile of C is computed by the micro-kernel from one A panel and one B
+ * panel over a KC-deep slice of K, its MR * NR / VLEN vector accumulators staying in registers
+ * for the whole slice. An MC-row block of A panels (MC x KC, about half of L2) stays in cache
+ * while the column panels pass; one B panel slice (KC x NR, about half of L1) while the row
+ * panels of the block pass. Tile sizes, blocking and the ISA come from the generated
+ * graphopt_config.h. After the last K slice the epilogue runs on each tile while it is hot.
  *
- * Weights packed at compile time (graphopt_sgemm_ex's Ap / Bp) skip their packing step: the
- * panels span the whole K, so a slice is an offset into them. With both operands packed (at
- * compile time, or here in one piece when they fit one B block) no block is shared between
- * tiles, and each tile runs over all of K at once (sgemm_packed).
+ * Threads (sgemm_blocked): one parallel region per call. With A packed whole (at compile time
+ * as Ap, or here once before the tiles: the one barrier), C is cut into independent items
+ * that the threads take dynamically, so a thread the OS preempts does not hold the others at
+ * a barrier. A small enough to stay in L2 (at most MC x KC floats): an item is a range of
+ * column panels over all rows, and each thread packs the B panels it reads into its own
+ * buffer, so nothing about B is shared. A larger A:
+ * B is packed whole too (shared, a second barrier) unless it comes packed, and an item is a
+ * block of rows whose A panels over all of K stay in L2 by a range of columns, so each B
+ * panel is read once per block instead of all of A once per column panel (at 2 threads the
+ * two cores would otherwise share the L3 bandwidth streaming A). B packed at compile time
+ * (Bp, or im2col written in the panel layout) is read in place. An A too large to pack
+ * whole is packed one MC x KC block at a time, shared, between barriers. Calls below the
+ * target's grain (GRAPHOPT_WORTH_THREADS) stay on one thread.
  *
  * Small M (a few rows, e.g. batch-1 fully connected layers on an unpacked B) skips packing:
  * C rows are built with an i-k-j loop whose inner j loop streams a contiguous row of B.
@@ -31,14 +40,11 @@
 #define NV (NR / VLEN)
 #define KC GRAPHOPT_GEMM_KC
 #define MC GRAPHOPT_GEMM_MC
-#define NC GRAPHOPT_GEMM_NC
 #define SMALL_M GRAPHOPT_GEMM_SMALL_M
 #define PACK_WHOLE GRAPHOPT_GEMM_PACK_WHOLE
-/* below this many multiply-adds a GEMM runs on one thread (a fork/join costs more) */
-#define PARALLEL_MIN_WORK GRAPHOPT_PARALLEL_MIN_MACS
 
-#if MC % MR != 0 || NC % NR != 0
-#error "graphopt_config.h: MC must be a multiple of MR and NC of NR"
+#if MC % MR != 0
+#error "graphopt_config.h: MC must be a multiple of MR"
 #endif
 #if MR > 16
 #error "graphopt_config.h: MR above 16 needs more cases in tile_rows"
@@ -50,9 +56,8 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 int64_t graphopt_sgemm_scratch(int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0 || M <= SMALL_M) return 0;
     const int64_t a_whole = round_up(M, MR) * K, b_whole = round_up(N, NR) * K;
-    if (a_whole <= PACK_WHOLE && b_whole <= PACK_WHOLE) return a_whole + b_whole;
-    int64_t kc = min64(K, KC);
-    return round_up(min64(M, MC), MR) * kc + round_up(min64(N, NC), NR) * kc;
+    if (a_whole > PACK_WHOLE) return round_up(min64(M, MC), MR) * min64(K, KC);
+    return a_whole + (a_whole > MC * KC && b_whole <= PACK_WHOLE ? b_whole : 0);
 }
 
 /* Independent accumulator sets a tile of `rows` rows uses: enough FMA chains in flight to hide
@@ -188,29 +193,45 @@ static void compute_tile(int64_t m, int64_t n, int64_t kc, const float* a, const
     }
 }
 
-/* Pack `count` rows (of A) or columns (of B) into panels of `width`, zero-padded:
- * dst[p][k][w] = src[(p*width + w) * stride + k * k_stride] for k < kc. Element strides:
- * A panels take rows (stride rsa, k_stride csa), B panels take columns (csb, rsb). Called
- * inside a parallel region: the panels are shared among its threads. */
+/* Pack `live` rows (of A) or columns (of B) into one panel of `width`, zero-padded:
+ * dst[k][w] = src[w * stride + k * k_stride] for k < kc, w < live. Element strides: an A panel
+ * takes rows (stride rsa, k_stride csa), a B panel columns (csb, rsb). */
+static void pack_panel(int64_t live, int64_t kc, const float* restrict src, int64_t stride,
+                       int64_t k_stride, int64_t width, float* restrict dst) {
+    if (k_stride == 1 && stride != 1) { /* transposed operand: read each source row in order */
+        for (int64_t w = 0; w < live; ++w)
+            for (int64_t k = 0; k < kc; ++k) dst[k * width + w] = src[w * stride + k];
+        for (int64_t k = 0; k < kc; ++k)
+            for (int64_t w = live; w < width; ++w) dst[k * width + w] = 0.0f;
+        return;
+    }
+    if (stride == 1 && live == NR && width == NR) { /* a full B panel: rows of NR floats */
+        for (int64_t k = 0; k < kc; ++k)
+            for (int w = 0; w < NR; ++w) dst[k * NR + w] = src[k * k_stride + w];
+        return;
+    }
+    for (int64_t k = 0; k < kc; ++k) {
+        const float* in = src + k * k_stride;
+        float* o = dst + k * width;
+        if (stride == 1)
+            for (int64_t w = 0; w < live; ++w) o[w] = in[w];
+        else
+            for (int64_t w = 0; w < live; ++w) o[w] = in[w * stride];
+        for (int64_t w = live; w < width; ++w) o[w] = 0.0f;
+    }
+}
+
+/* `count` rows or columns as consecutive panels (pack_panel each). Called inside a parallel
+ * region, the panels are shared among its threads and the loop ends in a barrier. */
 static void pack_panels(int64_t count, int64_t kc, const float* src, int64_t stride,
                         int64_t k_stride, int64_t width, float* dst) {
     int64_t panels = (count + width - 1) / width;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
-    for (int64_t p = 0; p < panels; ++p) {
-        int64_t first = p * width, live = min64(width, count - first);
-        float* out = dst + p * width * kc;
-        for (int64_t k = 0; k < kc; ++k) {
-            const float* in = src + first * stride + k * k_stride;
-            float* o = out + k * width;
-            if (stride == 1)
-                for (int64_t w = 0; w < live; ++w) o[w] = in[w];
-            else
-                for (int64_t w = 0; w < live; ++w) o[w] = in[w * stride];
-            for (int64_t w = live; w < width; ++w) o[w] = 0.0f;
-        }
-    }
+    for (int64_t p = 0; p < panels; ++p)
+        pack_panel(min64(width, count - p * width), kc, src + p * width * stride, stride,
+                   k_stride, width, dst + p * width * kc);
 }
 
 /* Few rows: C[i, :] = sum_k A[i, k] * B[k, :] with the j loop contiguous when csb == 1. */
@@ -220,7 +241,7 @@ static void sgemm_small_m(int64_t M, int64_t N, int64_t K, const float* A, int64
     const int64_t chunk = 256;
     int64_t chunks = (N + chunk - 1) / chunk;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (M * N * K >= PARALLEL_MIN_WORK)
+#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(M * N * K, 4 * K * N))
 #endif
     for (int64_t t = 0; t < chunks; ++t) {
         int64_t j0 = t * chunk, nc = min64(chunk, N - j0);
@@ -240,32 +261,147 @@ static void sgemm_small_m(int64_t M, int64_t N, int64_t K, const float* A, int64
     }
 }
 
-/* pack_panels over all of K, in a parallel region of its own: the layout of Ap / Bp. */
-static void pack_whole(int64_t count, int64_t K, const float* src, int64_t stride,
-                       int64_t k_stride, int64_t width, float* dst, int64_t work) {
-#ifdef _OPENMP
-#pragma omp parallel if (work >= PARALLEL_MIN_WORK)
-#endif
-    pack_panels(count, K, src, stride, k_stride, width, dst);
-    (void)work;
+/* One GEMM call as the threads see it. */
+typedef struct {
+    int64_t M, N, K;
+    const float* A;
+    int64_t rsa, csa;
+    const float* B;
+    int64_t rsb, csb;
+    const float* Bp;
+    float* C;
+    int64_t ldc;
+    const graphopt_epilogue* epi;
+} gemm_call;
+
+/* A rectangle of the tile grid, in panels: row panels [ip0, ip1), column panels [jp0, jp1). */
+typedef struct {
+    int64_t ip0, ip1, jp0, jp1;
+} tile_share;
+
+/* Work items per thread when A is packed whole: enough that a thread the OS stops for a while
+ * (the cores are often shared) leaves its items to the others. */
+#define ITEMS_PER_THREAD 8
+
+/* The tiles of rectangle `s` over the K slice [pc, pc + kc). A row panel p of the slice is at
+ * a + (p - a_first) * a_step: A packed whole (a_first 0, a_step K * MR, `a` already offset by
+ * pc * MR) or one block packed for this slice (a_first its first panel, a_step kc * MR). Per
+ * column panel, B comes from Bp or is packed here into the thread's own `b_buffer` (kc x NR,
+ * kept in cache while every row panel streams through the micro-kernel) unless `b_whole`
+ * holds all of B as panels (Bp, or packed in scratch). */
+static void compute_block(const gemm_call* g, const float* a, int64_t a_step, int64_t a_first,
+                          const float* b_whole, const tile_share* s, int64_t pc, int64_t kc,
+                          float* b_buffer) {
+    const int last = pc + kc >= g->K;
+    for (int64_t jp = s->jp0; jp < s->jp1; ++jp) {
+        const int64_t j = jp * NR, n = min64(NR, g->N - j);
+        const float* b = b_buffer;
+        if (b_whole)
+            b = b_whole + jp * g->K * NR + pc * NR;
+        else
+            pack_panel(n, kc, g->B + pc * g->rsb + j * g->csb, g->csb, g->rsb, NR, b_buffer);
+        for (int64_t ip = s->ip0; ip < s->ip1; ++ip) {
+            const int64_t i = ip * MR, m = min64(MR, g->M - i);
+            float* c = g->C + i * g->ldc + j;
+            compute_tile(m, n, kc, a + (ip - a_first) * a_step, b, c, g->ldc, pc > 0);
+            if (last && g->epi) g->epi->fn(g->epi, c, g->ldc, i, j, m, n);
+        }
+    }
 }
 
-/* Both operands packed (a convolution on packed weights and packed im2col): the tiles share
- * nothing, so each computes its dot products over all of K in registers and stores once, and
- * the threads meet at one barrier per call instead of one per block. */
-static void sgemm_packed(int64_t M, int64_t N, int64_t K, const float* Ap, const float* Bp,
-                         float* C, int64_t ldc, const graphopt_epilogue* epi) {
-    const int64_t np = (N + NR - 1) / NR, mp = (M + MR - 1) / MR;
+/* Items (rectangles of C over all of K) with A packed whole: independent, so the threads take
+ * them dynamically and never wait for each other. An item spans all rows unless there are too
+ * few column panels to go round (each row chunk packs the B panels it reads again). Per
+ * column panel, B slice by slice stays in L1 while every row panel of the item passes. */
+static void compute_items(const gemm_call* g, const float* a_whole, int64_t mp, int64_t np,
+                          int threads, float* b_buffer) {
+    const int64_t wanted = (int64_t)ITEMS_PER_THREAD * threads;
+    const int64_t rows = min64(mp, (wanted + np - 1) / np), height = (mp + rows - 1) / rows;
+    int64_t width = np * rows / wanted;
+    width = width < 1 ? 1 : width;
+    const int64_t items = rows * ((np + width - 1) / width);
 #ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(static) if (M * N * K >= PARALLEL_MIN_WORK)
+#pragma omp for schedule(dynamic, 1) nowait
 #endif
-    for (int64_t jp = 0; jp < np; ++jp) {
-        for (int64_t ip = 0; ip < mp; ++ip) {
-            const int64_t i = ip * MR, j = jp * NR;
-            const int64_t m = min64(MR, M - i), n = min64(NR, N - j);
-            float* c = C + i * ldc + j;
-            compute_tile(m, n, K, Ap + ip * K * MR, Bp + jp * K * NR, c, ldc, 0);
-            if (epi) epi->fn(epi, c, ldc, i, j, m, n);
+    for (int64_t item = 0; item < items; ++item) {
+        const int64_t r = item % rows, c = item / rows;
+        const int64_t ip0 = r * height, ip1 = min64(mp, ip0 + height);
+        for (int64_t jp = c * width; jp < min64(np, (c + 1) * width); ++jp) {
+            const tile_share one = {ip0, ip1, jp, jp + 1};
+            for (int64_t pc = 0; pc < g->K; pc += KC)
+                compute_block(g, a_whole + pc * MR, g->K * MR, 0, g->Bp, &one, pc,
+                              min64(KC, g->K - pc), b_buffer);
+        }
+    }
+}
+
+/* A larger than an L2 block (MC x KC floats), B whole as panels: items are blocks of rows few
+ * enough that their A panels over all of K stay in L2, by a range of columns; each B panel is
+ * read from L3 once per block instead of all of A once per column panel. */
+static void compute_row_items(const gemm_call* g, const float* a_whole, const float* b_whole,
+                              int64_t mp, int64_t np, int threads) {
+    int64_t height = (int64_t)MC * KC / ((int64_t)MR * g->K);
+    height = height < 1 ? 1 : height;
+    const int64_t rows = (mp + height - 1) / height, wanted = (int64_t)ITEMS_PER_THREAD * threads;
+    const int64_t cols = rows >= wanted ? 1 : min64(np, (wanted + rows - 1) / rows);
+    const int64_t width = (np + cols - 1) / cols;
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1) nowait
+#endif
+    for (int64_t item = 0; item < rows * cols; ++item) {
+        const int64_t r = item / cols, c = item % cols;
+        const tile_share s = {r * height, min64(mp, (r + 1) * height), c * width,
+                              min64(np, (c + 1) * width)};
+        compute_block(g, a_whole, g->K * MR, 0, b_whole, &s, 0, g->K, NULL);
+    }
+}
+
+/* A too large to pack whole: one MC x KC block at a time, packed by all threads together,
+ * then each computes its fixed share of the columns, with a barrier before the next block. */
+static void compute_by_blocks(const gemm_call* g, int64_t mp, int64_t np, int threads, int t,
+                              float* a_block, float* b_buffer) {
+    for (int64_t ib = 0; ib < mp; ib += MC / MR) {
+        const tile_share s = {ib, min64(ib + MC / MR, mp), np * t / threads,
+                              np * (t + 1) / threads};
+        for (int64_t pc = 0; pc < g->K; pc += KC) {
+            const int64_t kc = min64(KC, g->K - pc);
+            pack_panels(min64(MC, g->M - ib * MR), kc, g->A + ib * MR * g->rsa + pc * g->csa,
+                        g->rsa, g->csa, MR, a_block);
+            compute_block(g, a_block, kc * MR, ib, g->Bp, &s, pc, kc, b_buffer);
+#ifdef _OPENMP
+#pragma omp barrier /* every thread is done with this A block before it is repacked */
+#endif
+        }
+    }
+}
+
+/* The packed GEMM in one parallel region (one fork/join per call); see the file comment. */
+static void sgemm_blocked(const gemm_call* g, const float* Ap, float* scratch) {
+    const int64_t mp = (g->M + MR - 1) / MR, np = (g->N + NR - 1) / NR;
+    const int whole = Ap != NULL || round_up(g->M, MR) * g->K <= PACK_WHOLE;
+#ifdef _OPENMP
+#pragma omp parallel if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0))
+#endif
+    {
+        int threads = 1, t = 0;
+#ifdef _OPENMP
+        threads = omp_get_num_threads();
+        t = omp_get_thread_num();
+#endif
+        float b_raw[KC * NR + 64 / sizeof(float)]; /* 64-byte aligned below: no split loads */
+        float* b_buffer = (float*)(((uintptr_t)b_raw + 63) & ~(uintptr_t)63);
+        if (!whole) {
+            compute_by_blocks(g, mp, np, threads, t, scratch, b_buffer);
+        } else {
+            const float* a = Ap ? Ap : scratch;
+            float* b = Ap ? scratch : scratch + round_up(g->M, MR) * g->K;
+            if (!Ap) pack_panels(g->M, g->K, g->A, g->rsa, g->csa, MR, scratch); /* barrier */
+            if (mp * MR * g->K > MC * KC && (g->Bp || np * NR * g->K <= PACK_WHOLE)) {
+                if (!g->Bp) pack_panels(g->N, g->K, g->B, g->csb, g->rsb, NR, b);
+                compute_row_items(g, a, g->Bp ? g->Bp : b, mp, np, threads);
+            } else {
+                compute_items(g, a, mp, np, threads, b_buffer);
+            }
         }
     }
 }
@@ -291,68 +427,8 @@ void graphopt_sgemm_ex(int64_t M, int64_t N, int64_t K,
         sgemm_small_m(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, epi);
         return;
     }
-    if (Ap && Bp) {
-        sgemm_packed(M, N, K, Ap, Bp, C, ldc, epi);
-        return;
-    }
-    /* Operands not packed at compile time but small enough (one B block each): pack them
-     * whole (in scratch), then run as above: a fork/join per packing and one for the tiles
-     * instead of a few barriers per block. */
-    if (!Ap && !Bp && round_up(M, MR) * K <= PACK_WHOLE && round_up(N, NR) * K <= PACK_WHOLE) {
-        float* b_whole = scratch + round_up(M, MR) * K;
-        pack_whole(M, K, A, rsa, csa, MR, scratch, M * N * K);
-        pack_whole(N, K, B, csb, rsb, NR, b_whole, M * N * K);
-        sgemm_packed(M, N, K, scratch, b_whole, C, ldc, epi);
-        return;
-    }
-    if (Ap && round_up(N, NR) * K <= PACK_WHOLE) {
-        pack_whole(N, K, B, csb, rsb, NR, scratch, M * N * K);
-        sgemm_packed(M, N, K, Ap, scratch, C, ldc, epi);
-        return;
-    }
-    if (Bp && round_up(M, MR) * K <= PACK_WHOLE) {
-        pack_whole(M, K, A, rsa, csa, MR, scratch, M * N * K);
-        sgemm_packed(M, N, K, scratch, Bp, C, ldc, epi);
-        return;
-    }
-    const int64_t kc_max = min64(K, KC);
-    float* a_buffer = scratch;
-    float* b_buffer = scratch + (Ap ? 0 : round_up(min64(M, MC), MR) * kc_max);
-    /* One parallel region per call: every thread walks the same blocks; the work-sharing
-     * loops inside (packing, tiles) end in barriers, so a block's panels are complete before
-     * any tile reads them and stay untouched until every tile is done. */
-#ifdef _OPENMP
-#pragma omp parallel if (M * N * K >= PARALLEL_MIN_WORK)
-#endif
-    for (int64_t jc = 0; jc < N; jc += NC) {
-        const int64_t nc = min64(NC, N - jc), np = (nc + NR - 1) / NR;
-        for (int64_t pc = 0; pc < K; pc += KC) {
-            const int64_t kc = min64(KC, K - pc);
-            const int last = pc + kc >= K;
-            const float* b_panels = Bp ? Bp + (jc / NR) * K * NR + pc * NR : b_buffer;
-            const int64_t b_step = Bp ? K * NR : kc * NR;
-            if (!Bp) pack_panels(nc, kc, B + pc * rsb + jc * csb, csb, rsb, NR, b_buffer);
-            for (int64_t ic = 0; ic < M; ic += MC) {
-                const int64_t mc = min64(MC, M - ic), mp = (mc + MR - 1) / MR;
-                const float* a_panels = Ap ? Ap + (ic / MR) * K * MR + pc * MR : a_buffer;
-                const int64_t a_step = Ap ? K * MR : kc * MR;
-                if (!Ap) pack_panels(mc, kc, A + ic * rsa + pc * csa, rsa, csa, MR, a_buffer);
-#ifdef _OPENMP
-#pragma omp for collapse(2) schedule(static)
-#endif
-                for (int64_t jp = 0; jp < np; ++jp) {
-                    for (int64_t ip = 0; ip < mp; ++ip) {
-                        const int64_t i = ip * MR, j = jp * NR;
-                        const int64_t m = min64(MR, mc - i), n = min64(NR, nc - j);
-                        float* c = C + (ic + i) * ldc + jc + j;
-                        compute_tile(m, n, kc, a_panels + ip * a_step, b_panels + jp * b_step,
-                                     c, ldc, pc > 0);
-                        if (last && epi) epi->fn(epi, c, ldc, ic + i, jc + j, m, n);
-                    }
-                }
-            }
-        }
-    }
+    const gemm_call g = {M, N, K, A, rsa, csa, B, rsb, csb, Bp, C, ldc, epi};
+    sgemm_blocked(&g, Ap, scratch);
 }
 
 void graphopt_set_num_threads(int n) {

@@ -17,6 +17,12 @@
 #include "graphopt_config.h"
 #include "graphopt_rows.h" /* vectorizable exp/erf/tanh, softmax and norm rows */
 
+/* The grain rule (Target.grain, graphopt/backend/c/target.py): a kernel call is shared between
+ * threads only when its multiply-adds or the bytes it moves reach the target's thresholds, so
+ * a fork/join never costs more than a small fraction of the work. */
+#define GRAPHOPT_WORTH_THREADS(macs, bytes) \
+    ((macs) >= GRAPHOPT_PARALLEL_MIN_MACS || (bytes) >= GRAPHOPT_PARALLEL_MIN_BYTES)
+
 typedef struct graphopt_epilogue graphopt_epilogue;
 
 /* Apply the epilogue to the tile C[0..m) x [0..n) (row stride ldc) whose top-left element is

@@ -58,10 +58,16 @@ typedef struct {
     int64_t pad_top, pad_left, dilation_h, dilation_w;
 } graphopt_qconv_shape;
 
+/* Work memory: the kernels below never allocate. `work` holds `slots` slots of the size the
+ * *_work function gives (graphopt/backend/int8/packing.py computes the same), one per thread:
+ * a call runs on at most `slots` threads (1 without OpenMP). `work` is 8-byte aligned. */
+int64_t graphopt_qim2col_work(const graphopt_qconv_shape* s);
+int64_t graphopt_qdepthwise_work(const graphopt_qconv_shape* s);
+
 /* im2col of u8 X (channels x height x width) into packed B panels; pad = x zero point (as u8,
  * after the flip). */
 void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, uint8_t pad,
-                             int flip, uint8_t* panels);
+                             int flip, uint8_t* panels, void* work, int slots);
 
 /* C[r*rs + c*cs] = epilogue(acc[r, c]) for r < M, c < N: C is uint8_t, int8_t or float. */
 void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uint8_t* Bp,
@@ -70,7 +76,8 @@ void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uin
 /* Depthwise convolution of one image: channel c of X (u8, or s8 with flip) with W[c] (s8,
  * kh*kw), then the epilogue with row c; output planes contiguous. */
 void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv_shape* s,
-                         uint8_t pad, int flip, const graphopt_qepilogue* e, void* Y);
+                         uint8_t pad, int flip, const graphopt_qepilogue* e, void* Y, void* work,
+                         int slots);
 
 /* QLinearAdd of n elements (u8 when is_signed == 0, else s8); b_step 0 broadcasts b[0]. */
 void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int is_signed,

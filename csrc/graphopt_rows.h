@@ -126,4 +126,96 @@ GRAPHOPT_MATH_INLINE void graphopt_norm_apply_rowf(const float* x, float* y, int
         for (j = 0; j < n; ++j) y[j] = (x[j] - mu) * inv;
 }
 
+/* Attention tiles (the fused attention step, graphopt/backend/c/ops/attention.py): a block of
+ * GRAPHOPT_ATTN_ROWS rows times GRAPHOPT_ATTN_COLS columns of C = A B, with A row-major
+ * (rows of k at stride lda) and B row-major (k rows of at least GRAPHOPT_ATTN_COLS at stride
+ * ldb). Scores are (scaled Q rows) x (K^T packed per head), outputs are (probability rows) x
+ * (V packed per head); both operands are packed into cache-resident buffers by the caller, so
+ * the tile sums in registers (fixed trip counts: the compiler unrolls the rows and vectorizes
+ * the columns) and stores once. */
+#define GRAPHOPT_ATTN_ROWS 6
+#define GRAPHOPT_ATTN_COLS 16
+
+#if defined(__AVX2__) && defined(__FMA__)
+/* Row r of the tile: c<r>0/c<r>1 += a[r][p] * (b0, b1). */
+#define GRAPHOPT_ATTN_FMA_ROW(r)                                     \
+    av = _mm256_broadcast_ss(a + (r) * lda + p);                     \
+    c##r##0 = _mm256_fmadd_ps(av, b0, c##r##0);                      \
+    c##r##1 = _mm256_fmadd_ps(av, b1, c##r##1)
+#define GRAPHOPT_ATTN_STORE_ROW(r)                                   \
+    _mm256_storeu_ps(c + (r) * ldc, c##r##0);                        \
+    _mm256_storeu_ps(c + (r) * ldc + 8, c##r##1)
+#endif
+
+GRAPHOPT_MATH_INLINE void graphopt_attn_tilef(const float* a, int64_t lda, const float* b,
+                                              int64_t ldb, int64_t k, float* c, int64_t ldc) {
+    int64_t p;
+#if defined(__AVX2__) && defined(__FMA__)
+    /* 12 named accumulators: gcc keeps an array of them on the stack */
+    __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+    __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+    for (p = 0; p < k; ++p) {
+        const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
+        __m256 av;
+        GRAPHOPT_ATTN_FMA_ROW(0);
+        GRAPHOPT_ATTN_FMA_ROW(1);
+        GRAPHOPT_ATTN_FMA_ROW(2);
+        GRAPHOPT_ATTN_FMA_ROW(3);
+        GRAPHOPT_ATTN_FMA_ROW(4);
+        GRAPHOPT_ATTN_FMA_ROW(5);
+    }
+    GRAPHOPT_ATTN_STORE_ROW(0);
+    GRAPHOPT_ATTN_STORE_ROW(1);
+    GRAPHOPT_ATTN_STORE_ROW(2);
+    GRAPHOPT_ATTN_STORE_ROW(3);
+    GRAPHOPT_ATTN_STORE_ROW(4);
+    GRAPHOPT_ATTN_STORE_ROW(5);
+#else
+    float acc[GRAPHOPT_ATTN_ROWS][GRAPHOPT_ATTN_COLS];
+    int r, j;
+    for (r = 0; r < GRAPHOPT_ATTN_ROWS; ++r)
+        for (j = 0; j < GRAPHOPT_ATTN_COLS; ++j) acc[r][j] = 0.0f;
+    for (p = 0; p < k; ++p) {
+        const float* bp = b + p * ldb;
+        for (r = 0; r < GRAPHOPT_ATTN_ROWS; ++r) {
+            const float av = a[r * lda + p];
+            for (j = 0; j < GRAPHOPT_ATTN_COLS; ++j) acc[r][j] += av * bp[j];
+        }
+    }
+    for (r = 0; r < GRAPHOPT_ATTN_ROWS; ++r)
+        for (j = 0; j < GRAPHOPT_ATTN_COLS; ++j) c[r * ldc + j] = acc[r][j];
+#endif
+}
+
+/* C = A B for GRAPHOPT_ATTN_ROWS rows and n columns, n a multiple of GRAPHOPT_ATTN_COLS.
+ * Not inlined: the loop calling it also runs the softmax, whose constants gcc would otherwise
+ * keep in the vector registers the tile's accumulators need (they then spill to the stack). */
+#if defined(__GNUC__)
+#define GRAPHOPT_ATTN_CALL static __attribute__((noinline, unused))
+#else
+#define GRAPHOPT_ATTN_CALL static
+#endif
+GRAPHOPT_ATTN_CALL void graphopt_attn_rowsf(const float* a, int64_t lda, const float* b,
+                                            int64_t ldb, int64_t k, float* c, int64_t ldc,
+                                            int64_t n) {
+    int64_t j;
+    for (j = 0; j < n; j += GRAPHOPT_ATTN_COLS)
+        graphopt_attn_tilef(a, lda, b + j, ldb, k, c + j, ldc);
+}
+
+/* Softmax of a score row in place, then probabilities that are NaN set to 0 when
+ * `nan_to_zero` (the Where(IsNaN(p), 0, p) exporters add so fully masked rows give zeros). */
+GRAPHOPT_MATH_INLINE void graphopt_attn_softmaxf(float* row, int64_t n, int nan_to_zero) {
+    const float top = graphopt_row_maxf(row, n);
+    const float scale = 1.0f / graphopt_row_exp_sumf(row, row, n, top);
+    int64_t j;
+    if (nan_to_zero)
+        for (j = 0; j < n; ++j) {
+            const float p = row[j] * scale;
+            row[j] = graphopt_select(p != p, 0.0f, p);
+        }
+    else
+        for (j = 0; j < n; ++j) row[j] *= scale;
+}
+
 #endif

@@ -1,10 +1,16 @@
 /* u8 x s8 GEMM with int32 accumulators and a fused requantizing epilogue (graphopt_qkernels.h).
  *
  * Every path computes the exact int32 dot products (no saturating instruction ever sees a
- * value that could saturate), so they all hand the same accumulators to the one scalar
- * epilogue below; the epilogue's float arithmetic is compiled without FMA contraction (its
- * only fused multiply-adds are explicit fmaf calls) so rint(float(acc) * mult) and QLinearAdd
- * round exactly as rounding.py / reference.py and onnxruntime do.
+ * value that could saturate), so they all hand the same accumulators to the one epilogue
+ * below; its float arithmetic is compiled without FMA contraction (its only fused
+ * multiply-adds are explicit fmaf calls, or _mm256_fmadd_ps in the AVX2 form, which rounds
+ * once the same way) so rint(float(acc) * mult) and QLinearAdd round exactly as
+ * rounding.py / reference.py and onnxruntime do.
+ *
+ * Where the time goes (resnet18 / mobilenet_v2, AVX2): the 4 x 16 micro-kernel, then im2col
+ * (each channel padded once, rows gathered with vector copies), the epilogue (vectorized,
+ * residual included) and depthwise (taps paired for vpmaddwd over 16 outputs; stride-1
+ * planes run as one flat row so 7x7 planes still fill vectors).
  */
 #if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC optimize("fp-contract=off")
@@ -14,7 +20,6 @@
 #endif
 
 #include <math.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "graphopt_qkernels.h"
@@ -109,70 +114,137 @@ static void interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* 
 #endif
 }
 
-/* First output index o in [0, out] with 0 <= o * stride + offset (offset may be negative). */
-static int64_t first_inside(int64_t stride, int64_t offset, int64_t out) {
-    const int64_t o = offset >= 0 ? 0 : (-offset + stride - 1) / stride;
-    return o < out ? o : out;
-}
-
-/* One im2col row (tap dy, dx of one channel plane) over all N output positions, into `out`:
- * per output row, padding | a copy (stride 1) or strided gather | padding. */
-static void im2col_row(const uint8_t* plane, const graphopt_qconv_shape* s, int64_t dy,
-                       int64_t dx, uint8_t pad, uint8_t x, uint8_t* out) {
-    const int64_t oh = s->out_height, ow = s->out_width, sw = s->stride_w;
-    const int64_t offset = dx - s->pad_left;
-    const int64_t lo = first_inside(sw, offset, ow);
-    int64_t hi = s->width - offset <= 0 ? 0 : (s->width - offset + sw - 1) / sw;
-    if (hi > ow) hi = ow;
-    if (hi < lo) hi = lo;
-    for (int64_t oy = 0; oy < oh; ++oy, out += ow) {
-        const int64_t iy = oy * s->stride_h + dy - s->pad_top;
-        if (iy < 0 || iy >= s->height) {
-            memset(out, pad, (size_t)ow);
-            continue;
-        }
-        const uint8_t* row = plane + iy * s->width + offset;
-        memset(out, pad, (size_t)lo);
-        if (sw == 1 && !x)
-            memcpy(out + lo, row + lo, (size_t)(hi - lo));
+/* One channel copied into a plane padded with the zero point (ph x pw: every tap of every
+ * output inside, so the loops that read it have no bounds checks); its work slot has slack
+ * after it for the over-reads of the vector loads. The border is the same for every channel:
+ * only the first call (fill != 0) writes it, later ones copy the interior rows. */
+static void pad_plane(const uint8_t* xc, const graphopt_qconv_shape* s, int64_t ph, int64_t pw,
+                      uint8_t pad, uint8_t x, int fill, uint8_t* padded) {
+    const int64_t left = s->pad_left < pw ? s->pad_left : pw;
+    int64_t inner = s->width < pw - left ? s->width : pw - left;
+    if (inner < 0) inner = 0;
+    if (fill) memset(padded, pad, (size_t)(ph * pw));
+    for (int64_t py = 0; py < ph; ++py) {
+        const int64_t iy = py - s->pad_top;
+        if (iy < 0 || iy >= s->height) continue;
+        uint8_t* dst = padded + py * pw + left;
+        const uint8_t* src = xc + iy * s->width;
+        if (x)
+            for (int64_t i = 0; i < inner; ++i) dst[i] = (uint8_t)(src[i] ^ x);
         else
-            for (int64_t o = lo; o < hi; ++o) out[o] = (uint8_t)(row[o * sw] ^ x);
-        memset(out + hi, pad, (size_t)(ow - hi));
+            memcpy(dst, src, (size_t)inner);
     }
 }
 
-/* im2col into the packed panels, one group of 4 rows k at a time: the 4 rows are written whole
- * (row-wise, copies of image rows) into a thread's buffer, then interleaved into every panel. */
-void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, uint8_t pad,
-                             int flip, uint8_t* panels) {
-    const int64_t kh = s->kernel_h, kw = s->kernel_w, N = s->out_height * s->out_width;
-    const int64_t K = s->channels * kh * kw, K4 = k_groups(K), np = (N + QNR - 1) / QNR;
-    const int64_t span = np * QNR; /* row length in the buffer, zero past N */
-    const uint8_t x = flip ? 0x80 : 0;
+/* Slack after a padded plane and after the im2col rows for the vector over-reads/-writes. */
+#define PLANE_SLACK 96
+
+/* n bytes src[0], src[sw], ... into dst. The vector path (sw 1 or 2) moves 16 bytes at a time
+ * and may write up to 15 bytes past n and read up to 64 bytes past the last element. */
+static void gather_row(const uint8_t* src, int64_t sw, int64_t n, uint8_t* dst) {
+    int64_t o = 0;
+#if QISA == 1 || QISA == 2
+    if (sw == 1)
+        for (; o < n; o += 16)
+            _mm_storeu_si128((__m128i*)(dst + o), _mm_loadu_si128((const __m128i*)(src + o)));
+    else if (sw == 2)
+        for (; o < n; o += 16) { /* the low byte of each 16-bit pair: the even elements */
+            const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(src + 2 * o)),
+                                               _mm256_set1_epi16(0xff));
+            const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08);
+            _mm_storeu_si128((__m128i*)(dst + o), _mm256_castsi256_si128(p));
+        }
+#endif
+    if (sw == 1 && o < n)
+        memcpy(dst + o, src + o, (size_t)(n - o));
+    else
+        for (; o < n; ++o) dst[o] = src[o * sw];
+}
+
+/* ---- per-thread work memory (the caller's: kernels never allocate) ------------------------- */
+
+static int64_t round_up64(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
+/* ph x pw: the padded plane holding every tap of every output (see pad_plane). */
+static int64_t padded_h(const graphopt_qconv_shape* s) {
+    return (s->out_height - 1) * s->stride_h + (s->kernel_h - 1) * s->dilation_h + 1;
+}
+
+static int64_t padded_w(const graphopt_qconv_shape* s) {
+    return (s->out_width - 1) * s->stride_w + (s->kernel_w - 1) * s->dilation_w + 1;
+}
+
+/* Threads of a kernel's parallel region: the run time's count capped by the caller's slots
+ * (1 without OpenMP). */
+static int team_size(int slots) {
+    int threads = 1;
 #ifdef _OPENMP
-#pragma omp parallel if (K * N >= (1 << 18))
+    threads = omp_get_max_threads();
+#endif
+    return slots < 1 ? 1 : (threads < slots ? threads : slots);
+}
+
+/* This thread's slot of `work` (slot bytes each, one slot per thread of the team). */
+static uint8_t* slot_of(void* work, int64_t slot) {
+    int t = 0;
+#ifdef _OPENMP
+    t = omp_get_thread_num();
+#endif
+    return (uint8_t*)work + t * slot;
+}
+
+/* A slot of im2col: the 4 gathered rows, then the padded plane, each followed by slack. */
+int64_t graphopt_qim2col_work(const graphopt_qconv_shape* s) {
+    const int64_t span = round_up64(s->out_height * s->out_width, QNR);
+    return round_up64(4 * span + PLANE_SLACK + padded_h(s) * padded_w(s) + PLANE_SLACK, 64);
+}
+
+/* im2col into the packed panels, one group of 4 rows k at a time: each channel is padded once
+ * (per thread), the 4 rows are gathered whole from it into a thread's buffer, then interleaved
+ * into every panel. */
+void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, uint8_t pad,
+                             int flip, uint8_t* panels, void* work, int slots) {
+    const int64_t kh = s->kernel_h, kw = s->kernel_w, oh = s->out_height, ow = s->out_width;
+    const int64_t N = oh * ow, K = s->channels * kh * kw, K4 = k_groups(K);
+    const int64_t np = (N + QNR - 1) / QNR, span = np * QNR; /* buffer row: zero past N */
+    const int64_t ph = padded_h(s), pw = padded_w(s), slot = graphopt_qim2col_work(s);
+    const uint8_t x = flip ? 0x80 : 0;
+    const int team = team_size(slots);
+    (void)team;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (K * N >= (1 << 18))
 #endif
     {
-        uint8_t* rows = (uint8_t*)calloc((size_t)(4 * span), 1);
+        uint8_t* rows = slot_of(work, slot);
+        uint8_t* padded = rows + 4 * span + PLANE_SLACK;
+        int64_t cached = -1; /* the channel in `padded` */
+        memset(rows, 0, (size_t)slot); /* the slack read past the data stays defined */
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (int64_t g = 0; g < K4; ++g) {
             for (int t = 0; t < 4; ++t) {
                 const int64_t k = 4 * g + t;
+                uint8_t* row = rows + t * span;
                 if (k >= K) {
-                    memset(rows + t * span, 0, (size_t)span);
+                    memset(row, 0, (size_t)span);
                     continue;
                 }
                 const int64_t ch = k / (kh * kw), ky = (k / kw) % kh, kx = k % kw;
-                im2col_row(X + ch * s->height * s->width, s, ky * s->dilation_h,
-                           kx * s->dilation_w, pad, x, rows + t * span);
+                if (ch != cached) {
+                    pad_plane(X + ch * s->height * s->width, s, ph, pw, pad, x, cached < 0,
+                              padded);
+                    cached = ch;
+                }
+                const uint8_t* src = padded + ky * s->dilation_h * pw + kx * s->dilation_w;
+                for (int64_t oy = 0; oy < oh; ++oy) /* in order: a row's spill is overwritten */
+                    gather_row(src + oy * s->stride_h * pw, s->stride_w, ow, row + oy * ow);
+                memset(row + N, 0, (size_t)(span - N));
             }
             for (int64_t p = 0; p < np; ++p)
                 interleave4x16(rows + p * QNR, rows + span + p * QNR, rows + 2 * span + p * QNR,
                                rows + 3 * span + p * QNR, panels + (p * K4 + g) * QNR * 4);
         }
-        free(rows);
     }
 }
 
@@ -198,26 +270,131 @@ static int32_t qladd(int32_t a, int32_t b, float ra, float rb, float fixed, int3
 }
 
 #if QISA == 1 || QISA == 2
-/* 8 requantized outputs of one row (no residual): the vector form of requant() -- clamp in
- * float, cvtps2dq rounds half to even (default MXCSR), + zero point: the same integers. */
-static void requant8(const int32_t* acc, int32_t bias, float m, const graphopt_qepilogue* e,
-                     void* out) {
-    const __m256 v = _mm256_mul_ps(
-        _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_loadu_si256((const __m256i*)acc),
-                                            _mm256_set1_epi32(bias))), _mm256_set1_ps(m));
-    const __m256 lo = _mm256_set1_ps((float)(e->lo - e->zero_point));
-    const __m256 hi = _mm256_set1_ps((float)(e->hi - e->zero_point));
-    const __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, lo), hi)),
-                                       _mm256_set1_epi32(e->zero_point));
-    const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1));
-    const __m128i b = e->out_type == GRAPHOPT_Q_U8 ? _mm_packus_epi16(w, w) : _mm_packs_epi16(w, w);
-    _mm_storel_epi64((__m128i*)out, b);
+/* The epilogue's constants as vectors, made once per store (not per 8 outputs). */
+typedef struct {
+    __m256 lo, hi;          /* clamp of float(acc) * mult: type range - zero point */
+    __m256i zp;
+    __m256 ra, rb, fixed, add_lo, add_hi; /* the fused QLinearAdd */
+    int u8;
+    int fused;              /* a residual handled here (needs FMA and contiguous rows) */
+} qconsts;
+
+static qconsts vector_consts(const graphopt_qepilogue* e) {
+    qconsts k;
+    k.lo = _mm256_set1_ps((float)(e->lo - e->zero_point));
+    k.hi = _mm256_set1_ps((float)(e->hi - e->zero_point));
+    k.zp = _mm256_set1_epi32(e->zero_point);
+    k.ra = _mm256_set1_ps(e->ratio_a);
+    k.rb = _mm256_set1_ps(e->ratio_b);
+    k.fixed = _mm256_set1_ps(e->fixed);
+    k.add_lo = _mm256_set1_ps((float)e->add_lo);
+    k.add_hi = _mm256_set1_ps((float)e->add_hi);
+    k.u8 = e->out_type == GRAPHOPT_Q_U8;
+#ifdef __FMA__
+    k.fused = e->add != NULL && e->add_cs == 1;
+#else
+    k.fused = 0;
+#endif
+    return k;
 }
+
+/* Whether the vector epilogue can store this one (a residual needs FMA and contiguous rows). */
+static int vector_epilogue(const graphopt_qepilogue* e, int64_t cs) {
+    if (cs != 1 || e->out_type == GRAPHOPT_Q_F32) return 0;
+#ifdef __FMA__
+    return !e->add || e->add_cs == 1;
+#else
+    return !e->add;
+#endif
+}
+
+/* 8 requantized outputs (int32 lanes): the vector form of requant() -- clamp in float,
+ * cvtps2dq rounds half to even (default MXCSR), + zero point: the same integers. With a
+ * residual (add: 8 contiguous elements) QLinearAdd follows as qladd() computes it: two fused
+ * multiply-adds, each rounded once like fmaf. */
+#if defined(__GNUC__)
+__attribute__((always_inline)) /* called per 8 outputs: a call would cost as much as its body */
+#endif
+static inline __m256i requant_vec(__m256i acc, __m256i bias, __m256 mult, const qconsts* k,
+                                  const void* add) {
+    const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), mult);
+    __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, k->lo), k->hi)),
+                                 k->zp);
+#ifdef __FMA__
+    if (add) {
+        const __m128i raw = _mm_loadl_epi64((const __m128i*)add);
+        const __m256 b = _mm256_cvtepi32_ps(k->u8 ? _mm256_cvtepu8_epi32(raw)
+                                                  : _mm256_cvtepi8_epi32(raw));
+        const __m256 s = _mm256_fmadd_ps(_mm256_cvtepi32_ps(q), k->ra,
+                                         _mm256_fmadd_ps(b, k->rb, k->fixed));
+        q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(s, k->add_lo), k->add_hi));
+    }
+#else
+    (void)add;
+#endif
+    return q;
+}
+
+/* Saturating narrowing of 8 (then 16) int32 lanes already in range: the store's bytes. */
+static inline __m128i narrow16(__m256i q0, __m256i q1, int u8) {
+    const __m256i w = _mm256_permute4x64_epi64(_mm256_packs_epi32(q0, q1), 0xD8);
+    const __m128i l = _mm256_castsi256_si128(w), h = _mm256_extracti128_si256(w, 1);
+    return u8 ? _mm_packus_epi16(l, h) : _mm_packs_epi16(l, h);
+}
+
+/* One output row c0 .. c0 + n (contiguous) from acc: 16, then 8 at a time; returns the count
+ * stored (the rest is left to the scalar loop). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline int64_t store_row_vec(const int32_t* acc, int32_t bias, float mult, const qconsts* k,
+                             const graphopt_qepilogue* e, int64_t row, int64_t c0, int64_t n,
+                             int8_t* out) {
+    const __m256i bv = _mm256_set1_epi32(bias);
+    const __m256 mv = _mm256_set1_ps(mult);
+    const int8_t* add = k->fused ? (const int8_t*)e->add + row * e->add_rs + c0 : NULL;
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16) {
+        const __m256i q0 = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv, k,
+                                       add ? add + c : NULL);
+        const __m256i q1 = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c + 8)), bv, mv,
+                                       k, add ? add + c + 8 : NULL);
+        _mm_storeu_si128((__m128i*)(out + c), narrow16(q0, q1, k->u8));
+    }
+    for (; c + 8 <= n; c += 8) {
+        const __m256i q = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv, k,
+                                      add ? add + c : NULL);
+        _mm_storel_epi64((__m128i*)(out + c), narrow16(q, q, k->u8));
+    }
+    return c;
+}
+#else
+typedef struct {
+    int unused; /* no vector epilogue on this path */
+} qconsts;
 #endif
 
-/* Row r0 + r, columns c0 .. c0 + n of the output from acc[r * lda + c]. */
+/* The vector constants of `e` stored with column stride cs, in *out; NULL: scalar epilogue. */
+static const qconsts* epilogue_consts(const graphopt_qepilogue* e, int64_t cs, qconsts* out) {
+#if QISA == 1 || QISA == 2
+    if (vector_epilogue(e, cs)) {
+        *out = vector_consts(e);
+        return out;
+    }
+#else
+    (void)e;
+    (void)cs;
+    (void)out;
+#endif
+    return NULL;
+}
+
+/* Row r0 + r, columns c0 .. c0 + n of the output from acc[r * lda + c]. `e` must not alias C
+ * (callers pass a local copy: byte stores through C could alias it, and every field would be
+ * reloaded per element); k: its vector constants (vector_consts), or NULL for scalar only. */
 static void store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t c0, int64_t m,
-                       int64_t n, const graphopt_qepilogue* e, void* C, int64_t rs, int64_t cs) {
+                       int64_t n, const graphopt_qepilogue* e, const qconsts* k, void* C,
+                       int64_t rs, int64_t cs) {
     for (int64_t r = 0; r < m; ++r) {
         const int32_t bias = e->bias ? e->bias[r0 + r] : 0;
         const float mult = e->mult[r0 + r];
@@ -229,12 +406,11 @@ static void store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t c0, 
             continue;
         }
 #if QISA == 1 || QISA == 2
-        if (cs == 1 && !e->add)
-            for (; c + 8 <= n; c += 8)
-                requant8(a + c, bias, mult, e, (int8_t*)C + (r0 + r) * rs + c0 + c);
+        if (k)
+            c = store_row_vec(a, bias, mult, k, e, r0 + r, c0, n, (int8_t*)C + (r0 + r) * rs + c0);
+#else
+        (void)k;
 #endif
-        /* the epilogue read once: byte stores through C may alias *e, so its fields used in
-         * the loop would otherwise be reloaded per element */
         const int32_t zp = e->zero_point, lo = e->lo, hi = e->hi, u8 = e->out_type == GRAPHOPT_Q_U8;
         const void* add = e->add;
         for (; c < n; ++c) {
@@ -267,8 +443,10 @@ static void tile_scalar(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* 
 }
 
 #if QISA == 2
-static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow) {
+static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow,
+                      int64_t n) {
     (void)narrow;
+    (void)n;
     __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
     for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4) {
         const __m512i bv = _mm512_loadu_si512((const void*)b);
@@ -287,25 +465,58 @@ static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* ac
 #elif QISA == 1
 /* vpmaddubsw: u8 x s8 pairs summed into int16, exact when |w| <= 64 (|255 * 64 * 2| = 32640
  * < 32767); vpmaddwd with ones then sums pairs into int32. */
-static void tile_maddubs(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc) {
+#if QMR != 4 || QNR != 16
+#error "the AVX2 micro-kernels are written for 4 x 16 tiles"
+#endif
+/* The 4 weights of one row at p, in every 32-bit lane (a broadcast load). */
+static inline __m256i row4(const int8_t* p) {
+    int32_t w;
+    memcpy(&w, p, 4);
+    return _mm256_set1_epi32(w);
+}
+
+static void tile_maddubs(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
+                         int half) {
     const __m256i ones = _mm256_set1_epi16(1);
-    __m256i c[QMR][2];
-    for (int r = 0; r < QMR; ++r) c[r][0] = c[r][1] = _mm256_setzero_si256();
-    for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4) {
-        const __m256i b0 = _mm256_loadu_si256((const __m256i*)b);
-        const __m256i b1 = _mm256_loadu_si256((const __m256i*)(b + 32));
-        for (int r = 0; r < QMR; ++r) {
-            int32_t w;
-            memcpy(&w, a + r * 4, 4);
-            const __m256i wv = _mm256_set1_epi32(w);
-            c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(b0, wv), ones));
-            c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(b1, wv), ones));
+    /* named accumulators, not an array: GCC kept an array of them partly in memory */
+    __m256i c00 = _mm256_setzero_si256(), c01 = c00, c10 = c00, c11 = c00;
+    __m256i c20 = c00, c21 = c00, c30 = c00, c31 = c00;
+#define QMAC(c, bv, wv) \
+    c = _mm256_add_epi32(c, _mm256_madd_epi16(_mm256_maddubs_epi16(bv, wv), ones))
+    if (half) /* the last column panel has at most 8 columns: its first half only */
+        for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4) {
+            const __m256i b0 = _mm256_loadu_si256((const __m256i*)b);
+            QMAC(c00, b0, row4(a));
+            QMAC(c10, b0, row4(a + 4));
+            QMAC(c20, b0, row4(a + 8));
+            QMAC(c30, b0, row4(a + 12));
         }
-    }
-    for (int r = 0; r < QMR; ++r) {
-        _mm256_storeu_si256((__m256i*)(acc + r * QNR), c[r][0]);
-        _mm256_storeu_si256((__m256i*)(acc + r * QNR + 8), c[r][1]);
-    }
+    else
+        for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4) {
+            const __m256i b0 = _mm256_loadu_si256((const __m256i*)b);
+            const __m256i b1 = _mm256_loadu_si256((const __m256i*)(b + 32));
+            __m256i w = row4(a);
+            QMAC(c00, b0, w);
+            QMAC(c01, b1, w);
+            w = row4(a + 4);
+            QMAC(c10, b0, w);
+            QMAC(c11, b1, w);
+            w = row4(a + 8);
+            QMAC(c20, b0, w);
+            QMAC(c21, b1, w);
+            w = row4(a + 12);
+            QMAC(c30, b0, w);
+            QMAC(c31, b1, w);
+        }
+#undef QMAC
+    _mm256_storeu_si256((__m256i*)(acc + 0 * QNR), c00);
+    _mm256_storeu_si256((__m256i*)(acc + 0 * QNR + 8), c01);
+    _mm256_storeu_si256((__m256i*)(acc + 1 * QNR), c10);
+    _mm256_storeu_si256((__m256i*)(acc + 1 * QNR + 8), c11);
+    _mm256_storeu_si256((__m256i*)(acc + 2 * QNR), c20);
+    _mm256_storeu_si256((__m256i*)(acc + 2 * QNR + 8), c21);
+    _mm256_storeu_si256((__m256i*)(acc + 3 * QNR), c30);
+    _mm256_storeu_si256((__m256i*)(acc + 3 * QNR + 8), c31);
 }
 
 /* Full 8-bit weights: widen both operands to int16 and use vpmaddwd only (never saturates).
@@ -343,17 +554,21 @@ static void tile_widened(int64_t K4, const int8_t* a, const uint8_t* b, int32_t*
     }
 }
 
-static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow) {
+/* n: the tile's valid columns (a last panel of at most 8 needs half the work) */
+static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow,
+                      int64_t n) {
     if (narrow)
-        tile_maddubs(K4, a, b, acc);
+        tile_maddubs(K4, a, b, acc, n <= 8);
     else
         tile_widened(K4, a, b, acc);
 }
 #elif QISA == 3
 /* NEON: activations widened to u16 (< 256, so exact as s16), weights to s16, vmlal_s16 into
  * int32 lanes holding the four k of a group; lanes summed at the end. */
-static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow) {
+static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow,
+                      int64_t n) {
     (void)narrow;
+    (void)n;
     for (int quad = 0; quad < QNR / 4; ++quad) {
         int32x4_t c[QMR][4];
         for (int r = 0; r < QMR; ++r)
@@ -381,120 +596,200 @@ static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* ac
 }
 #endif
 
+/* Not inlined into graphopt_qgemm: the epilogue's constants live there, and sharing the 16
+ * vector registers with them made the micro-kernel spill. */
+#if defined(__GNUC__)
+__attribute__((noinline))
+#endif
 static void compute_tile(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
-                         int narrow) {
+                         int narrow, int64_t n) {
 #if QISA == 0
     (void)narrow;
+    (void)n;
     tile_scalar(K4, a, b, acc);
 #else
-    tile_simd(K4, a, b, acc, narrow);
+    tile_simd(K4, a, b, acc, narrow, n);
 #endif
 }
+
+/* Bytes of packed B a block of column panels may take: an L2 share, so the panels stay cached
+ * while every row panel of A passes over them. */
+#define B_BLOCK_BYTES (128 * 1024)
 
 void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uint8_t* Bp,
                     const graphopt_qepilogue* e, void* C, int64_t rs, int64_t cs) {
     const int64_t K4 = k_groups(K), mp = (M + QMR - 1) / QMR, np = (N + QNR - 1) / QNR;
+    /* column panels per block: within a block, a row panel's tiles are stored side by side
+     * (rows written sequentially, not one 16-byte piece per row in a different page) */
+    const int64_t per = B_BLOCK_BYTES / (K4 * QNR * 4) > 1 ? B_BLOCK_BYTES / (K4 * QNR * 4) : 1;
+    const int64_t nb = (np + per - 1) / per;
+    const graphopt_qepilogue local = *e; /* see store_tile */
+    qconsts consts;
+    const qconsts* k = epilogue_consts(&local, cs, &consts);
     (void)tile_scalar;
 #ifdef _OPENMP
 #pragma omp parallel for collapse(2) schedule(static) if (M * N * K >= PARALLEL_MIN_MACS)
 #endif
-    for (int64_t jp = 0; jp < np; ++jp)
+    for (int64_t jb = 0; jb < nb; ++jb)
         for (int64_t ip = 0; ip < mp; ++ip) {
-            int32_t acc[QMR * QNR];
             const int64_t m = M - ip * QMR < QMR ? M - ip * QMR : QMR;
-            const int64_t n = N - jp * QNR < QNR ? N - jp * QNR : QNR;
-            compute_tile(K4, Ap + ip * K4 * QMR * 4, Bp + jp * K4 * QNR * 4, acc, e->narrow);
-            store_tile(acc, QNR, ip * QMR, jp * QNR, m, n, e, C, rs, cs);
+            const int64_t end = (jb + 1) * per < np ? (jb + 1) * per : np;
+            for (int64_t jp = jb * per; jp < end; ++jp) {
+                int32_t acc[QMR * QNR];
+                const int64_t n = N - jp * QNR < QNR ? N - jp * QNR : QNR;
+                compute_tile(K4, Ap + ip * K4 * QMR * 4, Bp + jp * K4 * QNR * 4, acc,
+                             local.narrow, n);
+                store_tile(acc, QNR, ip * QMR, jp * QNR, m, n, &local, k, C, rs, cs);
+            }
         }
 }
 
 /* ---- depthwise convolution, elementwise int8 ops --------------------------------------------- */
 
+#if QISA == 1 || QISA == 2
+/* 16 u8 elements src[0], src[sw], ... widened to int16 (sw 1 or 2; stride 2 keeps the low
+ * byte of each 16-bit pair: the even elements). */
+static __m256i load16(const uint8_t* src, int64_t sw) {
+    if (sw == 1) return _mm256_cvtepu8_epi16(_mm_loadu_si128((const __m128i*)src));
+    return _mm256_and_si256(_mm256_loadu_si256((const __m256i*)src), _mm256_set1_epi16(0xff));
+}
+#endif
+
+/* out[i] = sum_t w[t] * base[off[t] + i * sw] for i < count (exact int32). The vector path
+ * pairs taps for vpmaddwd (|u8 * s8| pair sums fit int32) and writes up to 15 entries past
+ * count (callers leave room); it reads at most 32 + 16 * sw bytes past the last tap. */
+static void dw_run(const uint8_t* base, const int64_t* off, const int8_t* w,
+                   const int32_t* pairs, int64_t taps, int64_t sw, int64_t count, int32_t* out) {
+    int64_t i = 0;
+#if QISA == 1 || QISA == 2
+    if (sw <= 2)
+        for (; i < count; i += 16) {
+            __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+            for (int64_t t = 0; t < taps; t += 2) {
+                const __m256i va = load16(base + off[t] + i * sw, sw);
+                const __m256i vb = t + 1 < taps ? load16(base + off[t + 1] + i * sw, sw) : va;
+                const __m256i wp = _mm256_set1_epi32(pairs[t / 2]);
+                /* lanes: lo = outputs 0-3 | 8-11, hi = 4-7 | 12-15 */
+                s0 = _mm256_add_epi32(s0, _mm256_madd_epi16(_mm256_unpacklo_epi16(va, vb), wp));
+                s1 = _mm256_add_epi32(s1, _mm256_madd_epi16(_mm256_unpackhi_epi16(va, vb), wp));
+            }
+            _mm256_storeu_si256((__m256i*)(out + i), _mm256_permute2x128_si256(s0, s1, 0x20));
+            _mm256_storeu_si256((__m256i*)(out + i + 8), _mm256_permute2x128_si256(s0, s1, 0x31));
+        }
+#else
+    (void)pairs;
+#endif
+    for (; i < count; ++i) {
+        int32_t sum = 0;
+        for (int64_t t = 0; t < taps; ++t) sum += (int32_t)w[t] * (int32_t)base[off[t] + i * sw];
+        out[i] = sum;
+    }
+}
+
+/* The pieces of a depthwise slot, in this order (8-byte multiples: the int64 offsets first). */
+typedef struct {
+    int64_t off, acc, line, pairs, padded, total;
+} dw_layout;
+
+static dw_layout dw_layout_of(const graphopt_qconv_shape* s) {
+    const int64_t taps = s->kernel_h * s->kernel_w, plane = s->out_height * s->out_width;
+    const int flat = s->stride_h == 1 && s->stride_w == 1;
+    const int64_t run = flat ? (s->out_height - 1) * padded_w(s) + s->out_width : 0;
+    dw_layout l;
+    l.off = 0;
+    l.acc = l.off + taps * (int64_t)sizeof(int64_t);
+    l.line = l.acc + round_up64((plane + 16) * (int64_t)sizeof(int32_t), 8);
+    l.pairs = l.line + (flat ? round_up64((run + 16) * (int64_t)sizeof(int32_t), 8) : 0);
+    l.padded = l.pairs + round_up64((taps / 2 + 1) * (int64_t)sizeof(int32_t), 8);
+    l.total = round_up64(l.padded + padded_h(s) * padded_w(s) + PLANE_SLACK, 64);
+    return l;
+}
+
+int64_t graphopt_qdepthwise_work(const graphopt_qconv_shape* s) { return dw_layout_of(s).total; }
+
 void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv_shape* s,
-                         uint8_t pad, int flip, const graphopt_qepilogue* e, void* Y) {
+                         uint8_t pad, int flip, const graphopt_qepilogue* e, void* Y, void* work,
+                         int slots) {
     const int64_t kh = s->kernel_h, kw = s->kernel_w, oh = s->out_height, ow = s->out_width;
     const int64_t sh = s->stride_h, sw = s->stride_w, dh = s->dilation_h, dw = s->dilation_w;
-    /* each channel is copied into a plane padded with the zero point, so every tap is inside
-     * and the inner loop over a row of outputs has no bounds checks (it vectorizes) */
-    const int64_t ph = (oh - 1) * sh + (kh - 1) * dh + 1, pw = (ow - 1) * sw + (kw - 1) * dw + 1;
+    const int64_t ph = padded_h(s), pw = padded_w(s);
+    const int64_t taps = kh * kw, plane = oh * ow;
+    /* stride 1: the padded plane is one long row (pw outputs per output row, ow of them kept),
+     * so short rows (7x7 planes) still fill whole vectors */
+    const int flat = sh == 1 && sw == 1;
+    const int64_t run = flat ? (oh - 1) * pw + ow : ow;
     const uint8_t x = flip ? 0x80 : 0;
+    const graphopt_qepilogue local = *e; /* see store_tile */
+    const dw_layout layout = dw_layout_of(s);
+    const int team = team_size(slots);
+    qconsts consts;
+    const qconsts* k = epilogue_consts(&local, 1, &consts);
+    (void)team;
 #ifdef _OPENMP
-#pragma omp parallel if (s->channels * oh * ow * kh * kw >= PARALLEL_MIN_MACS)
+#pragma omp parallel num_threads(team) if (s->channels * plane * taps >= PARALLEL_MIN_MACS)
 #endif
     {
-        uint8_t* padded = (uint8_t*)malloc((size_t)(ph * pw + 32)); /* slack: 16-byte loads */
-        int32_t* acc = (int32_t*)malloc((size_t)(ow + 8) * sizeof(int32_t));
+        uint8_t* mine = slot_of(work, layout.total);
+        int64_t* off = (int64_t*)(mine + layout.off);
+        int32_t* acc = (int32_t*)(mine + layout.acc);
+        int32_t* line = flat ? (int32_t*)(mine + layout.line) : NULL;
+        int32_t* pairs = (int32_t*)(mine + layout.pairs);
+        uint8_t* padded = mine + layout.padded;
+        int first = 1; /* this thread's plane has no border yet */
+        memset(padded, 0, (size_t)(ph * pw + PLANE_SLACK)); /* the slack read stays defined */
+        for (int64_t t = 0; t < taps; ++t) off[t] = (t / kw) * dh * pw + (t % kw) * dw;
 #ifdef _OPENMP
 #pragma omp for schedule(static)
 #endif
         for (int64_t ch = 0; ch < s->channels; ++ch) {
-            const uint8_t* xc = X + ch * s->height * s->width;
-            const int8_t* wc = W + ch * kh * kw;
-            for (int64_t py = 0; py < ph; ++py) { /* pad | row | pad, row by row */
-                const int64_t iy = py - s->pad_top;
-                uint8_t* dst = padded + py * pw;
-                if (iy < 0 || iy >= s->height) {
-                    memset(dst, pad, (size_t)pw);
-                    continue;
-                }
-                const int64_t left = s->pad_left < pw ? s->pad_left : pw;
-                int64_t inner = s->width < pw - left ? s->width : pw - left;
-                if (inner < 0) inner = 0;
-                memset(dst, pad, (size_t)left);
-                const uint8_t* src = xc + iy * s->width;
-                if (x)
-                    for (int64_t i = 0; i < inner; ++i) dst[left + i] = (uint8_t)(src[i] ^ x);
-                else
-                    memcpy(dst + left, src, (size_t)inner);
-                memset(dst + left + inner, pad, (size_t)(pw - left - inner));
+            pad_plane(X + ch * s->height * s->width, s, ph, pw, pad, x, first, padded);
+            first = 0;
+            const int8_t* wc = W + ch * taps;
+            for (int64_t t = 0; t < taps; t += 2) /* int16 weight pairs (w[t], w[t+1] or 0) */
+                pairs[t / 2] = (int32_t)((uint32_t)(uint16_t)wc[t] |
+                                         (uint32_t)(uint16_t)(t + 1 < taps ? wc[t + 1] : 0) << 16);
+            if (flat) {
+                dw_run(padded, off, wc, pairs, taps, 1, run, line);
+                for (int64_t oy = 0; oy < oh; ++oy)
+                    memcpy(acc + oy * ow, line + oy * pw, (size_t)ow * sizeof(int32_t));
+            } else {
+                for (int64_t oy = 0; oy < oh; ++oy)
+                    dw_run(padded + oy * sh * pw, off, wc, pairs, taps, sw, ow, acc + oy * ow);
             }
-            for (int64_t oy = 0; oy < oh; ++oy) {
-                int64_t start = 0;
-#if QISA == 1 || QISA == 2
-                /* 8 outputs at a time, all taps summed in one register (stride 1 or 2) */
-                const __m128i evens = _mm_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, -1, -1, -1, -1,
-                                                    -1, -1, -1, -1);
-                /* a partial last chunk computes lanes past the row from the next padded row
-                 * (or the slack): they land in acc's spare 8 entries and are never stored */
-                if (sw <= 2)
-                    for (; start < ow; start += 8) {
-                        __m256i sum = _mm256_setzero_si256();
-                        for (int64_t ky = 0; ky < kh; ++ky)
-                            for (int64_t kx = 0; kx < kw; ++kx) {
-                                const uint8_t* src = padded + (oy * sh + ky * dh) * pw + kx * dw +
-                                                     start * sw;
-                                const __m128i v = sw == 1
-                                    ? _mm_loadl_epi64((const __m128i*)src)
-                                    : _mm_shuffle_epi8(_mm_loadu_si128((const __m128i*)src), evens);
-                                sum = _mm256_add_epi32(sum, _mm256_mullo_epi32(
-                                    _mm256_cvtepu8_epi32(v), _mm256_set1_epi32(wc[ky * kw + kx])));
-                            }
-                        _mm256_storeu_si256((__m256i*)(acc + start), sum);
-                    }
-#endif
-                for (int64_t ox = start; ox < ow; ++ox) acc[ox] = 0;
-                for (int64_t ky = 0; ky < kh; ++ky)
-                    for (int64_t kx = 0; kx < kw; ++kx) {
-                        /* |u8 * s8| <= 32640: the product fits int16 (pmullw), then widens */
-                        const int16_t w = wc[ky * kw + kx];
-                        const uint8_t* src = padded + (oy * sh + ky * dh) * pw + kx * dw;
-                        for (int64_t ox = start; ox < ow; ++ox)
-                            acc[ox] += (int16_t)(w * (int16_t)src[ox * sw]);
-                    }
-                store_tile(acc, ow, ch, oy * ow, 1, ow, e, Y, oh * ow, 1);
-            }
+            store_tile(acc, plane, ch, 0, 1, plane, &local, k, Y, plane, 1);
         }
-        free(padded);
-        free(acc);
     }
 }
 
-void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int is_signed,
-                   float ratio_a, float ratio_b, float fixed, int32_t lo, int32_t hi, void* y) {
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+#if (QISA == 1 || QISA == 2) && defined(__FMA__)
+/* 8 u8 (or s8) elements as floats. */
+static __m256 load8_ps(const void* p, int is_signed) {
+    const __m128i raw = _mm_loadl_epi64((const __m128i*)p);
+    return _mm256_cvtepi32_ps(is_signed ? _mm256_cvtepi8_epi32(raw) : _mm256_cvtepu8_epi32(raw));
+}
 #endif
-    for (int64_t i = 0; i < n; ++i) {
+
+/* QLinearAdd of elements [from, to): qladd() per element, 8 at a time where the vector path
+ * has FMA (the same two single-rounding fused multiply-adds). */
+static void qadd_range(const void* a, const void* b, int64_t b_step, int64_t from, int64_t to,
+                       int is_signed, float ratio_a, float ratio_b, float fixed, int32_t lo,
+                       int32_t hi, void* y) {
+    int64_t i = from;
+#if (QISA == 1 || QISA == 2) && defined(__FMA__)
+    const __m256 ra = _mm256_set1_ps(ratio_a), rb = _mm256_set1_ps(ratio_b);
+    const __m256 fx = _mm256_set1_ps(fixed), flo = _mm256_set1_ps((float)lo);
+    const __m256 fhi = _mm256_set1_ps((float)hi);
+    const int32_t b0 = is_signed ? ((const int8_t*)b)[0] : ((const uint8_t*)b)[0];
+    for (; i + 8 <= to; i += 8) {
+        const __m256 vb = b_step ? load8_ps((const int8_t*)b + i, is_signed)
+                                 : _mm256_set1_ps((float)b0);
+        const __m256 v = _mm256_fmadd_ps(load8_ps((const int8_t*)a + i, is_signed), ra,
+                                         _mm256_fmadd_ps(vb, rb, fx));
+        const __m256i q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, flo), fhi));
+        _mm_storel_epi64((__m128i*)((int8_t*)y + i), narrow16(q, q, !is_signed));
+    }
+#endif
+    for (; i < to; ++i) {
         const int64_t j = i * b_step;
         const int32_t va = is_signed ? ((const int8_t*)a)[i] : ((const uint8_t*)a)[i];
         const int32_t vb = is_signed ? ((const int8_t*)b)[j] : ((const uint8_t*)b)[j];
@@ -504,6 +799,17 @@ void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int 
         else
             ((uint8_t*)y)[i] = (uint8_t)q;
     }
+}
+
+void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int is_signed,
+                   float ratio_a, float ratio_b, float fixed, int32_t lo, int32_t hi, void* y) {
+    const int64_t block = 1 << 14, blocks = (n + block - 1) / block;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+#endif
+    for (int64_t p = 0; p < blocks; ++p)
+        qadd_range(a, b, b_step, p * block, p * block + block < n ? p * block + block : n,
+                   is_signed, ratio_a, ratio_b, fixed, lo, hi, y);
 }
 
 void graphopt_qrequant(const void* x, int64_t n, int x_signed, int32_t x_zp, float x_scale,

@@ -222,7 +222,7 @@ GRAPHOPT_INLINE void winograd(const int tile, const float* X, const float* U, fl
     /* the GEMMs inside run on one thread each (a nested region): the points are the
      * parallel work */
 #ifdef _OPENMP
-#pragma omp parallel if (points * M * C * tl.tiles >= GRAPHOPT_PARALLEL_MIN_MACS)
+#pragma omp parallel if (GRAPHOPT_WORTH_THREADS(points * M * C * tl.tiles, 0))
 #endif
     {
 #ifdef _OPENMP

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # numpy is imported inside the commands: `graphopt --help` st
 
 
 def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Options shared by run and bench."""
+    """Options shared by run and bench (compilation, layout choice and its report)."""
     decorators = [
         click.argument("model", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--inputs", "inputs_path", type=click.Path(dir_okay=False, path_type=Path),
@@ -35,6 +35,12 @@ def _compile_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--cache-dir", type=click.Path(file_okay=False, path_type=Path),
                      help="Where built modules are cached (default $GRAPHOPT_CACHE_DIR or "
                           "~/.cache/graphopt)."),
+        click.option("--layout", type=LazyChoice(_layout_modes), default="auto",
+                     show_default=True, help="Activation layouts: auto (blocked NCHWc where the "
+                     "cost model says it pays), nchw (never blocked) or blocked (every conv "
+                     "with a blocked kernel)."),
+        click.option("--explain-layout", is_flag=True, help="Print the layout choice per conv: "
+                     "the layout, its kernel cost per layout, the conversions and their bytes."),
     ]
     for decorate in reversed(decorators):
         fn = decorate(fn)
@@ -47,8 +53,26 @@ def _host_targets() -> list[str]:
     return list(TARGETS)
 
 
+def _layout_modes() -> tuple[str, ...]:
+    from graphopt.backend.layouts import LAYOUT_MODES
+
+    return LAYOUT_MODES
+
+
+def _layout_lines(compiled: Any, layout: str, explain: bool) -> list[str]:
+    """The layout section of the compile summary (the full choice with `explain`)."""
+    from graphopt.backend.layouts import layout_choice
+    from graphopt.layout.choice_report import format_choice, summarize_choice
+
+    choice = layout_choice(compiled.programs()[0])
+    if choice is None:
+        return [f"layout: every tensor NCHW (--layout {layout})"]
+    lines = list(summarize_choice(choice))
+    return lines + list(format_choice(choice)) if explain else lines
+
+
 def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: bool, target: str,
-             dims: tuple[str, ...], cache_dir: Path | None,
+             dims: tuple[str, ...], cache_dir: Path | None, layout: str = "auto",
              threads: int | None = None) -> tuple:
     from graphopt.backend import compile as compile_model
     from graphopt.numerics import load_inputs, random_inputs
@@ -57,7 +81,7 @@ def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: boo
     if sizes and inputs_path is not None:
         warn_ignored("--dim", "the shapes come from the --inputs file")
     compiled = compile_model(model, optimize=not no_optimize, level=level, target=target,
-                             cache_dir=cache_dir, threads=threads, dims=sizes)
+                             cache_dir=cache_dir, threads=threads, dims=sizes, layout=layout)
     check_dims(sizes, compiled.graph.inputs)
     if inputs_path is not None:
         feeds = load_inputs(inputs_path, compiled.graph)
@@ -74,17 +98,19 @@ def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: boo
 @click.option("--threads", type=int, help="OpenMP threads (default: all cores).")
 @handle_errors
 def run_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
-                target: str, dims: tuple[str, ...], cache_dir: Path | None,
-                output_path: Path | None, verify: bool, threads: int | None) -> None:
+                target: str, dims: tuple[str, ...], cache_dir: Path | None, layout: str,
+                explain_layout: bool, output_path: Path | None, verify: bool,
+                threads: int | None) -> None:
     """Compile MODEL to C, run it once and print its outputs."""
     from graphopt.backend.bench import format_report
 
     if output_path is not None:
         check_output_file(output_path, "--output", inputs=[model, inputs_path])
     compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir,
-                               threads)
+                               layout, threads)
     outputs = compiled.run(feeds)
     click.echo(format_report(model.name, compiled.report))
+    click.echo("\n".join(_layout_lines(compiled, layout, explain_layout)))
     for name, array in zip(compiled.output_names, outputs):
         click.echo(f"{name}: {array.dtype}{list(array.shape)} {_summary(array)}")
     if output_path is not None:
@@ -130,17 +156,34 @@ def _verify(model: Path, feeds: dict, names: list[str], outputs: list[np.ndarray
 @click.option("--threads", "thread_counts", multiple=True, type=int, default=(1,),
               show_default=True, help="Thread count(s) to compare at (repeatable).")
 @click.option("--repeat", type=int, default=20, show_default=True, help="Timed runs per engine.")
+@click.option("--layers", type=click.IntRange(min=1), is_flag=False, flag_value=10,
+              metavar="[N]", help="Also print the N slowest layers (default 10) per thread "
+              "count, timed by a separately cached build with a timer around every kernel.")
 @handle_errors
 def bench_command(model: Path, inputs_path: Path | None, level: int, no_optimize: bool,
-                  target: str, dims: tuple[str, ...], cache_dir: Path | None,
-                  thread_counts: tuple[int, ...], repeat: int) -> None:
+                  target: str, dims: tuple[str, ...], cache_dir: Path | None, layout: str,
+                  explain_layout: bool, thread_counts: tuple[int, ...], repeat: int,
+                  layers: int | None) -> None:
     """Median latency of MODEL compiled by graphopt vs onnxruntime, at the same thread count."""
-    from graphopt.backend.bench import compare_latency, format_report
+    from graphopt.backend.bench import (compare_latency, format_layers, format_report,
+                                        run_overhead)
 
-    compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir)
+    compiled, feeds = _prepare(model, inputs_path, level, no_optimize, target, dims, cache_dir,
+                               layout)
     click.echo(format_report(model.name, compiled.report))
+    click.echo("\n".join(_layout_lines(compiled, layout, explain_layout)))
     click.echo(f"{'threads':>7}  {'graphopt ms':>11}  {'onnxruntime ms':>14}  {'speedup':>7}")
     for threads in thread_counts:
         timing = compare_latency(compiled, model, feeds, threads, repeat)
         click.echo(f"{threads:>7}  {timing.graphopt_ms:>11.3f}  {timing.onnxruntime_ms:>14.3f}  "
                    f"{timing.speedup:>6.2f}x")
+    overhead = run_overhead(compiled, feeds)
+    click.echo(f"per call: {overhead.python_us:.1f} us of Python around the C (run "
+               f"{overhead.run_us:.1f} us, bare C entry {overhead.entry_us:.1f} us, "
+               f"{thread_counts[-1]} thread{'s' if thread_counts[-1] > 1 else ''})")
+    for threads in thread_counts if layers else ():
+        compiled.set_threads(threads)
+        times = compiled.layer_times(feeds, repeat)
+        click.echo(f"\nslowest layers at {threads} thread{'s' if threads > 1 else ''} "
+                   f"(median of {repeat} runs):")
+        click.echo(format_layers(times, layers))

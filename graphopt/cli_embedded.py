@@ -43,7 +43,8 @@ def emit_c_command(model: Path, out_dir: Path, target: str, prefix: str | None,
                    max_ram: int | None, max_flash: int | None, level: int,
                    inputs_path: Path | None, dims: tuple[str, ...]) -> None:
     """Write MODEL as C99 (NAME.h, NAME.c, NAME_weights.c, kernels, Makefile, README.md,
-    example_main.c) into OUTPUT, and print its flash/RAM footprint and per-layer table."""
+    example_main.c) into OUTPUT, and print its flash/RAM footprint and per-layer table.
+    A quantized MODEL (QDQ, e.g. from `graphopt quantize`) gives an INT8 bundle."""
     check_output_dir(out_dir, "-o")  # before any work: a bad folder fails in a second
     dim_values = parse_dims(dims)
     from graphopt import onnx_io

@@ -18,6 +18,7 @@ from graphopt.ir.graph import Node, Value
 from graphopt.rewrite import Rewriter
 
 CONV_LIKE = ("Conv", "ConvTranspose", "Gemm")
+_NUMPY_FLOATS = (np.dtype(np.float16), np.dtype(np.float32), np.dtype(np.float64))
 
 
 class LinearOp:
@@ -121,7 +122,10 @@ def fold_affine(rw: Rewriter, node: Node, scale: np.ndarray, shift: np.ndarray |
     """
     kind = LINEAR_OPS[node.op_type]
     weight = node.input(1).const
-    new_weight = kind.scale_weight(node, weight.astype(np.float64), scale).astype(weight.dtype)
+    # numpy float types widen to float64 inside the multiply (the same values as a float64
+    # copy of the weight first, without that extra weight-sized array); others convert first.
+    wide = weight if weight.dtype in _NUMPY_FLOATS else weight.astype(np.float64)
+    new_weight = kind.scale_weight(node, wide, scale).astype(weight.dtype)
     bias = kind.bias(node)
     if bias is None and shift is None:
         new_bias = None

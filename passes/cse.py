@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import weakref
-from typing import Any, Hashable
+from typing import Any, Hashable, Iterator
 
 import numpy as np
 import onnx
@@ -17,8 +17,8 @@ from graphopt.ir.graph import Node, Value
 def cse(graph: Graph) -> PassResult:
     """Merge identical constants, then identical nodes, keeping the first of each.
 
-    Constants are identical when dtype, shape and bytes match (compared by a content hash, only
-    among constants whose dtype, shape and a sample of elements already agree). Nodes are
+    Constants are identical when dtype, shape and bytes match (compared only among constants
+    whose dtype, shape and a sample of elements already agree). Nodes are
     identical when op, domain, attributes and inputs are the same values (inputs of binary
     commutative ops in either order, since a+b == b+a bit for bit); one pass in topological order
     suffices because merging a node makes its readers' inputs identical in turn. Safe because ONNX
@@ -34,7 +34,7 @@ def cse(graph: Graph) -> PassResult:
 
 
 def _merge_constants(graph: Graph) -> int:
-    # Candidates share dtype, shape and a strided sample of elements; only they get fully hashed.
+    # Candidates share dtype, shape and a strided sample of elements; only they are compared.
     candidates: dict[tuple, list[Value]] = {}
     for value in graph.initializers.values():
         array = value.const
@@ -43,16 +43,46 @@ def _merge_constants(graph: Graph) -> int:
     for group in candidates.values():
         if len(group) < 2:
             continue
-        kept: dict[Hashable, Value] = {}
-        for value in group:
-            first = kept.setdefault(_content_key(value.const), value)
-            if first is not value and value.uses():
+        for value, first in _later_copies(group):
+            if value.uses():
                 # A duplicate that is also a graph output stays one, under its own name.
                 graph.replace_all_uses_with(value, first, replace_graph_outputs=False)
                 merged += 1
     if merged:
         graph.remove_unused_initializers()
     return merged
+
+
+# Distinct contents per candidate group compared byte for byte (memory speed) before the rest
+# of the group is matched by content hash (blake2b, an order of magnitude slower per byte).
+_COMPARE_LIMIT = 4
+
+
+def _later_copies(group: list[Value]) -> Iterator[tuple[Value, Value]]:
+    """(value, the first value of `group` with the same content) for every later copy."""
+    distinct: list[Value] = []
+    hashed: dict[Hashable, Value] = {}
+    for value in group:
+        first = next((d for d in distinct if _same_content(d.const, value.const)), None)
+        if first is None:
+            if len(distinct) < _COMPARE_LIMIT:
+                distinct.append(value)
+                continue
+            first = hashed.setdefault(_content_key(value.const), value)
+        if first is not value:
+            yield value, first
+
+
+def _same_content(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same dtype and shape (the caller's grouping) and the same bytes: -0.0 is not 0.0 and a
+    NaN equals a NaN with the same bits, exactly as for the content hash."""
+    if a.dtype == object:
+        return _content_key(a) == _content_key(b)
+    x = np.ascontiguousarray(a).reshape(-1).view(np.uint8)
+    y = np.ascontiguousarray(b).reshape(-1).view(np.uint8)
+    if x.size % 8 == 0:
+        x, y = x.view(np.uint64), y.view(np.uint64)
+    return bool(np.array_equal(x, y))
 
 
 def _sample(array: np.ndarray, count: int = 64) -> Hashable:
@@ -108,6 +138,8 @@ def _node_key(node: Node) -> Hashable:
 
 
 def _attr_key(value: Any) -> Hashable:
+    if isinstance(value, list) and all(type(v) is int for v in value):
+        return tuple(value)  # the common case (kernel_shape, pads, perm...), without recursion
     if isinstance(value, np.ndarray):
         return ("tensor", value.dtype.str, value.shape, _content_key(value))
     if isinstance(value, (list, tuple)):

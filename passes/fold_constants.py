@@ -95,14 +95,15 @@ def _fold_round(graph: Graph, limits: FoldLimits) -> int:
     shapes: dict[int, ShapeTensor] = {}
     folded: list[Node] = []
     renames: list[tuple[Value, str]] = []
+    outputs = set(map(id, graph.outputs))
     for node in graph:
-        if not _foldable(graph, node):
+        if not _foldable(node, outputs):
             continue
         arrays = _fold_shape(node, shapes)
         if arrays is None and _all_inputs_constant(node):
             arrays = _evaluate(graph, node, limits)
         if arrays is not None and _types_agree(node, arrays):
-            renames += _replace_with_constants(graph, node, arrays)
+            renames += _replace_with_constants(graph, node, arrays, outputs)
             folded.append(node)
     graph.remove(folded)  # in one sweep: node-by-node removal is quadratic in the graph size
     for const, name in renames:
@@ -110,14 +111,14 @@ def _fold_round(graph: Graph, limits: FoldLimits) -> int:
     return len(folded)
 
 
-def _foldable(graph: Graph, node: Node) -> bool:
+def _foldable(node: Node, outputs: set[int]) -> bool:
+    """`outputs`: ids of the graph outputs."""
+    if not any(out.uses() or id(out) in outputs for out in node.outputs):
+        return False  # dead: eliminate-dead-code removes it
     if ops.is_random(node) or ops.is_a(node, ops.CONTROL_FLOW):
         return False
     if node.subgraphs or node.implicit_inputs or not node.inputs:
         return False
-    outputs = set(map(id, graph.outputs))
-    if not any(out.uses() or id(out) in outputs for out in node.outputs):
-        return False  # dead: eliminate-dead-code removes it
     if node.key == ("", "Identity") and id(node.outputs[0]) in outputs:
         return False  # how a constant graph output keeps its name (see replace_all_uses_with)
     # Non-tensor outputs (sequences, maps) cannot be initializers.
@@ -269,12 +270,12 @@ def _types_agree(node: Node, arrays: list[np.ndarray]) -> bool:
     return True
 
 
-def _replace_with_constants(graph: Graph, node: Node,
-                            arrays: list[np.ndarray]) -> list[tuple[Value, str]]:
+def _replace_with_constants(graph: Graph, node: Node, arrays: list[np.ndarray],
+                            outputs: set[int]) -> list[tuple[Value, str]]:
     """Point the node's readers at new initializers; return (constant, name) pairs so that each
     constant takes its output's name once the node is gone. A graph output keeps its name through
-    the Identity that replace_all_uses_with puts in front of a constant."""
-    outputs = set(map(id, graph.outputs))
+    the Identity that replace_all_uses_with puts in front of a constant. `outputs`: ids of the
+    graph outputs before folding (a folded output is replaced by an Identity, not removed)."""
     renames: list[tuple[Value, str]] = []
     for out, array in zip(node.outputs, arrays):
         if not out.uses() and id(out) not in outputs:

@@ -43,6 +43,12 @@ def _half_x_times(term: Pattern) -> Pattern:
                  Op("Div", Op("Mul", _X, term), Const(value=2.0)))
 
 
+# The two forms as patterns capturing "x" (also read by the C backend, which folds them into
+# the epilogue of the Gemm/MatMul computing x at any opset: graphopt/backend/fuse_gelu.py).
+ERF_GELU = _half_x_times(_ERF_TERM)
+TANH_GELU = _half_x_times(_TANH_TERM)
+
+
 class _OpsetGate:
     """Decides, once per pass run, whether Gelu may be created (raising the opset if allowed)."""
 
@@ -82,8 +88,8 @@ def _rules(gate: _OpsetGate) -> list[Rule]:
             return rw.make_node("Gelu", [m["x"]], attrs).outputs[0]
         return replace
 
-    return [Rule("gelu-erf", _half_x_times(_ERF_TERM), replacement("none"), check=check),
-            Rule("gelu-tanh", _half_x_times(_TANH_TERM), replacement("tanh"), check=check)]
+    return [Rule("gelu-erf", ERF_GELU, replacement("none"), check=check),
+            Rule("gelu-tanh", TANH_GELU, replacement("tanh"), check=check)]
 
 
 @register_pass(PASS_NAME)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphopt import Graph, PassResult, register_pass
+from graphopt.ir.axes import normalize_axes
 from graphopt.ir.graph import Node, Value
 from graphopt.rewrite import Const, Match, OneOf, Op, Opt, Rewriter, Rule, Var, apply_rules
 
@@ -42,7 +43,7 @@ def _reduced_axes(node: Node, axes: np.ndarray | None, rank: int) -> list[int] |
         axes = node.attr("axes")
     if axes is None or len(np.reshape(axes, -1)) == 0:
         return [] if node.attr("noop_with_empty_axes", 0) else list(range(rank))
-    return sorted(int(a) % rank for a in np.reshape(axes, -1))
+    return sorted(normalize_axes(np.reshape(axes, -1), rank))
 
 
 def _axis(m: Match) -> int | str:

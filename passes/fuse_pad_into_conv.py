@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from graphopt import Graph, PassResult, register_pass
+from graphopt.ir.axes import normalize_axes
 from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Node, Value
 from graphopt.rewrite import Const, Match, Op, Opt, Rewriter, Rule, Var, apply_rules
@@ -31,7 +32,9 @@ def _full_pads(m: Match) -> np.ndarray | str:
     rank = len(x.shape)
     pads = m.const("pads").astype(np.int64).reshape(-1)
     axes = m.const("axes")
-    axes = list(range(rank)) if axes is None else [int(a) % rank for a in axes.reshape(-1)]
+    if axes is not None and not all(-rank <= int(a) < rank for a in axes.reshape(-1)):
+        return f"Pad axes {axes.reshape(-1).tolist()} are out of range for rank {rank}"
+    axes = list(range(rank)) if axes is None else list(normalize_axes(axes.reshape(-1), rank))
     if pads.size != 2 * len(axes):
         return f"pads has {pads.size} entries for {len(axes)} axes"
     full = np.zeros(2 * rank, dtype=np.int64)

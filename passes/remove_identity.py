@@ -9,6 +9,7 @@ from graphopt import Graph, PassResult, register_pass
 from graphopt.errors import UnsupportedError
 from graphopt.evaluator.data_movement import slice_bounds
 from graphopt.ir import ops
+from graphopt.ir.axes import normalize_axis
 from graphopt.ir.graph import Node, Value
 from graphopt.ir.ops import OpKey, op_rule_decorator
 from graphopt.ir.types import DType
@@ -134,7 +135,7 @@ def _slice(node: Node) -> Value | None:
     for start, end, axis, step in zip(starts, ends, axes, steps):
         if step != 1 or not -rank <= axis < rank:
             return None
-        dim = x.shape[axis + rank if axis < 0 else axis]
+        dim = x.shape[normalize_axis(axis, rank)]
         if isinstance(dim, int):
             try:
                 bounds = slice_bounds(dim, start, end, step)

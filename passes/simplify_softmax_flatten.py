@@ -19,6 +19,7 @@ import numpy as np
 
 from graphopt import Graph, PassResult, register_pass
 from graphopt.ir import ops
+from graphopt.ir.axes import normalize_axis
 from graphopt.ir.graph import Value
 from graphopt.rewrite import Match, Op, Rewriter, Rule, Var, apply_rules
 
@@ -35,7 +36,7 @@ def _normalized_axis(m: Match) -> int | str:
         return "the rank of the Flatten input is unknown"
     rank = len(shape)
     start = int(m.node("flatten").attr("axis", 1))
-    start = start + rank if start < 0 else start
+    start = normalize_axis(start, rank)
     if not 0 <= start < rank:
         return f"Flatten axis {start} leaves no dims to normalize over"
     others = [axis for axis in range(start, rank) if shape[axis] != 1]

@@ -78,6 +78,9 @@ EXACT_CASES = {
     "size": ("Size", [ramp], {}),
     "constant-of-shape-int32": ("ConstantOfShape", [i64(2, 3)], {
         "value": helper.make_tensor("v", onnx.TensorProto.INT32, [1], [7])}),
+    # Large enough to come back as a read-only broadcast view (see data_movement): same values.
+    "constant-of-shape-large": ("ConstantOfShape", [i64(64, 32, 3, 3)], {
+        "value": helper.make_tensor("v", onnx.TensorProto.FLOAT, [1], [0.02])}),
     "range-int32": ("Range", [np.array(v, np.int32) for v in (10, -3, -4)], {}),
     "range-float-running-sum": ("Range", [np.array(0.1, np.float32), np.array(3.0, np.float32),
                                           np.array(0.1, np.float32)], {}),
@@ -93,6 +96,17 @@ EXACT_CASES = {
 def test_matches_onnxruntime_exactly(op, inputs, attrs):
     num_outputs = 3 if op == "Split" else 1
     check_exact(op, inputs, attrs, num_outputs)
+
+
+def test_large_constant_of_shape_is_a_read_only_view_that_exports():
+    """Nothing may write into it (passes never write into constants), and whoever needs its
+    bytes (export, the C backend's weight table) copies them."""
+    value = np.array([1.5], np.float32)  # the IR holds tensor attributes as arrays
+    [big] = evaluate(Call("ConstantOfShape", (i64(128, 64),), {"value": value}, OPSET))
+    [small] = evaluate(Call("ConstantOfShape", (i64(2, 3),), {"value": value}, OPSET))
+    assert not big.flags.writeable and small.flags.writeable
+    exported = numpy_helper.to_array(numpy_helper.from_array(big))
+    np.testing.assert_array_equal(exported, np.full((128, 64), 1.5, np.float32))
 
 
 @pytest.mark.parametrize("op", ["Erf", "Exp", "Tanh", "Sigmoid"])

@@ -7,7 +7,7 @@ from graphopt import Graph, PassResult, register_pass
 from graphopt.errors import BadInputError, PassError
 from graphopt.pass_api import (load_entry_point_passes, load_plugin_file, parse_pass_spec,
                                registered_passes, unregister_pass)
-from graphopt.pass_manager import FixedPoint, PassManager
+from graphopt.pass_manager import FixedPoint, PassManager, VerifyIR
 from graphopt.testing import parse_model
 from graphopt import onnx_io
 
@@ -82,6 +82,34 @@ def test_pass_error_names_the_pass_and_history(graph, temp_pass):
                                         r"ValueError: kaput "
                                         r"\(after t-ok\)"):
         PassManager(parse_pass_spec("t-ok,t-boom")).run(graph)
+
+
+def _break_order(g):
+    """Reverses the node list: no longer topologically sorted."""
+    g.nodes.reverse()
+    return True
+
+
+@pytest.mark.parametrize("each_pass, blamed", [
+    (True, r"pass 't-break' left an invalid graph"),
+    (False, r"one of the passes 't-touch', 't-break' \(one fixed-point round\)")])
+def test_verify_ir_blames_the_pass_or_the_round(graph, temp_pass, each_pass, blamed):
+    temp_pass("t-touch", lambda g: True)  # claims a change, so the round's check names it
+    temp_pass("t-break", _break_order)
+    group = FixedPoint(tuple(parse_pass_spec("t-touch,t-break")))
+    manager = PassManager([group], [VerifyIR(each_pass=each_pass)])
+    with pytest.raises(PassError, match=blamed + ".*used before it is defined"):
+        manager.run(graph)
+
+
+def test_verify_ir_checks_a_top_level_pass_right_after_it(graph, temp_pass):
+    ran = []
+    temp_pass("t-break", _break_order)
+    temp_pass("t-after", lambda g: ran.append(1) or False)
+    manager = PassManager(parse_pass_spec("t-break,t-after"), [VerifyIR()])
+    with pytest.raises(PassError, match="pass 't-break' left an invalid graph"):
+        manager.run(graph)
+    assert not ran
 
 
 def test_requires_is_checked_before_running(graph, temp_pass):

@@ -38,10 +38,11 @@ from graphopt.backend.c.codegen import GeneratedCode, generate
 from graphopt.backend.c.registry import const_inputs, has_emitter
 from graphopt.backend.c.target import Target, get_target
 from graphopt.backend.int8.lowering import absorb_qdq_nodes, lower_int8
+from graphopt.backend.layouts import assign_layouts, check_layout_mode
 from graphopt.backend.lowering import choose_algorithms, fuse_epilogues
 from graphopt.ir.fusion import ensure_fusion_groups
 from graphopt.backend.planner import get_planner
-from graphopt.backend.program import Program
+from graphopt.backend.program import Program, Step
 from graphopt.backend.runtime import Executable, Report
 from graphopt.backend.specialize import check_emitters, specialize, value_inputs
 from graphopt.errors import BadInputError, CodegenError, GraphoptError, UnsupportedError
@@ -66,6 +67,8 @@ class CompileOptions:
     fuse_epilogues: bool = True
     dims: dict[str, int] = field(default_factory=dict)
     fold_constants: bool = True
+    profile: bool = False  # time every kernel (CompiledModel.layer_times builds such a twin)
+    layout: str = "auto"  # "nchw": keep every tensor NCHW (backend/layouts.py)
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def compile(model: ModelLike,  # noqa: A001
             passes: str | None = None,
             cache_dir: "str | os.PathLike | None" = None, threads: int | None = None,
             planner: str = "greedy", fuse_epilogues: bool = True,
-            dims: Mapping[str, int] | None = None) -> "CompiledModel":
+            dims: Mapping[str, int] | None = None, layout: str = "auto") -> "CompiledModel":
     """Compile an ONNX model (path, ModelProto or IR Graph) to native code.
 
     optimize/level/passes: run graphopt's pipeline first. A Graph argument is never changed:
@@ -91,8 +94,10 @@ def compile(model: ModelLike,  # noqa: A001
     threads: OpenMP threads for runs. planner: "greedy" or "linear" arena planning.
     fuse_epilogues: fold activations/residual adds into Conv/Gemm/MatMul epilogues.
     dims: values of symbolic dims for the first specialization (others default to 1).
+    layout: "auto" (blocked NCHWc where the cost model says it pays), "nchw", or "blocked"
+      (wherever a blocked kernel exists, whatever the conversions cost).
     """
-    options = _options(target, cache_dir, threads, planner, fuse_epilogues, dims)
+    options = _options(target, cache_dir, threads, planner, fuse_epilogues, dims, layout)
     return CompiledModel(_prepare_graph(model, optimize, level, passes), options)
 
 
@@ -100,7 +105,8 @@ def compile_many(models: Sequence[ModelLike], inputs: Sequence[Inputs | None] | 
                  optimize: bool = True, level: int = 2, target: "str | Target" = "native", *,
                  passes: str | None = None, cache_dir: "str | os.PathLike | None" = None,
                  threads: int | None = None, planner: str = "greedy",
-                 fuse_epilogues: bool = True) -> list["CompiledModel | GraphoptError"]:
+                 fuse_epilogues: bool = True, layout: str = "auto"
+                 ) -> list["CompiledModel | GraphoptError"]:
     """Compile several models with one C compiler run (options as in compile()).
 
     Model i is specialized for `inputs[i]` (sample inputs, checked like run()'s; None: its
@@ -111,7 +117,7 @@ def compile_many(models: Sequence[ModelLike], inputs: Sequence[Inputs | None] | 
     batch fails to build (an emitter bug), each program is built alone so the CodegenError
     lands on the model whose C is at fault.
     """
-    options = _options(target, cache_dir, threads, planner, fuse_epilogues, None)
+    options = _options(target, cache_dir, threads, planner, fuse_epilogues, None, layout)
     samples = list(inputs) if inputs is not None else [None] * len(models)
     if len(samples) != len(models):
         raise BadInputError(f"compile_many got {len(models)} models but {len(samples)} inputs")
@@ -161,10 +167,12 @@ def _build_together(codes: list[GeneratedCode],
 
 
 def _options(target: "str | Target", cache_dir: "str | os.PathLike | None", threads: int | None,
-             planner: str, fuse: bool, dims: Mapping[str, int] | None) -> CompileOptions:
+             planner: str, fuse: bool, dims: Mapping[str, int] | None,
+             layout: str = "auto") -> CompileOptions:
     get_planner(planner)  # fail early on a bad name
     return CompileOptions(get_target(target), None if cache_dir is None else str(cache_dir),
-                          threads, planner, fuse, dict(dims or {}))
+                          threads, planner, fuse, dict(dims or {}),
+                          layout=check_layout_mode(layout))
 
 
 def _prepare_graph(model: ModelLike, optimize: bool, level: int, passes: str | None) -> Graph:
@@ -203,6 +211,7 @@ class CompiledModel:
         self._executables: dict[Specialization, Executable] = {}
         self._signatures: dict[tuple, Executable] = {}  # checked input signature -> program
         self._lock = threading.Lock()
+        self._profiled: CompiledModel | None = None  # the timing twin of layer_times
         for role, values in (("input", self.inputs), ("output", graph.outputs)):
             for value in values:
                 if value.type is None and value.onnx_type is not None:
@@ -226,10 +235,16 @@ class CompiledModel:
         """Outputs (in model order, or `output_names` order) for `inputs` given as a dict by
         input name, a list in input order, or a single array for single-input models.
 
-        `outputs`: arrays to write the results into, one per model output in model order, each
-        writable, C-contiguous and of the output's exact shape and dtype; no output memory is
-        allocated and these arrays are what is returned. Inputs whose signature (dtypes and
-        shapes of contiguous arrays) was checked before skip the checks."""
+        The returned arrays are new on every call (never reused by a later run), unless
+        `outputs` is given: arrays to write the results into, one per model output in model
+        order, each writable, C-contiguous, of the output's exact shape and dtype and
+        overlapping no input; then no output memory is allocated and these arrays are what
+        is returned (zero-copy).
+
+        Cost: the first call with a new input signature (types, dtypes and shapes) checks the
+        inputs and finds or builds the program; later calls with C-contiguous ndarrays of that
+        signature do one dict lookup and call the C: about 4 us of Python per call on a
+        Zen 3 core (docs/BACKEND.md; `graphopt bench` prints it for a model)."""
         executable, arrays = self._known_signature(inputs)
         if executable is None:
             arrays = self._check_inputs(inputs)
@@ -240,18 +255,49 @@ class CompiledModel:
                     self._signatures[_signature(arrays)] = executable
             if self.options.threads:
                 executable.set_threads(self.options.threads)
-            outputs = executable.run(arrays, outputs)
+            results = executable.run(arrays, outputs)
         if output_names is None:
-            return outputs
+            return results
         unknown = [n for n in output_names if n not in self.output_names]
         if unknown:
             raise BadInputError(f"unknown output name(s) {', '.join(unknown)}; the model's outputs "
                                 f"are {', '.join(self.output_names)}")
-        return [outputs[self.output_names.index(n)] for n in output_names]
+        return [results[self.output_names.index(n)] for n in output_names]
 
     def set_threads(self, threads: int) -> None:
         """OpenMP threads used by later runs (native target; the portable build is serial)."""
         self.options = dataclasses.replace(self.options, threads=int(threads))
+
+    def executable(self, inputs: Inputs) -> tuple[Executable, list[np.ndarray]]:
+        """The program that runs `inputs` (built now if need be) and the checked inputs."""
+        arrays = self._check_inputs(inputs)
+        with self._lock:
+            return self._executable(self._specialization(arrays)), arrays
+
+    def layer_times(self, inputs: Inputs, runs: int = 20,
+                    budget_seconds: float = 10.0) -> list[tuple[Step, float]]:
+        """Median seconds of each kernel over `runs` runs on `inputs` (fewer once
+        `budget_seconds` are spent, at least 3), in execution order; steps realized as views
+        take no time and are not listed. The timings come from a twin of this model built with
+        a timer around every kernel call (a GRAPHOPT_PROFILE build, cached separately), so
+        this model's own code carries no timing cost; its thread count is this model's."""
+        if self._profiled is None:
+            self._profiled = CompiledModel(self.graph, dataclasses.replace(self.options,
+                                                                           profile=True),
+                                           build_default=False)
+        twin = self._profiled
+        twin.options = dataclasses.replace(twin.options, threads=self.options.threads)
+        executable, arrays = twin.executable(inputs)  # builds (or loads) the profile program
+        twin.run(arrays)  # warm-up
+        samples = []
+        deadline = time.perf_counter() + budget_seconds
+        while len(samples) < max(runs, 1) and (len(samples) < 3 or
+                                                time.perf_counter() < deadline):
+            twin.run(arrays)
+            samples.append(executable.step_ns.copy())
+        medians = np.median(np.stack(samples), axis=0) * 1e-9
+        steps = executable.program.steps
+        return [(steps[i], float(t)) for i, t in zip(executable.code.profiled, medians)]
 
     @property
     def report(self) -> Report:
@@ -321,8 +367,10 @@ class CompiledModel:
         lower_int8(program, self.graph)  # Value.quant-annotated groups -> integer steps
         if self.options.fuse_epilogues:
             fuse_epilogues(program)
+        assign_layouts(program, self.options.target, self.options.layout)
         choose_algorithms(program)
-        code = generate(program, self.options.target, get_planner(self.options.planner), prefix)
+        code = generate(program, self.options.target, get_planner(self.options.planner), prefix,
+                        self.options.profile)
         return code, time.perf_counter() - started
 
     def _install(self, spec: Specialization, code: GeneratedCode, built: BuiltModule,
@@ -332,27 +380,39 @@ class CompiledModel:
         log.info("compiled %s for input shapes %s in %.2fs (arena %d bytes)",
                  self.graph.info.graph_name, spec.shapes, seconds, code.arena_bytes)
 
-    def _known_signature(self, inputs: Inputs) -> tuple[Executable | None, list[np.ndarray]]:
-        """The program for inputs shaped like ones already checked (all C-contiguous ndarrays,
-        every input given), so a repeated call skips the checks; (None, []) otherwise. Models
-        specialized on input values always take the checked path."""
-        if self.value_inputs or not self._signatures:
-            return None, []
-        if isinstance(inputs, np.ndarray):
-            values = [inputs]
-        elif isinstance(inputs, dict):
-            if len(inputs) != len(self.input_names) or \
-                    any(name not in inputs for name in self.input_names):
-                return None, []
-            values = [inputs[name] for name in self.input_names]
-        elif isinstance(inputs, (list, tuple)):
-            values = list(inputs)
+    def _known_signature(self, inputs: Inputs) -> tuple[Executable | None, Sequence[np.ndarray]]:
+        """The program for inputs of a signature checked before (every input given as a
+        C-contiguous ndarray), so a repeated call skips the checks; (None, ()) otherwise.
+        Models specialized on input values always take the checked path. This is the hot path
+        of a tiny model: one dict lookup, no Python-level loop over the checks."""
+        signatures = self._signatures
+        if not signatures:
+            return None, ()
+        kind = type(inputs)
+        if kind is dict:
+            names = self.input_names
+            if len(inputs) != len(names):
+                return None, ()
+            try:
+                values: Sequence[np.ndarray] = [inputs[names[0]]] if len(names) == 1 else \
+                    [inputs[name] for name in names]
+            except KeyError:
+                return None, ()
+        elif kind is list or kind is tuple:
+            values = inputs
+        elif kind is np.ndarray:
+            values = (inputs,)
         else:
-            return None, []
-        if len(values) != len(self.input_names) or \
-                any(type(a) is not np.ndarray or not a.flags.c_contiguous for a in values):
-            return None, []
-        return self._signatures.get(_signature(values)), values
+            return None, ()
+        try:
+            if len(values) == 1:  # most models: no comprehension (a frame per call in 3.11)
+                a = values[0]
+                key: tuple = ((type(a), a.dtype, a.shape, a.flags.c_contiguous),)
+            else:
+                key = _signature(values)
+        except (AttributeError, TypeError):  # not arrays: the checked path converts or refuses
+            return None, ()
+        return signatures.get(key), values
 
     def _check_inputs(self, inputs: Inputs) -> list[np.ndarray]:
         """The inputs as contiguous arrays in model order; BadInputError on any mismatch."""
@@ -360,5 +420,6 @@ class CompiledModel:
 
 
 def _signature(arrays: Sequence[np.ndarray]) -> tuple:
-    """What the input checks depend on: each array's dtype and shape."""
-    return tuple((a.dtype, a.shape) for a in arrays)
+    """The key of checked inputs in CompiledModel._signatures (as _known_signature builds it):
+    what the checks depend on, plus the type and contiguity the C call needs."""
+    return tuple([(type(a), a.dtype, a.shape, a.flags.c_contiguous) for a in arrays])

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 
 from graphopt.backend.api import CompiledModel
+from graphopt.backend.program import Step
 from graphopt.backend.runtime import Report
 from graphopt.progress import Progress
 
@@ -79,6 +80,80 @@ def compare_latency(compiled: CompiledModel, model: "str | os.PathLike | onnx.Mo
                        budget_seconds=budget_seconds, progress=progress, label="onnxruntime")
     progress.done()
     return Timing(threads, ours, theirs)
+
+
+@dataclass(frozen=True)
+class Overhead:
+    """Median microseconds per call of CompiledModel.run and of its bare C entry point."""
+
+    run_us: float
+    entry_us: float
+
+    @property
+    def python_us(self) -> float:
+        """What run() adds around the C: signature lookup, output allocation, pointer binding."""
+        return self.run_us - self.entry_us
+
+
+def run_overhead(compiled: CompiledModel, feeds: Mapping[str, np.ndarray], rounds: int = 15,
+                 calls: int = 200, budget_seconds: float = 2.0) -> Overhead:
+    """run(feeds) against the bare C call on the same arrays, interleaved in `rounds` rounds
+    of up to `calls` calls each (so load from other processes hits both alike), fewer calls
+    for a slow model so the whole takes about `budget_seconds`; medians."""
+    executable, arrays = compiled.executable(feeds)
+    clock = time.perf_counter
+    start = clock()
+    outputs = compiled.run(feeds)
+    per_call = clock() - start
+    calls = max(1, min(calls, int(budget_seconds / (2 * rounds * max(per_call, 1e-7)))))
+    run_times: list[float] = []
+    entry_times: list[float] = []
+    for _ in range(rounds):
+        for _ in range(calls):
+            start = clock()
+            compiled.run(feeds)
+            run_times.append(clock() - start)
+        entry_times += executable.time_entry(arrays, outputs, calls)
+    return Overhead(statistics.median(run_times) * 1e6, statistics.median(entry_times) * 1e6)
+
+
+def step_flops(step: Step) -> int:
+    """Multiply-add work (2 flops each) of a Conv/Gemm/MatMul step on its concrete shapes; 0
+    for other ops (their cost is memory traffic, not arithmetic)."""
+    out = step.outputs[0]
+    if step.op_type == "Conv":
+        w = step.inputs[1]
+        return 2 * out.size * (w.size // w.shape[0])
+    if step.op_type in ("Gemm", "MatMul"):
+        a = step.inputs[0]
+        depth = a.shape[0] if step.node.attrs.get("transA", 0) else a.shape[-1]
+        return 2 * out.size * depth
+    return 0
+
+
+def format_layers(times: list[tuple[Step, float]], top: int = 10) -> str:
+    """The `top` slowest kernels of CompiledModel.layer_times, slowest first: time, share of
+    the kernels' total, GFLOP/s where the op does arithmetic, and what the kernel computes."""
+    total = sum(seconds for _, seconds in times)
+    ranked = sorted(times, key=lambda item: -item[1])
+    lines = [f"{'us':>9}  {'share':>6}  {'GFLOP/s':>7}  layer"]
+    for step, seconds in ranked[:top]:
+        share = f"{100 * seconds / total:.1f}%" if total else "-"
+        flops = step_flops(step)
+        rate = f"{flops / seconds / 1e9:.1f}" if flops and seconds else "-"
+        op = step.op_type + (f"[{step.algorithm}]" if step.algorithm else "") + \
+            "".join(f"+{e.op_type}" for e in step.epilogue)
+        out = step.outputs[0]
+        dims = "x".join(map(str, out.shape)) or "scalar"
+        lines.append(f"{seconds * 1e6:>9.1f}  {share:>6}  {rate:>7}  {op} '{step.node.name}' -> "
+                     f"{out.dtype.short}[{dims}]")
+    rest = ranked[top:]
+    if rest:
+        lines.append(f"{sum(s for _, s in rest) * 1e6:>9.1f}  "
+                     f"{100 * sum(s for _, s in rest) / total if total else 0:>5.1f}%  "
+                     f"{'':>7}  ({len(rest)} more layers)")
+    lines.append(f"{total * 1e6:>9.1f}  {'100%':>6}  {'':>7}  all {len(times)} kernels")
+    return "\n".join(lines)
 
 
 def format_report(name: str, report: Report) -> str:

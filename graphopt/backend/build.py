@@ -50,7 +50,8 @@ log = logging.getLogger(__name__)
 # the top level.
 _PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
 CSRC_DIR = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else Path(__file__).resolve().parents[2] / "csrc"
-CSRC_SOURCES = ("gemm.c", "conv.c", "qgemm.c", "winograd.c", "im2col_gather.c")
+CSRC_SOURCES = ("gemm.c", "conv.c", "qgemm.c", "winograd.c", "im2col_gather.c",
+                "nchwc.c")
 ABI_VERSION = "1"  # bump when the entry point's signature or calling convention changes
 
 _LOADED: dict[str, ModuleType] = {}
@@ -295,11 +296,7 @@ def _first_lines(text: str, count: int = 20) -> str:
 def _load(module_name: str, path: Path) -> ModuleType:
     key = str(path)
     if key not in _LOADED:
-        # libgomp reads its wait policy once, when it is loaded with the first module. Its
-        # default (spin before sleeping) makes every barrier crawl when the cores are shared
-        # with other processes (measured: resnet18 on 2 busy cores, 1.4 s spinning vs 0.2 s
-        # passive). An explicit OMP_WAIT_POLICY in the environment still wins.
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        _set_wait_policy()
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise CodegenError(f"cannot load the compiled module {path}")
@@ -307,3 +304,32 @@ def _load(module_name: str, path: Path) -> ModuleType:
         spec.loader.exec_module(module)
         _LOADED[key] = module
     return _LOADED[key]
+
+
+def _set_wait_policy() -> None:
+    """Make libgomp's idle threads sleep at once (OMP_WAIT_POLICY=PASSIVE) unless the user
+    chose a wait policy or a spin count. libgomp reads them once, when it loads (with the first
+    compiled module, unless another library of the process loaded it before: then its policy
+    stands).
+
+    Measured with benchmarks/omp_probe.py on the 2-core EPYC KVM guest shared with other
+    processes (load 5-8): fork/join 15 us and barrier 6 us passive; libgomp's default spin
+    (~300000 pauses, ~9 ms) forks in 2.3 us back to back but takes 11 ms after a 500 us gap and
+    350 us per barrier, as spinning threads take the cores from the ones with work (resnet18:
+    1.4 s spinning vs 0.2 s passive); short spins (GOMP_SPINCOUNT 300 or 3000) were worse than
+    both (25 and 175 us per fork). On a dedicated machine a spinning policy can still pay for
+    models with many small layers: set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    if _libgomp_loaded():
+        log.info("libgomp was loaded before graphopt's first module: OMP_WAIT_POLICY=PASSIVE "
+                 "does not apply to it")
+
+
+def _libgomp_loaded() -> bool:
+    """Whether the process has mapped the system libgomp already (Linux; False elsewhere)."""
+    try:
+        return "/libgomp.so" in Path("/proc/self/maps").read_text()
+    except OSError:
+        return False

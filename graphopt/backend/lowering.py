@@ -2,8 +2,9 @@
 
 The groups are the IR's (graphopt.ir.fusion, stamped by the group-epilogues pass; the NPU model
 reads the same ones): a Conv/Gemm/MatMul step absorbs the steps of its group's epilogue nodes,
-one at a time and in order, as epilogue ops applied to each output tile while it is still in
-cache, so the intermediate tensors are never written. graphopt.ir.fusion says why that is exact.
+one at a time and in order (a SiLU's Sigmoid and Mul together, as one Swish op), as epilogue
+ops applied to each output tile while it is still in cache, so the intermediate tensors are
+never written. graphopt.ir.fusion says why that is exact.
 
 The backend may end a group early where its epilogue code cannot express an op (a float32
 result, an op in the scalar expression table, at most MAX_OPERANDS pointer operands); the rest
@@ -15,6 +16,9 @@ from __future__ import annotations
 
 from graphopt.backend.c import algorithms, exprs
 from graphopt.backend.c.epilogue import MAX_OPERANDS, epilogue_problem
+from graphopt.backend.fuse_attention import fuse_attention
+from graphopt.backend.fuse_gelu import fuse_gelu_epilogues
+from graphopt.backend.layouts import LAYOUT_MODES, assign_layouts, layout_choice  # noqa: F401
 from graphopt.backend.program import EpilogueOp, Program, Step, Tensor
 from graphopt.ir.types import DType
 
@@ -23,7 +27,7 @@ PRODUCERS = frozenset({"Conv", "Gemm", "MatMul"})
 
 def fuse_epilogues(program: Program) -> int:
     """Fold eligible elementwise steps into their producer; returns how many were folded."""
-    folded = 0
+    folded = fuse_attention(program)  # attention chains first: one step each (fuse_attention.py)
     changed = True
     while changed:
         changed = False
@@ -35,22 +39,26 @@ def fuse_epilogues(program: Program) -> int:
                 continue
             result = step.outputs[0]
             users = readers.get(id(result), [])
-            if id(result) in outputs or len(users) != 1 or result.dtype != DType.FLOAT:
+            if id(result) in outputs or result.dtype != DType.FLOAT:
                 continue
-            consumer = program.steps[users[0]]
-            if not _same_group(step, consumer):
+            consumers = [program.steps[u] for u in users]
+            if not consumers or not all(_same_group(step, c) for c in consumers):
                 continue
-            op = _as_epilogue_op(consumer, result, i, produced_at)
+            if len(consumers) == 1:
+                op = _as_epilogue_op(consumers[0], result, i, produced_at)
+            else:
+                consumers, op = _as_silu(consumers, result, readers, outputs)
             if op is None or epilogue_problem([*step.epilogue, op]) or \
                     _pointer_operands([*step.epilogue, op]) > MAX_OPERANDS - 1:
                 continue
             step.epilogue.append(op)
-            step.outputs[0] = consumer.outputs[0]
-            program.steps.remove(consumer)
-            folded += 1
+            step.outputs[0] = consumers[-1].outputs[0]
+            for consumer in consumers:
+                program.steps.remove(consumer)
+            folded += len(consumers)
             changed = True
             break
-    return folded
+    return folded + fuse_gelu_epilogues(program)  # GELU chains: one epilogue op (fuse_gelu.py)
 
 
 def _same_group(producer: Step, consumer: Step) -> bool:
@@ -58,6 +66,23 @@ def _same_group(producer: Step, consumer: Step) -> bool:
     group = producer.node.fusion
     return group is not None and consumer.node.fusion is group and \
         consumer.node in group.epilogue
+
+
+def _as_silu(consumers: list[Step], result: Tensor, readers: dict[int, list[int]],
+             outputs: set[int]) -> tuple[list[Step], EpilogueOp | None]:
+    """[Sigmoid, Mul] and one SiLU op (Swish, alpha 1: x / (1 + e^-x) = x * sigmoid(x)) when
+    the two readers of `result` are the Sigmoid and Mul of a SiLU the IR grouped
+    (graphopt.ir.fusion.silu_readers); re-checked on the steps' concrete tensors."""
+    kinds = {c.op_type: c for c in consumers if not c.node.domain and not c.epilogue}
+    sigmoid, mul = kinds.get("Sigmoid"), kinds.get("Mul")
+    if len(consumers) != 2 or sigmoid is None or mul is None:
+        return consumers, None
+    gate = sigmoid.outputs[0]
+    if sorted(map(id, mul.inputs)) != sorted((id(result), id(gate))) or id(gate) in outputs or \
+            len(readers.get(id(gate), [])) != 1 or mul.outputs[0].shape != result.shape or \
+            mul.outputs[0].dtype != DType.FLOAT:
+        return consumers, None
+    return [sigmoid, mul], EpilogueOp("Swish", {"alpha": 1.0}, (), 0, mul.node.name)
 
 
 def _as_epilogue_op(consumer: Step, result: Tensor, producer_index: int,

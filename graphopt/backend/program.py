@@ -23,6 +23,9 @@ class Tensor:
     dtype: DType
     shape: tuple[int, ...]
     const: np.ndarray | None = None
+    # "" for ONNX row-major; a blocked layout name ("NCHW8c") set by layout selection, the
+    # shape then being the physical one, [N, C/c, H, W, c] (graphopt/backend/c/nchwc.py)
+    layout: str = ""
 
     @property
     def size(self) -> int:

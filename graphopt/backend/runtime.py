@@ -4,11 +4,13 @@
 (fresh ones, or the caller's own with `outputs=`), the weight blob and the arena (both 64-byte
 aligned numpy buffers owned here), through pointer tables built once. cffi releases the GIL
 during the call. An Executable is not re-entrant: its arena and pointer tables are shared by
-calls, so the CompiledModel serializes runs with a lock.
+calls, so the CompiledModel serializes runs with a lock. A profile build (codegen's
+`profile=True`) leaves each kernel's time of the last run in `step_ns`.
 """
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -67,8 +69,16 @@ class Executable:
         self._arena_ptr = self._ffi.cast("char*", self._arena.ctypes.data)
         # built once, refilled per call: the pointer tables the entry point reads
         self._inputs_ptr = self._ffi.new("void*[]", max(len(self.program.inputs), 1))
-        self._outputs_ptr = self._ffi.new("void*[]", max(len(self.program.outputs), 1))
+        outputs = len(self.program.outputs)
+        self._outputs_ptr = self._ffi.new("void*[]", max(outputs + bool(code.profiled), 1))
+        # profile build: the entry point writes each kernel's ns into the slot after the outputs
+        self.step_ns = np.zeros(len(code.profiled), np.int64)
+        if code.profiled:
+            self._step_ns_ptr = self._ffi.from_buffer(self.step_ns)
+            self._outputs_ptr[outputs] = self._step_ns_ptr
         self._output_specs = [(t.shape, np.dtype(t.dtype.numpy)) for t in self.program.outputs]
+        self._from_buffer = self._ffi.from_buffer  # bound once: run() is the hot path
+        self._empty = np.empty
         self.report = Report(
             target=target_name,
             input_shapes=tuple(t.shape for t in self.program.inputs),
@@ -89,38 +99,65 @@ class Executable:
 
     def run(self, arrays: Sequence[np.ndarray],
             outputs: Sequence[np.ndarray] | None = None) -> list[np.ndarray]:
-        """Outputs for inputs already checked to match this specialization, written into
-        `outputs` when given (checked here: one writable C-contiguous array per output, of its
-        exact shape and dtype), else into new arrays."""
+        """Outputs for inputs already checked to match this specialization (C-contiguous arrays
+        of its shapes and dtypes), written into `outputs` when given (checked here: one
+        writable C-contiguous array per output, of its exact shape and dtype, overlapping no
+        input and no other output), else into new arrays."""
         if outputs is None:
-            outputs = [np.empty(shape, dtype) for shape, dtype in self._output_specs]
+            specs = self._output_specs
+            outputs = [self._empty(*specs[0])] if len(specs) == 1 else \
+                [self._empty(shape, dtype) for shape, dtype in specs]  # (no comprehension frame)
         else:
-            outputs = self._check_outputs(outputs)
-        ffi = self._ffi
-        buffers = [ffi.from_buffer(a) for a in arrays] + \
-            [ffi.from_buffer(o, require_writable=True) for o in outputs]
+            outputs = self._check_outputs(outputs, arrays)
+        # the arrays outlive the call, so the raw pointers stay valid without their cdata
+        inputs_ptr, outputs_ptr = self._inputs_ptr, self._outputs_ptr
+        from_buffer = self._from_buffer
         for i in range(len(arrays)):
-            self._inputs_ptr[i] = buffers[i]
+            inputs_ptr[i] = from_buffer(arrays[i])
         for i in range(len(outputs)):
-            self._outputs_ptr[i] = buffers[len(arrays) + i]
-        status = self._entry(self._inputs_ptr, self._outputs_ptr, self._weights_ptr,
-                             self._arena_ptr)
+            outputs_ptr[i] = from_buffer(outputs[i])
+        status = self._entry(inputs_ptr, outputs_ptr, self._weights_ptr, self._arena_ptr)
         if status:
             step = self.program.steps[status - 1]
             raise BadInputError(f"{step.node.describe()} failed at run time: an index read from "
                                 f"the inputs is out of range ({step.describe()})")
         return outputs
 
-    def _check_outputs(self, outputs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def time_entry(self, arrays: Sequence[np.ndarray], outputs: Sequence[np.ndarray],
+                   runs: int) -> list[float]:
+        """Seconds of each of `runs` bare calls of the C entry point on checked `arrays` and
+        `outputs`, pointers bound once: run() minus its Python work (bench.run_overhead).
+        Not serialized with run(): for a benchmark's own thread."""
+        buffers = [self._from_buffer(a) for a in (*arrays, *outputs)]  # alive during the calls
+        for i, buffer in enumerate(buffers[:len(arrays)]):
+            self._inputs_ptr[i] = buffer
+        for i, buffer in enumerate(buffers[len(arrays):]):
+            self._outputs_ptr[i] = buffer
+        args = (self._inputs_ptr, self._outputs_ptr, self._weights_ptr, self._arena_ptr)
+        entry, clock, times = self._entry, time.perf_counter, []
+        for _ in range(runs):
+            start = clock()
+            entry(*args)
+            times.append(clock() - start)
+        return times
+
+    def _check_outputs(self, outputs: Sequence[np.ndarray],
+                       arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         outputs = list(outputs)
         if len(outputs) != len(self._output_specs):
             raise BadInputError(f"got {len(outputs)} output array(s); the model has "
                                 f"{len(self._output_specs)} outputs")
-        for t, (shape, dtype), out in zip(self.program.outputs, self._output_specs, outputs):
+        for i, (t, (shape, dtype), out) in enumerate(zip(self.program.outputs,
+                                                         self._output_specs, outputs)):
             if type(out) is not np.ndarray or out.shape != shape or out.dtype != dtype or \
                     not out.flags.c_contiguous or not out.flags.writeable:
                 got = f"{out.dtype}{list(out.shape)}" if isinstance(out, np.ndarray) else \
                     type(out).__name__
                 raise BadInputError(f"output array for '{t.name}' is {got}; it must be a "
                                     f"writable C-contiguous {np.dtype(dtype)}{list(shape)}")
+            # the kernels assume outputs alias nothing they read or write
+            for other in (*arrays, *outputs[:i]):
+                if np.may_share_memory(out, other):
+                    raise BadInputError(f"output array for '{t.name}' overlaps an input or "
+                                        "another output array; give separate arrays")
         return outputs

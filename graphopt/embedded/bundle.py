@@ -11,30 +11,36 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from graphopt.backend.c import cdtypes
 from graphopt.backend.c.codegen import GeneratedCode
 from graphopt.backend.program import Tensor
 from graphopt.embedded.csource import array_literal, c_string, hex_words, in_comment
 from graphopt.embedded.footprint import Footprint
+from graphopt.embedded.quantized import PortQuant
 from graphopt.embedded.targets import BUNDLE_TARGETS, BundleTarget
+from graphopt.ir.types import DType
 
 # The <math.h> functions generated code may call; the bundle README lists those it uses.
 LIBM = ("expf", "logf", "sqrtf", "tanhf", "powf", "fabsf", "floorf", "ceilf", "roundf",
-        "nearbyintf", "erff", "sinf", "cosf", "tanf", "atanf", "asinf", "acosf", "sinhf",
-        "coshf", "asinhf", "acoshf", "atanhf", "fmodf", "fmaxf", "fminf", "log1pf", "expm1f",
-        "exp", "log", "sqrt", "tanh", "pow", "fabs", "floor", "ceil", "round", "nearbyint", "erf",
-        "sin", "cos", "tan", "atan", "fmod")
+        "nearbyintf", "rintf", "fmaf", "erff", "sinf", "cosf", "tanf", "atanf", "asinf", "acosf",
+        "sinhf", "coshf", "asinhf", "acoshf", "atanhf", "fmodf", "fmaxf", "fminf", "log1pf",
+        "expm1f", "exp", "log", "sqrt", "tanh", "pow", "fabs", "floor", "ceil", "round",
+        "nearbyint", "erf", "sin", "cos", "tan", "atan", "fmod")
 
 _LIBM_CALL = re.compile(rf"\b({'|'.join(LIBM)})\s*\(")
+_C_COMMENT = re.compile(r"/\*.*?\*/|//[^\n]*", re.S)  # prose such as "go round (each ..." is no call
 
 
 @dataclass(frozen=True)
 class Port:
-    """One input or output of the API: its C parameter name, macro stem and tensor."""
+    """One input or output of the API: its C parameter name, macro stem and tensor; `quant`
+    for an integer port of a quantized model (its scale and zero point become macros)."""
 
     cname: str
     macro: str
     tensor: Tensor
     ctype: str
+    quant: PortQuant | None = None
 
 
 @dataclass(frozen=True)
@@ -50,9 +56,14 @@ class BundleText:
     sample: tuple[np.ndarray, ...]
     expected: tuple[np.ndarray, ...]
     rms: tuple[float, ...]  # per output: the scale the relative tolerance is measured against
-    rtol: float
-    atol: float
+    tolerances: tuple[tuple[float, float], ...]  # per output: (rtol, atol); (0, 0) exact
     csrc: dict[str, str]  # kernel files copied into the bundle
+    reference: str = "onnxruntime"  # what computed `expected`
+
+    @property
+    def exact(self) -> bool:
+        """Every output must match bit for bit (INT8 bundles whose outputs come from integers)."""
+        return all(t == (0.0, 0.0) for t in self.tolerances)
 
     @property
     def upper(self) -> str:
@@ -80,7 +91,7 @@ def header(b: BundleText, footprint: Footprint) -> str:
                          f"[{', '.join(map(str, t.shape))}] */\n"
                          f"#define {u}_{p.macro}_SIZE {t.size}\n"
                          f"#define {u}_{p.macro}_RANK {t.rank}\n"
-                         f"#define {u}_{p.macro}_DIMS {{{dims}}}\n")
+                         f"#define {u}_{p.macro}_DIMS {{{dims}}}\n" + _quant_macros(u, p))
     return f"""\
 /* {b.prefix}.h: '{b.model_name}' compiled by graphopt emit-c for {b.target.name}.
  *
@@ -134,6 +145,16 @@ extern const uint32_t {b.prefix}_weights[];
 """
 
 
+def _quant_macros(upper: str, port: Port) -> str:
+    """Scale and zero point of an integer port: real = (q - ZERO_POINT) * SCALE."""
+    if port.quant is None:
+        return ""
+    stem = f"{upper}_{port.macro}"
+    return (f"/* quantized {port.ctype}: real = (q - {stem}_ZERO_POINT) * {stem}_SCALE */\n"
+            f"#define {stem}_SCALE {cdtypes.literal(port.quant.scale, DType.FLOAT)}\n"
+            f"#define {stem}_ZERO_POINT {port.quant.zero_point}\n")
+
+
 def model_source(b: BundleText) -> str:
     """NAME.c: the generated kernels and entry point, the static arena and the typed API."""
     u, code = b.upper, b.code
@@ -177,20 +198,21 @@ const uint32_t {b.prefix}_weights[{count}] {b.upper}_ALIGNED = {{
 
 
 def example_source(b: BundleText) -> str:
-    """example_main.c: run on the embedded sample, compare with onnxruntime's outputs."""
+    """example_main.c: run on the embedded sample, compare with the reference's outputs."""
     u = b.upper
     arrays, checks = [], []
     for p, data in zip(b.inputs, b.sample):
         arrays.append(f"static const {p.ctype} sample_{p.cname}[{u}_{p.macro}_SIZE > 0 ? "
                       f"{u}_{p.macro}_SIZE : 1] = {{\n{array_literal(data, p.tensor.dtype)}\n}};")
-    for p, data, rms in zip(b.outputs, b.expected, b.rms):
+    for p, data, rms, (rtol, atol) in zip(b.outputs, b.expected, b.rms, b.tolerances):
         arrays.append(f"static const {p.ctype} expected_{p.cname}[{u}_{p.macro}_SIZE > 0 ? "
                       f"{u}_{p.macro}_SIZE : 1] = {{\n{array_literal(data, p.tensor.dtype)}\n}};")
         arrays.append(f"static {p.ctype} got_{p.cname}[{u}_{p.macro}_SIZE > 0 ? "
                       f"{u}_{p.macro}_SIZE : 1];")
         scale = rms if np.isfinite(rms) else 0.0
         checks.append(f"    bad += {_check_name(p)}({c_string(p.tensor.name)}, got_{p.cname}, "
-                      f"expected_{p.cname}, {u}_{p.macro}_SIZE, {scale!r}, &worst);")
+                      f"expected_{p.cname}, {u}_{p.macro}_SIZE, {scale!r}, {rtol!r}, {atol!r}, "
+                      "&worst);")
     args = [f"sample_{p.cname}" for p in b.inputs] + [f"got_{p.cname}" for p in b.outputs]
     helpers = {}
     for p in b.outputs:
@@ -199,18 +221,16 @@ def example_source(b: BundleText) -> str:
         helpers[p.ctype] = template.replace("NAME", _check_name(p)).replace("TYPE", p.ctype)
     return f"""\
 /* Runs {b.prefix} on the sample input embedded below and checks every output against the one
- * onnxruntime computed when the bundle was emitted: floats within
- * |got - want| <= ATOL + RTOL * max(|want|, rms(want)) (graphopt.numerics' rule: summation
- * order moves an element by a fraction of the output's scale), integers equal. Prints PASS
+ * {b.reference} computed when the bundle was emitted: floats within
+ * |got - want| <= atol + rtol * max(|want|, rms(want)) (graphopt.numerics' rule: summation
+ * order moves an element by a fraction of the output's scale; rtol = atol = 0 for outputs of
+ * integer arithmetic, which every target computes bit for bit), integers equal. Prints PASS
  * or FAIL; returns 0 on PASS, 1 on FAIL, 2 when the run itself reports an error. Generated;
  * do not edit. */
 #include <math.h>
 #include <stdio.h>
 
 #include "{b.prefix}.h"
-
-#define RTOL {b.rtol!r}
-#define ATOL {b.atol!r}
 
 {chr(10).join(arrays)}
 
@@ -228,11 +248,19 @@ int main(void) {{
         return 2;
     }}
 {chr(10).join(checks)}
-    printf("%s: {b.prefix} (emitted for {b.target.name}), max abs error %g (rtol %g, atol %g)\\n",
-           bad ? "FAIL" : "PASS", worst, RTOL, ATOL);
+    printf("%s: {b.prefix} (emitted for {b.target.name}), "
+           "max abs error %g vs {_reference_note(b)}\\n", bad ? "FAIL" : "PASS", worst);
     return bad ? 1 : 0;
 }}
 """
+
+
+def _reference_note(b: BundleText) -> str:
+    """What the printed check compared with, for the example's last line."""
+    if b.exact:
+        return f"{b.reference}, bit for bit"
+    rtol, atol = max(b.tolerances, default=(0.0, 0.0))
+    return f"{b.reference} (rtol {rtol:g}, atol {atol:g})"
 
 
 def _check_name(port: Port) -> str:
@@ -270,13 +298,13 @@ static void stack_report(void) {}
 
 _CHECK_FLOAT = """\
 static int NAME(const char* name, const TYPE* got, const TYPE* want, long n,
-                       double rms, double* worst) {
+                       double rms, double rtol, double atol, double* worst) {
     long i, bad = 0;
     for (i = 0; i < n; ++i) {
         double g = got[i], w = want[i], err = fabs(g - w);
         double scale = fabs(w) > rms ? fabs(w) : rms;
         if (err > *worst) *worst = err;
-        if (!(err <= ATOL + RTOL * scale)) {
+        if (!(err <= atol + rtol * scale)) {
             if (bad < 5) printf("  %s[%ld]: got %.9g, want %.9g\\n", name, i, g, w);
             ++bad;
         }
@@ -287,9 +315,11 @@ static int NAME(const char* name, const TYPE* got, const TYPE* want, long n,
 
 _CHECK_EXACT = """\
 static int NAME(const char* name, const TYPE* got, const TYPE* want, long n,
-                       double rms, double* worst) {
+                       double rms, double rtol, double atol, double* worst) {
     long i, bad = 0;
     (void)rms;
+    (void)rtol;
+    (void)atol;
     (void)worst;
     for (i = 0; i < n; ++i) {
         if (got[i] != want[i]) {
@@ -304,7 +334,8 @@ static int NAME(const char* name, const TYPE* got, const TYPE* want, long n,
 
 def libm_used(sources: dict[str, str]) -> list[str]:
     """The <math.h> functions called by the model and kernel sources."""
-    called = set(_LIBM_CALL.findall("\n".join(sources.values())))
+    code = _C_COMMENT.sub(" ", "\n".join(sources.values()))
+    called = set(_LIBM_CALL.findall(code))
     return [f for f in LIBM if f in called]
 
 

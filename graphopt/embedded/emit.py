@@ -8,6 +8,11 @@ that can fail is checked in memory before the first file is written: unsupported
 dtypes (named by node), tensors too large for the target's index type, and the memory budget.
 The sample input is random (seeded) unless given; the expected outputs come from onnxruntime
 on the model as loaded (before graphopt's optimizations), so the example checks the whole chain.
+
+Quantized models (graphopt's `Value.quant` annotations, or QDQ files through absorb-qdq) run
+on the backend's integer kernels, lowered exactly as `backend.compile` lowers them; their
+expected outputs are the host C backend's (portable build) and the example requires the same
+bits on every target (see graphopt/embedded/quantized.py for integer inputs/outputs).
 """
 from __future__ import annotations
 
@@ -28,6 +33,7 @@ from graphopt.backend.c import cdtypes
 from graphopt.backend.c.config import HEADER_NAME, config_header
 from graphopt.backend.c.codegen import GeneratedCode, generate
 from graphopt.backend.c.registry import const_inputs, has_emitter
+from graphopt.backend.int8.lowering import absorb_qdq_nodes, lower_int8
 from graphopt.backend.lowering import fuse_epilogues
 from graphopt.backend.planner import get_planner
 from graphopt.backend.specialize import specialize, value_inputs
@@ -35,6 +41,8 @@ from graphopt.embedded import baremetal, bundle, readme
 from graphopt.embedded.csource import (identifier, in_comment, is_identifier, unique_identifiers,
                                        word_count)
 from graphopt.embedded.footprint import Footprint, predict
+from graphopt.embedded.quantized import (PortQuant, annotate_integer_io, cancel_requantize,
+                                         exact_outputs, is_int8)
 from graphopt.embedded.targets import BundleTarget, get_bundle_target
 from graphopt.errors import BadInputError, UnsupportedError
 from graphopt.inputs import check_inputs
@@ -81,6 +89,8 @@ def emit_c(model: ModelLike, out_dir: "str | os.PathLike", target: "str | Bundle
     if graph is model:  # a Graph passed in: the pipeline below must not change the caller's
         graph = graph.copy()
     reference = onnx_io.export_model(graph)  # the model as given: what the example checks
+    port_quant = annotate_integer_io(graph)
+    graph = absorb_qdq_nodes(graph)  # QDQ files: Q/DQ pairs -> Value.quant, as compile() does
     if optimize:
         from graphopt.optimizer import optimize as run_pipeline
 
@@ -88,14 +98,19 @@ def emit_c(model: ModelLike, out_dir: "str | os.PathLike", target: "str | Bundle
     code = _generate(graph, board, name, dims or {})
     _check_index_range(code, board)
     sample = _sample(graph, inputs, dims)
-    expected = [np.asarray(a) for a in run_onnxruntime(reference, sample)]
-    text = _bundle_text(graph, board, name, code, sample, expected)
+    int8 = is_int8(code.program)
+    expected = _host_int8_outputs(graph, sample, dims) if int8 else \
+        [np.asarray(a) for a in run_onnxruntime(reference, sample)]
+    text = _bundle_text(graph, board, name, code, sample, expected, port_quant, int8)
     # The model's own C (its header rendered with a placeholder footprint, same size): what
     # the footprint measures and what calls libm.
     model_files = {f"{name}.c": bundle.model_source(text),
                    f"{name}.h": bundle.header(text, _PLACEHOLDER), **text.csrc}
     footprint = predict(code, model_files, 4 * word_count(code.weights.nbytes), board)
     _check_budget(footprint, max_ram, max_flash)
+    if footprint.heap:
+        log.warning("the %s bundle's run calls malloc (in %s): that heap is not in its RAM "
+                    "figure", board.name, ", ".join(footprint.heap))
     files = {**model_files, f"{name}.h": bundle.header(text, footprint),
              f"{name}_weights.c": bundle.weights_source(text),
              "example_main.c": bundle.example_source(text),
@@ -147,6 +162,8 @@ def _generate(graph: Graph, board: BundleTarget, name: str,
                             for d in v.type.shape) for v in graph.inputs}
     try:
         program = specialize(graph, shapes, has_emitter)
+        lower_int8(program, graph)  # Value.quant-annotated groups -> integer steps
+        cancel_requantize(program)  # DequantizeLinear -> QuantizeLinear left at integer ports
         fuse_epilogues(program)
         return generate(program, board.codegen, get_planner("greedy"), prefix=f"{name}_")
     except UnsupportedError as err:
@@ -178,28 +195,44 @@ def _sample(graph: Graph, inputs: Mapping[str, np.ndarray] | None,
     return {v.name: a for v, a in zip(graph.inputs, arrays)}
 
 
+def _host_int8_outputs(graph: Graph, sample: Mapping[str, np.ndarray],
+                       dims: Mapping[str, int] | None) -> list[np.ndarray]:
+    """What the host C backend computes for the sample (portable C99 build of the same
+    lowered program): an INT8 bundle must give these bits on every target."""
+    from graphopt.backend import compile as compile_model
+
+    compiled = compile_model(graph, optimize=False, target="portable", dims=dims)
+    return [np.asarray(a) for a in compiled.run(dict(sample))]
+
+
 def _bundle_text(graph: Graph, board: BundleTarget, name: str, code: GeneratedCode,
-                 sample: Mapping[str, np.ndarray], expected: list[np.ndarray]) -> bundle.BundleText:
+                 sample: Mapping[str, np.ndarray], expected: list[np.ndarray],
+                 port_quant: Mapping[str, PortQuant], int8: bool) -> bundle.BundleText:
     program = code.program
     taken = {"arena", "inputs", "outputs", "weights", name}
     in_names = unique_identifiers([t.name for t in program.inputs], taken)
     out_names = unique_identifiers([t.name for t in program.outputs], taken)
-    ports_in = tuple(bundle.Port(c, c.upper(), t, cdtypes.ctype(t.dtype))
+    ports_in = tuple(bundle.Port(c, c.upper(), t, cdtypes.ctype(t.dtype), port_quant.get(t.name))
                      for c, t in zip(in_names, program.inputs))
-    ports_out = tuple(bundle.Port(c, c.upper(), t, cdtypes.ctype(t.dtype))
+    ports_out = tuple(bundle.Port(c, c.upper(), t, cdtypes.ctype(t.dtype),
+                                  port_quant.get(t.name))
                       for c, t in zip(out_names, program.outputs))
     for port, want in zip(ports_out, expected):
         if tuple(want.shape) != port.tensor.shape:
-            raise UnsupportedError(f"output '{port.tensor.name}': onnxruntime gives shape "
+            raise UnsupportedError(f"output '{port.tensor.name}': the reference gives shape "
                                    f"{tuple(want.shape)}, the program {port.tensor.shape}")
     tolerance = tolerance_for(np.dtype(np.float32))
+    # INT8: outputs of integer arithmetic must equal the host C backend's bit for bit.
+    exact = exact_outputs(program) if int8 else [False] * len(program.outputs)
+    tolerances = tuple((0.0, 0.0) if e else (tolerance.rtol, tolerance.atol) for e in exact)
     rms = tuple(float(np.sqrt(np.mean(np.square(w.astype(np.float64))))) if w.size else 0.0
                 for w in expected)
     csrc = kernel_sources(code.body, board)
     title = " ".join(in_comment(graph.info.graph_name or name).split())  # for comments
     return bundle.BundleText(name, title, board, code, ports_in,
                              ports_out, tuple(np.asarray(sample[t.name]) for t in program.inputs),
-                             tuple(expected), rms, tolerance.rtol, tolerance.atol, csrc)
+                             tuple(expected), rms, tolerances, csrc,
+                             "the host C backend (INT8)" if int8 else "onnxruntime")
 
 
 def kernel_sources(body: str, board: BundleTarget) -> dict[str, str]:

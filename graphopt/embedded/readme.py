@@ -1,8 +1,37 @@
 """README.md of a bundle: what it is, the API, how to build and run it, its footprint."""
 from __future__ import annotations
 
+import numpy as np
+
 from graphopt.embedded.bundle import BundleText, libm_used
 from graphopt.embedded.footprint import Footprint
+
+
+def _check_rule(b: BundleText) -> str:
+    """How the example compares, in words."""
+    if b.exact:
+        return (f"the output of {b.reference} (computed when the bundle was emitted), bit for "
+                "bit: integer arithmetic and its float epilogue round the same on every target")
+    rtol, atol = max(b.tolerances)
+    exact = " and outputs of integer arithmetic bit for bit" if (0.0, 0.0) in b.tolerances else ""
+    return (f"{b.reference}'s (computed when the bundle was emitted), within "
+            f"`|got - want| <= {atol} + {rtol} * max(|want|, rms(want))` (integers exactly"
+            f"{exact})")
+
+
+def _int8_notes(b: BundleText) -> str:
+    """How an INT8 bundle's integer ports encode reals."""
+    lines = [f"`{port.cname}` holds {port.ctype} values: real = (q - "
+             f"`{b.upper}_{port.macro}_ZERO_POINT`) * `{b.upper}_{port.macro}_SCALE` "
+             f"({np.float32(port.quant.scale)}, {port.quant.zero_point})."
+             for port in (*b.inputs, *b.outputs) if port.quant is not None]
+    return "\n" + "\n".join(lines) + "\n" if lines else ""
+
+
+def _heap_row(footprint: Footprint) -> str:
+    if not footprint.heap:
+        return ""
+    return f"| heap | not counted: the run calls malloc in {', '.join(footprint.heap)} |\n"
 
 
 def render(b: BundleText, footprint: Footprint, files: list[str]) -> str:
@@ -37,13 +66,12 @@ int {p}_run_with_arena(..., void* arena); /* your buffer: {u}_ARENA_BYTES, align
 
 Compile `{p}.c` with `-D{u}_NO_STATIC_ARENA` to drop the static arena and pass your own.
 A non-zero return is the 1-based step whose run-time check failed (an index out of range).
-
+{_int8_notes(b)}
 ## Build and check
 
 `make run` builds `example_main.c`, runs the model on the sample input embedded in it and
-compares every output with onnxruntime's (computed when the bundle was emitted), within
-`|got - want| <= {b.atol} + {b.rtol} * max(|want|, rms(want))` (integers exactly); it prints
-PASS or FAIL and exits non-zero on failure. `make TARGET=host|aarch64|cortex-m4|cortex-m7 run` picks the toolchain (see the
+compares every output with {_check_rule(b)}; it prints PASS or FAIL and exits non-zero on
+failure. `make TARGET=host|aarch64|cortex-m4|cortex-m7 run` picks the toolchain (see the
 Makefile: aarch64 runs under `qemu-aarch64`, Cortex-M under `qemu-system-arm` on an MPS2 board
 with semihosting, using `startup_mps2.c` and `mps2.ld`). `make lib` builds `lib{p}.a`.
 Debian packages for {b.target.name}: {", ".join(b.target.packages) or "gcc, make"}.
@@ -60,11 +88,11 @@ data {footprint.data}) |
 | RAM | {footprint.ram} (arena {footprint.arena}, static {footprint.data + footprint.bss}, \
 stack {footprint.stack}) |
 | MACs | {footprint.macs} |
-
+{_heap_row(footprint)}
 "measured" figures come from compiling these sources with the target's compiler at emit time
-(`size` of the objects, `-fstack-usage` frames summed over the call levels); "estimated" ones
-from the C text when that compiler was not installed. example_main, startup and libc are not
-counted.
+(`size` of the objects, the deepest call chain of gcc's `-fcallgraph-info=su` call graph);
+"estimated" ones from the C text when that compiler was not installed. example_main, startup
+and libc are not counted.
 
 | step | op | node | MACs | arena live | arena peak |
 |---|---|---|---|---|---|

@@ -13,10 +13,7 @@ import numpy as np
 
 from graphopt.errors import UnsupportedError
 from graphopt.evaluator.registry import Call, kernel
-
-
-def _axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
+from graphopt.ir.axes import normalize_axes, normalize_axis
 
 
 def slice_bounds(dim: int, start: int, end: int, step: int) -> slice:
@@ -58,7 +55,7 @@ def reshape(call: Call) -> np.ndarray:
 @kernel("Flatten")
 def flatten(call: Call) -> np.ndarray:
     x = call.inputs[0]
-    axis = _axis(call.attr("axis", 1), x.ndim)
+    axis = normalize_axis(call.attr("axis", 1), x.ndim)
     return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
@@ -78,7 +75,7 @@ def concat(call: Call) -> np.ndarray:
 @kernel("Split")
 def split(call: Call) -> list[np.ndarray]:
     x = call.inputs[0]
-    axis = _axis(call.attr("axis", 0), x.ndim)
+    axis = normalize_axis(call.attr("axis", 0), x.ndim)
     sizes = call.ints(1, "split")
     if sizes is None:
         parts = call.attr("num_outputs", call.num_outputs)
@@ -92,7 +89,7 @@ def _gather_indices(call: Call) -> tuple[int, np.ndarray]:
     """The gather axis and the indices wrapped into [0, dim) (out-of-range ones are refused:
     onnxruntime fails on them)."""
     data, indices = call.inputs[0], call.inputs[1]
-    axis = _axis(call.attr("axis", 0), data.ndim)
+    axis = normalize_axis(call.attr("axis", 0), data.ndim)
     dim = data.shape[axis]
     if np.any(indices < -dim) or np.any(indices >= dim):
         raise UnsupportedError(f"{call.describe()} has indices outside [-{dim}, {dim})")
@@ -119,7 +116,7 @@ def slice_(call: Call) -> np.ndarray:
     steps = call.ints(4, "steps") or [1] * len(starts)
     index = [slice(None)] * x.ndim
     for start, end, axis, step in zip(starts, ends, axes, steps):
-        axis = _axis(axis, x.ndim)
+        axis = normalize_axis(axis, x.ndim)
         index[axis] = slice_bounds(x.shape[axis], start, end, step)
     return np.ascontiguousarray(x[tuple(index)])
 
@@ -130,7 +127,7 @@ def squeeze(call: Call) -> np.ndarray:
     axes = call.ints(1, "axes")
     if not axes:  # absent (or empty, which onnxruntime reads the same way): every 1-dim goes
         return np.squeeze(x)
-    return np.squeeze(x, axis=tuple(_axis(a, x.ndim) for a in axes))
+    return np.squeeze(x, axis=normalize_axes(axes, x.ndim))
 
 
 @kernel("Unsqueeze")
@@ -138,7 +135,7 @@ def unsqueeze(call: Call) -> np.ndarray:
     x = call.inputs[0]
     axes = call.ints(1, "axes") or []
     rank = x.ndim + len(axes)
-    return np.expand_dims(x, tuple(sorted(_axis(a, rank) for a in axes))) if axes else x.copy()
+    return np.expand_dims(x, tuple(sorted(normalize_axes(axes, rank)))) if axes else x.copy()
 
 
 @kernel("Expand")
@@ -166,13 +163,23 @@ def size(call: Call) -> np.ndarray:
     return np.array(call.inputs[0].size, dtype=np.int64)
 
 
+# From this many elements on, ConstantOfShape gives a read-only broadcast of its one value.
+_BROADCAST_ELEMENTS = 4096
+
+
 @kernel("ConstantOfShape")
 def constant_of_shape(call: Call) -> np.ndarray:
+    """A large result is a broadcast view: models that generate their weights this way (onnx's
+    light models) fold them without writing, and page-faulting, megabytes that a later fold
+    (BatchNormalization into Conv) replaces anyway; whoever needs the bytes copies them."""
     shape = tuple(int(d) for d in call.inputs[0])
     value = call.attr("value")
     if value is None:
         value = np.zeros(1, np.float32)
-    return np.full(shape, value.reshape(-1)[0], dtype=value.dtype)
+    fill = value.reshape(-1)[0]
+    if math.prod(shape) >= _BROADCAST_ELEMENTS:
+        return np.broadcast_to(np.array(fill, dtype=value.dtype), shape)
+    return np.full(shape, fill, dtype=value.dtype)
 
 
 @kernel("Range")

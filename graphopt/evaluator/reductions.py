@@ -11,6 +11,7 @@ import numpy as np
 
 from graphopt.errors import UnsupportedError
 from graphopt.evaluator.registry import Call, kernel
+from graphopt.ir.axes import normalize_axes
 
 _REDUCERS = {"ReduceSum": np.sum, "ReduceProd": np.prod, "ReduceMax": np.max, "ReduceMin": np.min}
 
@@ -20,7 +21,7 @@ def _axes(call: Call, x: np.ndarray) -> tuple[int, ...] | None:
     axes = call.ints(1, "axes")
     if not axes:
         return None if call.attr("noop_with_empty_axes", 0) else tuple(range(x.ndim))
-    return tuple(a + x.ndim if a < 0 else a for a in axes)
+    return normalize_axes(axes, x.ndim)
 
 
 @kernel(*_REDUCERS)

@@ -2,11 +2,12 @@
 
 A group is an *anchor* (Conv, ConvTranspose, Gemm, MatMul) followed by *epilogue* nodes (bias
 Add, activation, residual Add, channel Mul, Clip...) that each read the previous result as their
-only reader. Every consumer reads the same groups: the C backend runs a group as one kernel whose
-epilogue is applied to each output tile while it is in registers or cache; the NPU charges the
-epilogue to the anchor's layer as vector work done while outputs drain, so the intermediate
-tensors never travel to the global buffer; the exporter records membership in node metadata
-(the nodes themselves stay standard ONNX).
+only reader, or, for SiLU written as Sigmoid and Mul (EfficientNet exports), as its only two
+readers (`silu_readers`). Every consumer reads the same groups: the C backend runs a group as
+one kernel whose epilogue is applied to each output tile while it is in registers or cache; the
+NPU charges the epilogue to the anchor's layer as vector work done while outputs drain, so the
+intermediate tensors never travel to the global buffer; the exporter records membership in node
+metadata (the nodes themselves stay standard ONNX).
 
 Why an epilogue may join (the math is unchanged): an elementwise op whose output has the
 anchor's output shape computes each output element from the same element of the anchor's result
@@ -80,10 +81,11 @@ def find_fusion_groups(graph: Graph, accepts: EpilogueFilter = lambda node, chai
             continue
         chain = [anchor]
         while len(chain) <= MAX_EPILOGUE:
-            follower = _epilogue_reader(chain[-1], position[id(anchor)], position, outputs)
-            if follower is None or not accepts(follower, chain):
+            followers = _epilogue_readers(chain[-1], position[id(anchor)], position, outputs)
+            if not followers or len(chain) + len(followers) > MAX_EPILOGUE + 1 or \
+                    not all(accepts(f, chain + followers[:k]) for k, f in enumerate(followers)):
                 break
-            chain.append(follower)
+            chain.extend(followers)
         if len(chain) > 1:
             groups.append(FusionGroup(anchor, tuple(chain[1:]), f"fusion_{next(_ids)}"))
     return groups
@@ -119,12 +121,47 @@ def ensure_fusion_groups(graph: Graph) -> list[FusionGroup]:
     return fusion_groups(graph)
 
 
-def _epilogue_reader(node: Node, anchor_position: int, position: dict[int, int],
-                     outputs: set[int]) -> Node | None:
-    """The single elementwise reader of `node`'s result that may join the group, if any."""
+def silu_readers(result: Value) -> tuple[Node, Node] | None:
+    """(Sigmoid, Mul) when the only readers of `result` compute SiLU, result * Sigmoid(result)
+    (either Mul operand order), and the Sigmoid's output is read by that Mul alone; else None.
+    SiLU reads its input twice, so the single-reader rule would stop a group before it; as a
+    pair it is one elementwise function of each element, which an epilogue may apply."""
+    uses = result.uses()
+    if len(uses) != 2 or any(use.index < 0 for use in uses):
+        return None
+    sigmoid = next((u.node for u in uses if u.node.key == ("", "Sigmoid")), None)
+    mul = next((u.node for u in uses if u.node.key == ("", "Mul")), None)
+    if sigmoid is None or mul is None or len(sigmoid.outputs) != 1 or len(mul.outputs) != 1:
+        return None
+    gate = sigmoid.outputs[0]
+    gate_uses = gate.uses()
+    if len(gate_uses) != 1 or gate_uses[0].node is not mul or \
+            sorted(map(id, mul.inputs)) != sorted((id(result), id(gate))):
+        return None
+    return sigmoid, mul
+
+
+def _epilogue_readers(node: Node, anchor_position: int, position: dict[int, int],
+                      outputs: set[int]) -> list[Node]:
+    """The elementwise readers of `node`'s result that may join the group next, in order: the
+    single reader, or the Sigmoid and Mul of a SiLU (silu_readers); [] when none may."""
     result = node.outputs[0]
     if id(result) in outputs or len(node.outputs) != 1:
-        return None
+        return []
+    silu = silu_readers(result)
+    if silu is not None:
+        sigmoid, mul = silu
+        if id(sigmoid.outputs[0]) in outputs or not _is_float(mul.outputs[0]) or \
+                mul.outputs[0].shape is None or mul.outputs[0].shape != result.shape:
+            return []
+        return list(silu)
+    reader = _single_reader(result, anchor_position, position)
+    return [reader] if reader is not None else []
+
+
+def _single_reader(result: Value, anchor_position: int, position: dict[int, int]
+                   ) -> Node | None:
+    """The single elementwise reader of `result` that may join the group, if any."""
     uses = result.uses()
     if len(uses) != 1 or uses[0].index < 0:
         return None

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, NamedTuple, Sequence
 
 import numpy as np
 import onnx
@@ -22,9 +22,11 @@ from graphopt.errors import IRError
 from graphopt.ir.types import DType, QuantParams, TensorType
 
 
-@dataclass(frozen=True)
-class Use:
-    """One read of a Value: `node.inputs[index]`. index == -1 means an implicit read from a subgraph."""
+class Use(NamedTuple):
+    """One read of a Value: `node.inputs[index]`. index == -1 means an implicit read from a subgraph.
+
+    A named tuple (immutable, compared field by field in C): use lists are searched on every
+    input change, and a frozen dataclass made that search a Python call per entry."""
 
     node: "Node"
     index: int
@@ -209,6 +211,10 @@ class ModelInfo:
     graph_doc: str = ""
     metadata_props: dict[str, str] = field(default_factory=dict)
     functions: list[onnx.FunctionProto] = field(default_factory=list)
+
+
+# Graph.remove looks up at most this many nodes one by one (else one filtering walk).
+_FEW_NODES = 8
 
 
 class Graph:
@@ -410,13 +416,25 @@ class Graph:
                         if id(use.node) not in doomed_ids:
                             raise IRError(f"cannot remove {node.describe()}: %{out.name} is still "
                                           f"read by {use.node.describe()}")
+        kept = [n for n in self.nodes if id(n) not in doomed_ids] \
+            if len(doomed) > _FEW_NODES else self._without(doomed)
         for node in doomed:
             node._detach()
             node.graph = None
             for out in node.outputs:
                 self._names.discard(out.name)
                 out.producer = None
-        self.nodes = [n for n in self.nodes if id(n) not in doomed_ids]
+        self.nodes = kept
+
+    def _without(self, doomed: list[Node]) -> list[Node]:
+        """self.nodes minus a few nodes, searched by list.remove (a C loop over the list): a
+        rewrite removes a handful of nodes at a time, and a Python walk over the whole list
+        for each rewrite made rule-based passes quadratic in the graph size."""
+        kept = list(self.nodes)  # a new list: callers may be iterating over the old one
+        for node in doomed:
+            if node.graph is self:
+                kept.remove(node)
+        return kept
 
     def remove_unused_initializers(self) -> int:
         unused = [name for name, v in self.initializers.items()

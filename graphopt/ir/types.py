@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass, replace
 from typing import Sequence, Union
 
@@ -99,7 +100,7 @@ class TensorType:
         """Element count when the shape is fully static, else None."""
         if not self.is_static:
             return None
-        return int(np.prod(self.shape, dtype=np.int64))
+        return math.prod(self.shape)  # Python ints: exact, and no numpy call per value
 
     @property
     def nbytes(self) -> int | None:

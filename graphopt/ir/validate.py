@@ -12,6 +12,7 @@ that into one BadInputError line naming the node, the tensor and the problem.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable, Sequence
 
 import numpy as np
@@ -19,6 +20,7 @@ import onnx
 
 from graphopt.errors import BadInputError
 from graphopt.ir import ops
+from graphopt.ir.axes import normalize_axis
 from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Graph, Node, Value
 from graphopt.ir.types import Dim, broadcast_dims
@@ -69,6 +71,7 @@ def _check_node(node: Node, local_function: bool) -> None:
         check(node)
 
 
+@functools.lru_cache(maxsize=None)  # asked for every node of a model
 def unknown_op_problem(domain: str, op_type: str, opset: int) -> str:
     """Why (domain, op_type) cannot be an ONNX operator, or "" when onnx defines it (custom
     domains are never checked: their ops are passed through)."""
@@ -121,7 +124,7 @@ def _check_axis(axis: int, rank: int | None, what: str, value: Value,
     if not -rank <= axis <= high:
         raise _Problem(f"{what} {axis} is out of range for {_desc(value)} ({rank_of} {rank}, "
                        f"valid: {-rank}..{high})")
-    return axis + rank if axis < 0 else axis
+    return normalize_axis(axis, rank)
 
 
 def _checked_axes(node: Node, rank: int | None, rank_of: str = "rank") -> list[int] | None:

@@ -40,7 +40,7 @@ def verify_graph(graph: "Graph") -> None:
             if id(value) not in defined:
                 _fail(graph, node, f"input {i} %{value.name} is used before it is defined "
                       "(not topologically sorted, or produced outside this graph); call graph.sort()")
-            if sum(1 for u in value._uses if u.node is node and u.index == i) != 1:
+            if value._uses.count((node, i)) != 1:  # Use is a tuple: counted in C
                 _fail(graph, node, f"use list of %{value.name} does not record input {i}")
         for value in node.implicit_inputs:
             if id(value) not in defined:

@@ -14,9 +14,9 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from graphopt.ir import ops
+from graphopt.ir.axes import normalize_axis
 from graphopt.ir.graph import Node
-from graphopt.layout.perms import (Perm, dropped_axes_perm, inserted_axes_perm, invert,
-                                   normalize_axis, rank_of)
+from graphopt.layout.perms import Perm, dropped_axes_perm, inserted_axes_perm, invert, rank_of
 
 
 @dataclass

@@ -76,8 +76,12 @@ def _is_depthwise(node: Node) -> bool:
 
 CONDITIONS: dict[str, Callable[[Node], bool]] = {
     "depthwise": _is_depthwise,
-    "pointwise": lambda n: all(k == 1 for k in _kernel(n)) and bool(_kernel(n)),
+    "pointwise": lambda n: all(k == 1 for k in _kernel(n)) and bool(_kernel(n)) and
+    all(st == 1 for st in n.attr("strides", [1])),
     "large_kernel": lambda n: any(isinstance(k, int) and k >= 5 for k in _kernel(n)),
+    # a first layer: so few input channels times taps that im2col + GEMM runs a thin K
+    "shallow": lambda n: n.input(1) is not None and n.input(1).shape is not None and
+    math.prod(d if isinstance(d, int) else 64 for d in n.input(1).shape[1:]) < 64,
 }
 
 FAMILIES: dict[str, frozenset[ops.OpKey]] = {
@@ -101,6 +105,24 @@ def default_kernels(target: Target) -> list[KernelDecl]:
         table.append(KernelDecl("pool", layout, 0.8 if layout == NCHW else 0.9,
                                 compute_bound=False))
         table.append(KernelDecl("Concat", layout, 1.0, compute_bound=False))
+    return table
+
+
+def backend_kernels(width: int) -> list[KernelDecl]:
+    """The C backend's Conv kernels (NCHW, and NCHW{width}c from ops/conv_blocked.py), relative
+    efficiencies set from `benchmarks/bench_layout.py --kernels` on one AVX2 core (8-layer
+    chains of mobilenet_v2's shapes): NCHW depthwise runs plane by plane and starves on small
+    planes (7x7, 14x14: ~10x slower than blocked), the blocked 1x1 kernel beats the NCHW GEMM
+    by ~1.2-2x. Other windows have no blocked kernel (the selection never asks for one)."""
+    b = blocked(width)
+    table = [
+        KernelDecl("Conv", NCHW, 0.5), KernelDecl("Conv", b, 0.45),
+        KernelDecl("Conv", NCHW, 0.1, "depthwise"), KernelDecl("Conv", b, 0.4, "depthwise"),
+        KernelDecl("Conv", NCHW, 0.45, "pointwise"), KernelDecl("Conv", b, 0.6, "pointwise"),
+        KernelDecl("Conv", NCHW, 0.2, "shallow"), KernelDecl("Conv", b, 0.4, "shallow"),
+    ]
+    for layout in (NCHW, b):
+        table.append(KernelDecl("elementwise", layout, 1.0, compute_bound=False))
     return table
 
 

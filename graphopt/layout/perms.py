@@ -62,10 +62,6 @@ def untranspose_const(array: np.ndarray, perm: Sequence[int]) -> np.ndarray:
     return np.ascontiguousarray(np.transpose(full, invert(perm)))
 
 
-def normalize_axis(axis: int, rank: int) -> int:
-    return axis + rank if axis < 0 else axis
-
-
 def dropped_axes_perm(perm: Sequence[int], dropped: Sequence[int]) -> Perm:
     """The perm the output carries when the axes `dropped` (in the transposed frame) are removed,
     as by a reduction with keepdims=0 or a Squeeze, applied in the untransposed frame instead."""

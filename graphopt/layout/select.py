@@ -32,15 +32,23 @@ Site = str  # "node:<name>", "input:<name>", "output:<name>"
 
 @dataclass(frozen=True)
 class Edge:
+    """A value read at `dst` and written at `src`: `nbytes` in ONNX layout, `shape` logical."""
+
     src: Site
     dst: Site
-    value: Value
+    name: str
+    nbytes: float
+    shape: Sequence | None
+    free_into: str = ""  # a layout whose kernel at dst reads the value in any layout
+
+    @classmethod
+    def of(cls, src: Site, dst: Site, value: Value) -> "Edge":
+        return cls(src, dst, value.name, nbytes(value), value.shape)
 
     def cost(self, a: str, b: str) -> float:
-        if a == b:
+        if a == b or b == self.free_into:
             return 0.0
-        shape = self.value.shape
-        return nbytes(self.value) * max(padding_factor(shape, a), padding_factor(shape, b))
+        return self.nbytes * max(padding_factor(self.shape, a), padding_factor(self.shape, b))
 
 
 @dataclass
@@ -51,6 +59,8 @@ class Problem:
     unary: dict[Site, dict[str, float]] = field(default_factory=dict)
     edges: list[Edge] = field(default_factory=list)
     nodes: dict[Site, Node] = field(default_factory=dict)
+    reasons: dict[Site, str] = field(default_factory=dict)  # why a site has no blocked kernel
+    notes: dict[Site, str] = field(default_factory=dict)  # what a site's NCHW kernel is
 
     def energy(self, labels: dict[Site, str]) -> float:
         total = sum(costs[labels[s]] for s, costs in self.unary.items())
@@ -81,7 +91,7 @@ def build_problem(graph: Graph, table: KernelTable) -> Problem:
                                if table.supports_any(node) else dict(pinned))
         for index, value in enumerate(node.inputs):
             if _is_activation(value) and id(value) in site_of:
-                problem.edges.append(Edge(site_of[id(value)], site, value))
+                problem.edges.append(Edge.of(site_of[id(value)], site, value))
         for out in node.outputs:
             if _is_activation(out):
                 site_of[id(out)] = site
@@ -89,7 +99,7 @@ def build_problem(graph: Graph, table: KernelTable) -> Problem:
         if _is_activation(value) and id(value) in site_of:
             sink = f"output:{value.name}"
             problem.unary[sink] = dict(pinned)
-            problem.edges.append(Edge(site_of[id(value)], sink, value))
+            problem.edges.append(Edge.of(site_of[id(value)], sink, value))
     return problem
 
 
@@ -127,7 +137,7 @@ def solve(problem: Problem, max_rounds: int = 10) -> dict[Site, str]:
     """Alpha-expansion from all-NCHW until no expansion lowers the energy."""
     labels = {site: NCHW for site in problem.unary}
     finite = [c for costs in problem.unary.values() for c in costs.values() if not math.isinf(c)]
-    big = 10 * (sum(finite) + sum(nbytes(e.value) * 64 for e in problem.edges)) + 1
+    big = 10 * (sum(finite) + sum(e.nbytes * 64 for e in problem.edges)) + 1
     best = problem.energy(labels)
     for _ in range(max_rounds):
         improved = False
@@ -160,6 +170,8 @@ class Decision:
     kernel_costs: dict[str, float]
     alternative: str | None = None
     conversion_bytes: float = 0.0
+    reason: str = ""  # why no blocked kernel could run it, when none could
+    note: str = ""  # what its NCHW kernel is (the report says it when NCHW is cheaper)
 
 
 @dataclass
@@ -174,11 +186,17 @@ class LayoutChoice:
 def choose_layouts(graph: Graph, table: KernelTable, compute_ops: Sequence[str] = ("Conv",),
                    ) -> LayoutChoice:
     """Pick a layout per node of `graph` (not changed) and say why, per `compute_ops` node."""
-    problem = build_problem(graph, table)
-    labels = solve(problem)
-    conversions = [Conversion(e.value.name, labels[e.src], labels[e.dst],
-                              e.cost(labels[e.src], labels[e.dst]))
-                   for e in problem.edges if labels[e.src] != labels[e.dst]]
+    return choose(build_problem(graph, table), compute_ops)
+
+
+def choose(problem: Problem, compute_ops: Sequence[str] = ("Conv",),
+           forced: dict[Site, str] | None = None) -> LayoutChoice:
+    """Solve `problem` (or take the `forced` labels) and explain the choice for each
+    `compute_ops` node."""
+    labels = forced if forced is not None else solve(problem)
+    conversions = list({(e.name, labels[e.dst]): Conversion(
+        e.name, labels[e.src], labels[e.dst], e.cost(labels[e.src], labels[e.dst]))
+        for e in problem.edges if labels[e.src] != labels[e.dst]}.values())
     decisions = [_decide(problem, labels, site, node) for site, node in problem.nodes.items()
                  if node.op_type in compute_ops]
     return LayoutChoice(labels, problem.energy(labels),
@@ -190,7 +208,8 @@ def _decide(problem: Problem, labels: dict[Site, str], site: Site, node: Node) -
     chosen = labels[site]
     cheapest = min(costs, key=lambda layout: costs[layout])
     if cheapest == chosen or costs[cheapest] >= costs[chosen]:
-        return Decision(node.name, node.op_type, chosen, dict(costs))
+        return Decision(node.name, node.op_type, chosen, dict(costs),
+                        reason=problem.reasons.get(site, ""), note=problem.notes.get(site, ""))
     alone = dict(labels)
     alone[site] = cheapest
     touching = [e for e in problem.edges if site in (e.src, e.dst)]

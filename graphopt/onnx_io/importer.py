@@ -2,11 +2,13 @@
 
 Constant nodes become initializers, types come from value_info plus onnx shape inference,
 control-flow bodies are kept verbatim (their outer-scope reads recorded as implicit inputs),
-and opsets below the supported range are upgraded with onnx's version converter.
+and opsets below the supported range are upgraded node by node (onnx_io.opset_upgrade), with
+onnx's version converter for what that cannot do.
 """
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -17,6 +19,7 @@ from graphopt.errors import BadInputError, UnsupportedError
 from graphopt.ir.graph import Graph, ModelInfo, Node, Value
 from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.ir.validate import unknown_op_problem, validate_graph
+from graphopt.onnx_io.opset_upgrade import upgrade_graph, upgrade_plan
 from graphopt.onnx_io.shapes import infer_value_types
 
 log = logging.getLogger(__name__)
@@ -25,46 +28,72 @@ MIN_OPSET = 13
 MAX_OPSET = onnx.defs.onnx_opset_version()
 
 
+_DTYPES = {int(d): d for d in DType}
+
+
 def tensor_type_from_proto(type_proto: onnx.TypeProto) -> TensorType | None:
     if not type_proto.HasField("tensor_type"):
         return None
     tensor = type_proto.tensor_type
     shape: tuple[Dim, ...] | None = None
     if tensor.HasField("shape"):
-        dims: list[Dim] = []
-        for d in tensor.shape.dim:
-            if d.HasField("dim_value"):
-                dims.append(int(d.dim_value))
-            elif d.HasField("dim_param"):
-                dims.append(d.dim_param)
-            else:
-                dims.append(None)
-        shape = tuple(dims)
-    return TensorType(DType(tensor.elem_type), shape)
+        shape = tuple(_dim(d) for d in tensor.shape.dim)
+    return TensorType(_DTYPES.get(tensor.elem_type) or DType(tensor.elem_type), shape)
+
+
+def _dim(dim: onnx.TensorShapeProto.Dimension) -> Dim:
+    kind = dim.WhichOneof("value")
+    return dim.dim_value if kind == "dim_value" else dim.dim_param if kind else None
+
+
+_A = onnx.AttributeProto
+_T = onnx.TensorProto
+# Plain numeric element types whose inline data numpy reads as is: (dtype, typed field).
+_PLAIN_TENSORS = {_T.FLOAT: (np.float32, "float_data"), _T.DOUBLE: (np.float64, "double_data"),
+                  _T.INT64: (np.int64, "int64_data"), _T.INT32: (np.int32, "int32_data"),
+                  _T.UINT64: (np.uint64, "uint64_data")}
+
+
+def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
+    """numpy_helper.to_array, read directly for inline data of the plain numeric types (most
+    tensors of a model; to_array's general path costs more than the rest of their import)."""
+    plain = _PLAIN_TENSORS.get(tensor.data_type)
+    if plain is None or sys.byteorder != "little" or tensor.data_location != _T.DEFAULT \
+            or tensor.HasField("segment"):
+        return numpy_helper.to_array(tensor)
+    dims = tuple(tensor.dims)
+    if tensor.HasField("raw_data"):
+        return np.frombuffer(tensor.raw_data, dtype=plain[0]).reshape(dims)
+    return np.array(getattr(tensor, plain[1]), dtype=plain[0]).reshape(dims)
 
 
 def attribute_to_python(attr: onnx.AttributeProto) -> Any:
     kind = attr.type
-    if kind == onnx.AttributeProto.TENSOR:
-        return numpy_helper.to_array(attr.t)
-    if kind == onnx.AttributeProto.TENSORS:
-        return [numpy_helper.to_array(t) for t in attr.tensors]
-    if kind == onnx.AttributeProto.GRAPH:
+    # The common kinds first, read from their field: onnx.helper.get_attribute_value tests
+    # the kinds one by one, a real cost on models with thousands of nodes.
+    if kind == _A.INTS:
+        return list(attr.ints)
+    if kind == _A.INT:
+        return attr.i
+    if kind == _A.FLOAT:
+        return attr.f
+    if kind == _A.FLOATS:
+        return list(attr.floats)
+    if kind == _A.STRING:
+        return attr.s.decode("utf-8", errors="surrogateescape")
+    if kind == _A.TENSOR:
+        return tensor_to_array(attr.t)
+    if kind == _A.TENSORS:
+        return [tensor_to_array(t) for t in attr.tensors]
+    if kind == _A.GRAPH:
         return attr.g
-    if kind == onnx.AttributeProto.GRAPHS:
+    if kind == _A.GRAPHS:
         return list(attr.graphs)
-    if kind in (onnx.AttributeProto.SPARSE_TENSOR, onnx.AttributeProto.SPARSE_TENSORS,
-                onnx.AttributeProto.TYPE_PROTO, onnx.AttributeProto.TYPE_PROTOS):
+    if kind in (_A.SPARSE_TENSOR, _A.SPARSE_TENSORS, _A.TYPE_PROTO, _A.TYPE_PROTOS):
         return attr  # rare kinds are carried verbatim
     value = onnx.helper.get_attribute_value(attr)
-    if kind == onnx.AttributeProto.STRING:
-        return value.decode("utf-8", errors="surrogateescape")
-    if kind == onnx.AttributeProto.STRINGS:
+    if kind == _A.STRINGS:
         return [v.decode("utf-8", errors="surrogateescape") for v in value]
-    if kind == onnx.AttributeProto.INTS:
-        return [int(v) for v in value]
-    if kind == onnx.AttributeProto.FLOATS:
-        return [float(v) for v in value]
     return value
 
 
@@ -74,7 +103,7 @@ def constant_node_value(node: onnx.NodeProto) -> np.ndarray | None:
         if attr.ref_attr_name:
             return None
         if attr.name == "value":
-            return numpy_helper.to_array(attr.t)
+            return tensor_to_array(attr.t)
         if attr.name == "value_float":
             return np.array(attr.f, dtype=np.float32)
         if attr.name == "value_floats":
@@ -105,18 +134,28 @@ def subgraph_outer_names(graph: onnx.GraphProto) -> set[str]:
     return used - defined
 
 
-def _upgrade_opset(model: onnx.ModelProto) -> onnx.ModelProto:
-    version = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+def _default_opset(model: onnx.ModelProto) -> int | None:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def _upgrade_opset(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int | None]:
+    """The model at an opset graphopt supports, and the opset `upgrade_graph` must still raise
+    the imported graph from (None when nothing is left to do). onnx's version converter runs
+    only when the node-by-node upgrade (graphopt.onnx_io.opset_upgrade) cannot do the job."""
+    version = _default_opset(model)
     if version is None:
-        return model
+        return model, None
     if version > MAX_OPSET:
         raise UnsupportedError(f"the model uses opset {version}; this onnx package knows up to "
                                f"{MAX_OPSET}. Upgrade the onnx package or export at a lower opset")
     if version >= MIN_OPSET:
-        return model
+        return model, None
+    if upgrade_plan(model, version, MIN_OPSET):
+        log.info("upgrading the model from opset %d to %d node by node", version, MIN_OPSET)
+        return model, version
     log.info("converting the model from opset %d to %d", version, MIN_OPSET)
     try:
-        return onnx.version_converter.convert_version(model, MIN_OPSET)
+        return onnx.version_converter.convert_version(model, MIN_OPSET), None
     except Exception as err:  # the converter raises bare RuntimeError/ValueError variants
         raise UnsupportedError(f"the model uses opset {version} (below {MIN_OPSET}) and onnx's "
                                f"version converter could not upgrade it: "
@@ -141,7 +180,7 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
                     len(overridable), ", ".join(sorted(overridable)[:5])
                     + (" ..." if len(overridable) > 5 else ""))
         overridable = set()
-    model = _upgrade_opset(model)
+    model, upgrade_from = _upgrade_opset(model)
     onnx_graph = model.graph
     graph = Graph(_opsets(model))
     graph.info = ModelInfo(
@@ -220,7 +259,8 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         outer = set()
         for body in node.subgraphs:
             outer |= subgraph_outer_names(body)
-        node.set_implicit_inputs(values[n] for n in sorted(outer) if n in values)
+        if outer:
+            node.set_implicit_inputs(values[n] for n in sorted(outer) if n in values)
         graph.append(node)
         node.name = proto.name  # made unique once every value name is known (_unique_node_names)
         for out in outputs:
@@ -234,6 +274,8 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
             value.type = tensor_type_from_proto(proto.type)
         graph.outputs.append(value)
     _unique_node_names(graph)
+    if upgrade_from is not None:
+        upgrade_graph(graph, upgrade_from, MIN_OPSET)
     if validate:
         validate_graph(graph)
     if types.failure:
@@ -274,7 +316,7 @@ def _initializer_array(tensor: onnx.TensorProto) -> np.ndarray:
         raise BadInputError(f"initializer '{tensor.name}' has negative dims {list(tensor.dims)}; "
                             "a tensor's dims must be >= 0")
     try:
-        return numpy_helper.to_array(tensor)
+        return tensor_to_array(tensor)
     except Exception as err:
         raise BadInputError(f"initializer '{tensor.name}' (dims {list(tensor.dims)}) cannot be "
                             f"read: {str(err).splitlines()[0][:160]}") from None

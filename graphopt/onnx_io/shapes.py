@@ -39,6 +39,9 @@ def _light_copy(model: onnx.ModelProto, overridable: AbstractSet[str] = frozense
     no inferred type depends on a default value the caller may replace."""
     from graphopt.onnx_io.exporter import copy_without_initializers
 
+    if not overridable and all(_elements(t) <= KEEP_DATA_ELEMENTS
+                               for t in model.graph.initializer):
+        return model  # the copy would be the model: infer_shapes only reads it
     light = copy_without_initializers(model)
     declared = {v.name for v in model.graph.input}
     for tensor in model.graph.initializer:
@@ -61,7 +64,8 @@ def _elements(tensor: onnx.TensorProto) -> int:
 
 def infer_value_types(model: onnx.ModelProto,
                       overridable: AbstractSet[str] = frozenset()) -> InferredTypes:
-    """Types of every named value onnx can infer (existing value_info included).
+    """Types of the values nodes produce that onnx can infer (existing value_info included);
+    graph inputs keep their declared types.
 
     `overridable` names initializers that are also graph inputs and stay inputs (see
     importer.import_model): their data is not shown to inference."""
@@ -79,7 +83,7 @@ def infer_value_types(model: onnx.ModelProto,
     result = InferredTypes()
     result.failure = failure
     g = inferred.graph
-    for info in (*g.input, *g.value_info, *g.output):
+    for info in (*g.value_info, *g.output):
         tensor_type = tensor_type_from_proto(info.type)
         if tensor_type is not None:
             if tensor_type.dtype != 0:

@@ -60,7 +60,9 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, pass_name: str = "",
     for _ in range(max_sweeps):
         fired: list[str] = []
         for node in reversed(list(graph.nodes)):
-            for rule in by_key.get(node.key, ()):
+            # (domain, op_type) spelled out: Node.key is a property, and this loop visits every
+            # node of the graph once per sweep of every rule-based pass.
+            for rule in by_key.get((node.domain, node.op_type), ()):
                 if node.graph is graph and _try_rule(graph, rule, node, pass_name, stats):
                     fired.append(rule.name)
                     break

@@ -23,7 +23,7 @@ structural match; for a failed candidate it keeps the reason from the deepest pa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Mapping, Union
+from typing import Any, Callable, Iterable, Iterator, Mapping, Union
 
 import numpy as np
 
@@ -93,10 +93,7 @@ class Op(Pattern):
             _as_pattern(p) for p in (inputs[:-1] if self.open_ended else inputs))
         self.name = name
         self.attrs = dict(attrs or {})
-
-    @property
-    def op_label(self) -> str:
-        return "|".join(sorted(t for _, t in self.keys))
+        self.op_label = "|".join(sorted(t for _, t in self.keys))
 
     def accepts_op(self, node: Node) -> bool:
         return node.key in self.keys
@@ -184,18 +181,24 @@ class Bindings:
                         self.order + (node,))
 
 
+Reason = Union[str, Callable[[], str]]
+
+
 class Trace:
-    """Matching options plus the failure reason of the deepest partial match seen at one root."""
+    """Matching options plus the failure reason of the deepest partial match seen at one root.
+
+    A reason may be a function returning the text: most failures are not the deepest, so the
+    matcher formats a reason only when it is kept (formatting dominated the matching time)."""
 
     def __init__(self, commute: bool = True) -> None:
         self.commute = commute
         self.depth = -1
         self.reason = "no match"
 
-    def fail(self, bindings: Bindings, reason: str) -> None:
+    def fail(self, bindings: Bindings, reason: Reason) -> None:
         depth = len(bindings.order)
         if depth > self.depth:
-            self.depth, self.reason = depth, reason
+            self.depth, self.reason = depth, reason if isinstance(reason, str) else reason()
 
 
 def match_root(pattern: Pattern, node: Node, trace: Trace) -> Iterator[Bindings]:
@@ -206,13 +209,20 @@ def match_root(pattern: Pattern, node: Node, trace: Trace) -> Iterator[Bindings]
 
 # Failure reasons name positions and op types ("input 1 of MatMul is computed by Mul"), not
 # value names, so the FusionLog can group identical reasons across a model.
+Where = tuple[str, int]  # (op type, input index): formatted by _place only for kept reasons
+
+
+def _place(where: Where) -> str:
+    return f"input {where[1]} of {where[0]}"
+
+
 def _origin(value: Value) -> str:
     if value.producer is not None:
         return f"computed by {value.producer.op_type}"
     return "a constant" if value.is_const else "a graph input"
 
 
-def _match_value(pattern: Pattern, value: Value | None, b: Bindings, trace: Trace, where: str,
+def _match_value(pattern: Pattern, value: Value | None, b: Bindings, trace: Trace, where: Where,
                  ) -> Iterator[Bindings]:
     if isinstance(pattern, Opt):
         if value is None:
@@ -227,16 +237,16 @@ def _match_value(pattern: Pattern, value: Value | None, b: Bindings, trace: Trac
             yield from _match_value(alt, value, b, trace, where)
         return
     if value is None:
-        trace.fail(b, f"{where} is omitted, the pattern expects {pattern!r}")
+        trace.fail(b, lambda: f"{_place(where)} is omitted, the pattern expects {pattern!r}")
         return
     if isinstance(pattern, Var):
         yield from _bind(pattern.name, value, b, trace, where)
     elif isinstance(pattern, Const):
         if value.const is None:
-            trace.fail(b, f"{where} is {_origin(value)}, not a constant")
+            trace.fail(b, lambda: f"{_place(where)} is {_origin(value)}, not a constant")
         elif not pattern.accepts(value.const):
-            shown = value.const.reshape(-1)[:4].tolist()
-            trace.fail(b, f"{where} is the constant {shown}, not {pattern.value:g}")
+            trace.fail(b, lambda: f"{_place(where)} is the constant "
+                       f"{value.const.reshape(-1)[:4].tolist()}, not {pattern.value:g}")
         elif pattern.name:
             yield from _bind(pattern.name, value, b, trace, where)
         else:
@@ -247,14 +257,14 @@ def _match_value(pattern: Pattern, value: Value | None, b: Bindings, trace: Trac
         raise TypeError(f"unknown pattern {pattern!r}")
 
 
-def _match_producer(pattern: Op, value: Value, b: Bindings, trace: Trace, where: str,
+def _match_producer(pattern: Op, value: Value, b: Bindings, trace: Trace, where: Where,
                     ) -> Iterator[Bindings]:
     producer = value.producer
     if producer is None or not pattern.accepts_op(producer):
-        trace.fail(b, f"{where} is {_origin(value)}, not {pattern.op_label}")
+        trace.fail(b, lambda: f"{_place(where)} is {_origin(value)}, not {pattern.op_label}")
         return
     if producer.outputs[0] is not value:
-        trace.fail(b, f"{where} is a secondary output of {producer.op_type}")
+        trace.fail(b, lambda: f"{_place(where)} is a secondary output of {producer.op_type}")
         return
     bound = b.by_pattern.get(id(pattern))
     if bound is None:
@@ -262,29 +272,31 @@ def _match_producer(pattern: Op, value: Value, b: Bindings, trace: Trace, where:
     elif bound is producer:
         yield b
     else:
-        trace.fail(b, f"{where} is a different {pattern.op_label} than the pattern requires")
+        trace.fail(b, lambda: f"{_place(where)} is a different {pattern.op_label} than the "
+                   "pattern requires")
 
 
-def _bind(name: str, value: Value, b: Bindings, trace: Trace, where: str) -> Iterator[Bindings]:
+def _bind(name: str, value: Value, b: Bindings, trace: Trace, where: Where) -> Iterator[Bindings]:
     if name not in b.values:
         yield b.bind_value(name, value)
     elif b.values[name] is value:
         yield b
     else:
-        trace.fail(b, f"{where} is not the same value as '{name}'")
+        trace.fail(b, lambda: f"{_place(where)} is not the same value as '{name}'")
 
 
 def _match_node(pattern: Op, node: Node, b: Bindings, trace: Trace) -> Iterator[Bindings]:
     if not pattern.accepts_op(node):
-        trace.fail(b, f"the node is {node.op_type}, not {pattern.op_label}")
+        trace.fail(b, lambda: f"the node is {node.op_type}, not {pattern.op_label}")
         return
     if any(node is seen for seen in b.order):
-        trace.fail(b, f"one {node.op_type} would match two parts of the pattern")
+        trace.fail(b, lambda: f"one {node.op_type} would match two parts of the pattern")
         return
     for key, want in pattern.attrs.items():
         got = node.attrs.get(key)
         if got != want:
-            trace.fail(b, f"{node.op_type} has {key}={got!r}, the pattern needs {want!r}")
+            trace.fail(b, lambda: f"{node.op_type} has {key}={got!r}, the pattern needs "
+                       f"{want!r}")
             return
     inputs = list(node.inputs)
     while inputs and inputs[-1] is None:
@@ -293,23 +305,23 @@ def _match_node(pattern: Op, node: Node, b: Bindings, trace: Trace) -> Iterator[
     if pattern.open_ended:
         inputs = inputs[: len(wanted)]
     elif len(inputs) > len(wanted):
-        trace.fail(b, f"{node.op_type} has {len(inputs)} inputs, the pattern {len(wanted)}")
+        trace.fail(b, lambda: f"{node.op_type} has {len(inputs)} inputs, the pattern "
+                   f"{len(wanted)}")
         return
     inputs += [None] * (len(wanted) - len(inputs))
     b = b.bind_node(pattern, node)
-    where = [f"input {i} of {node.op_type}" for i in range(len(wanted))]
-    orders = [(wanted, where)]
-    if (trace.commute and len(wanted) == 2 and len(node.inputs) == 2
-            and ops.is_a(node, ops.COMMUTATIVE)):
-        orders.append((wanted[::-1], where))
-    for patterns, places in orders:
-        yield from _match_inputs(patterns, inputs, b, trace, places)
+    commuted = (trace.commute and len(wanted) == 2 and len(node.inputs) == 2
+                and ops.is_a(node, ops.COMMUTATIVE))
+    yield from _match_inputs(wanted, inputs, b, trace, node.op_type, 0)
+    if commuted:
+        yield from _match_inputs(wanted[::-1], inputs, b, trace, node.op_type, 0)
 
 
 def _match_inputs(patterns: tuple[Pattern, ...], values: list[Value | None], b: Bindings,
-                  trace: Trace, where: list[str]) -> Iterator[Bindings]:
-    if not patterns:
+                  trace: Trace, op_type: str, index: int) -> Iterator[Bindings]:
+    """Match patterns[index:] against values[index:] (input `index` of an `op_type` node on)."""
+    if index == len(patterns):
         yield b
         return
-    for partial in _match_value(patterns[0], values[0], b, trace, where[0]):
-        yield from _match_inputs(patterns[1:], values[1:], partial, trace, where[1:])
+    for partial in _match_value(patterns[index], values[index], b, trace, (op_type, index)):
+        yield from _match_inputs(patterns, values, partial, trace, op_type, index + 1)

@@ -42,15 +42,19 @@ def test_index_and_unravel():
 
 def test_loop_nest_golden():
     em = CEmitter(NATIVE)
-    with em.loops((2, 1, 70000), parallel=True) as idx:
-        em.line(f"y[{index(idx, [70000, 70000, 1])}] = 0;")
+    with em.loops((2, 1, 200000), parallel=True) as idx:  # 1.6 MB: above the grain rule's 1 MB
+        em.line(f"y[{index(idx, [200000, 200000, 1])}] = 0;")
     assert em.text() == (
         "#pragma omp parallel for schedule(static) collapse(2)\n"
         "for (int64_t i0 = 0; i0 < 2; ++i0) {\n"
-        "    for (int64_t i1 = 0; i1 < 70000; ++i1) {\n"
-        "        y[i0 * 70000 + i1] = 0;\n"
+        "    for (int64_t i1 = 0; i1 < 200000; ++i1) {\n"
+        "        y[i0 * 200000 + i1] = 0;\n"
         "    }\n"
         "}\n")
+    small = CEmitter(NATIVE)
+    with small.loops((2, 70000), parallel=True):  # 560 KB: under the grain, one thread
+        pass
+    assert "pragma" not in small.text()
     serial = CEmitter(PORTABLE)
     with serial.loops((2, 70000), parallel=True):
         pass

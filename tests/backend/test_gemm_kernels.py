@@ -69,6 +69,37 @@ def test_odd_sizes_match_onnxruntime(target):
     check_against_onnxruntime(_odd_sizes_model(), target=target, rtol=2e-4, atol=2e-4)
 
 
+def _threaded_model():
+    """GEMMs above the one-thread grain, cut among 2 threads every way csrc/gemm.c does: A in
+    L2 with B packed per thread (wide C, a transposed run-time B), A beyond L2 by row blocks
+    (constant B packed at compile time, run-time B packed whole), A packed per MC x KC block
+    (too large to pack whole)."""
+    tiles = gemm_tiles(NATIVE)
+    depth = 2 * tiles.kc + 3
+    tall = tiles.pack_whole // depth + tiles.mr + 1  # A just over what is packed whole
+    nodes = [
+        helper.make_node("MatMul", ["A", "B"], ["wide"]),
+        helper.make_node("MatMul", ["Tall", "Wnarrow"], ["narrow"]),
+        helper.make_node("MatMul", ["Big", "Bbig"], ["blocked"]),
+        helper.make_node("Gemm", ["A", "Bt"], ["transposed"], transB=1),
+        helper.make_node("MatMul", ["Tall", "Bmid"], ["tall_runtime_b"]),
+    ]
+    inputs = {"A": (TP.FLOAT, [70, 300]), "B": (TP.FLOAT, [300, 260]),
+              "Tall": (TP.FLOAT, [1500, 300]), "Big": (TP.FLOAT, [tall, depth]),
+              "Bbig": (TP.FLOAT, [depth, 21]), "Bt": (TP.FLOAT, [250, 300]),
+              "Bmid": (TP.FLOAT, [300, 40])}
+    assert 1500 * 300 > tiles.mc * tiles.kc  # "Tall" takes the row blocks
+    return make_model(nodes, inputs, ["wide", "narrow", "blocked", "transposed",
+                                      "tall_runtime_b"], {"Wnarrow": _w(300, 10)})
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+def test_threaded_gemm_matches_onnxruntime(target):
+    assert 70 * 260 * 300 >= NATIVE.parallel_min_macs  # the smallest one is threaded
+    check_against_onnxruntime(_threaded_model(), target=target, threads=2, rtol=2e-4,
+                              atol=2e-4)
+
+
 def test_constant_weights_are_packed_once_at_compile_time():
     compiled = compile_model(_odd_sizes_model(), optimize=False)
     source = compiled.source

@@ -8,6 +8,7 @@ aarch64-linux-gnu-gcc.
 from __future__ import annotations
 
 import ctypes
+import os
 import shutil
 import subprocess
 
@@ -42,12 +43,17 @@ def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     cpu = cpu_flags()
     built: dict[str, object] = {}
     for name, (flags, needs, _) in PATHS.items():
-        lib = out / f"{name}.so"
-        subprocess.run(["gcc", "-std=c99", "-shared", "-fPIC", *flags, "-I", str(CSRC_DIR),
-                        str(CSRC_DIR / "qgemm.c"), "-o", str(lib), "-lm"], check=True)
+        lib = _build(out, name, flags)
         missing = [f for f in needs if f not in cpu]
         built[name] = f"CPU lacks {', '.join(missing)}" if missing else ctypes.CDLL(str(lib))
     return built
+
+
+def _build(out, name: str, flags: list[str]):
+    lib = out / f"{name}.so"
+    subprocess.run(["gcc", "-std=c99", "-shared", "-fPIC", *flags, "-I", str(CSRC_DIR),
+                    str(CSRC_DIR / "qgemm.c"), "-o", str(lib), "-lm"], check=True)
+    return lib
 
 
 def _lib(libraries: dict[str, object], name: str) -> ctypes.CDLL:
@@ -132,6 +138,162 @@ def test_fused_relu_and_residual_add(libraries, path):
     expected = reference.qladd(conv, b, params, np.uint8)
     got = _run_qgemm(lib, w, x, bias, mult, zp, zp, 255, x_zp, add=(b, params))
     np.testing.assert_array_equal(got, expected)
+
+
+class QConvShape(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_int64) for name in (
+        "channels", "height", "width", "out_height", "out_width", "kernel_h", "kernel_w",
+        "stride_h", "stride_w", "pad_top", "pad_left", "dilation_h", "dilation_w")]
+
+
+# channels, height, width, kernel, stride, pad, dilation: odd sizes (vector tails), stride 2,
+# dilation, planes narrower than one vector, a 5x5 window
+CONV_CASES = [(5, 9, 13, 3, 1, 1, 1), (3, 12, 11, 3, 2, 1, 1), (4, 10, 10, 3, 1, 2, 2),
+              (6, 7, 7, 3, 1, 1, 1), (2, 9, 20, 5, 1, 2, 1), (3, 17, 17, 3, 2, 0, 1)]
+
+
+def _conv_case(case: tuple, seed: int, flip: int):
+    c, h, w, k, stride, pad, dil = case
+    oh = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    ow = (w + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    shape = QConvShape(c, h, w, oh, ow, k, k, stride, stride, pad, pad, dil, dil)
+    rng = np.random.default_rng(seed)
+    x = rng.integers(0, 256, (c, h, w)).astype(np.uint8)
+    x_pad = int(rng.integers(0, 256))  # the stored zero point
+    stored = x ^ np.uint8(0x80 * flip)
+    padded = np.pad(stored, ((0, 0), (pad, pad), (pad, pad)), constant_values=x_pad)
+    # cols[c, ky, kx, oy, ox]: the window tap of every output, as the kernels read it
+    cols = np.empty((c, k, k, oh, ow), np.int64)
+    for ky in range(k):
+        for kx in range(k):
+            cols[:, ky, kx] = padded[:, ky * dil: ky * dil + (oh - 1) * stride + 1: stride,
+                                     kx * dil: kx * dil + (ow - 1) * stride + 1: stride]
+    return shape, x, x_pad, cols, rng
+
+
+def _work(lib: ctypes.CDLL, kernel: str, case: tuple, shape: QConvShape) -> np.ndarray:
+    """One slot of work memory for graphopt_q{kernel}, sized by the C function, which must agree
+    with packing.py's (the emitters size the arena with it); garbage-filled: the kernel must
+    not depend on what it holds."""
+    size_of = getattr(lib, f"graphopt_q{kernel}_work")
+    size_of.restype = ctypes.c_int64
+    size = int(size_of(ctypes.byref(shape)))
+    _, _, _, k, stride, _, dil = case
+    geometry = ((shape.out_height, shape.out_width), (k, k), (stride, stride), (dil, dil))
+    assert size == getattr(packing, f"q{kernel}_work_bytes")(*geometry)
+    return np.full(size, 0xCD, np.uint8)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("flip", [0, 1])
+def test_im2col_packs_the_windows(libraries, path, case, flip):
+    """graphopt_qim2col_packed equals the numpy im2col packed by graphopt_qgemm_pack_b."""
+    lib = _lib(libraries, path)
+    shape, x, x_pad, cols, _ = _conv_case(case, 7, flip)
+    kdim, n = cols.shape[0] * cols.shape[1] * cols.shape[2], cols.shape[3] * cols.shape[4]
+    expected = np.zeros(lib_bytes(lib, kdim, n), np.uint8)
+    matrix = np.ascontiguousarray(cols.reshape(kdim, n).astype(np.uint8))
+    lib.graphopt_qgemm_pack_b(_ptr(matrix), ctypes.c_int64(n), ctypes.c_int64(1),
+                              ctypes.c_int64(kdim), ctypes.c_int64(n), 0, _ptr(expected))
+    got = np.full_like(expected, 0xAB)  # padding must be written, not left over
+    work = _work(lib, "im2col", case, shape)
+    lib.graphopt_qim2col_packed(_ptr(x), ctypes.byref(shape), ctypes.c_uint8(x_pad), flip,
+                                _ptr(got), _ptr(work), 1)
+    np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", CONV_CASES)
+@pytest.mark.parametrize("out", ["f32", "s8", "u8+add"])
+def test_depthwise_matches_reference(libraries, path, case, out):
+    """Exact accumulators (float output, multiplier 1), then requantization with s8 output and
+    with a fused residual QLinearAdd, against reference.py."""
+    lib = _lib(libraries, path)
+    shape, x, x_pad, cols, rng = _conv_case(case, 11, 0)
+    c, k = cols.shape[0], cols.shape[1]
+    w = rng.integers(-127, 128, (c, k * k)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, c).astype(np.int32)
+    acc = np.einsum("ct,ctn->cn", w.astype(np.int64),
+                    cols.reshape(c, k * k, -1) - x_pad) + bias[:, None]
+    folded = packing.folded_bias(w, bias, x_pad)
+    plane = cols.shape[3] * cols.shape[4]
+    e = QEpilogue(bias=folded.ctypes.data, zero_point=5, lo=-128, hi=127)
+    if out == "f32":
+        mult = np.ones(c, np.float32)
+        e.out_type, expected = 2, acc.astype(np.float32)
+    else:
+        mult = (rng.uniform(0.5, 2.0, c) / (np.std(acc) + 1.0)).astype(np.float32)
+        e.out_type = 1 if out == "s8" else 0
+        dtype = np.int8 if out == "s8" else np.uint8
+        e.lo, e.hi = (-128, 127) if out == "s8" else (0, 255)
+        expected = reference.requantize_rows(acc, mult, dtype(5))
+    e.mult = mult.ctypes.data
+    if out == "u8+add":
+        b = rng.integers(0, 256, (c, plane)).astype(np.uint8)
+        params = reference.qladd_params(0.03, 5, 0.05, 17, 0.045, 3)
+        e.add, e.add_rs, e.add_cs = b.ctypes.data, plane, 1
+        e.ratio_a, e.ratio_b, e.fixed = params
+        e.add_lo, e.add_hi = 0, 255
+        expected = reference.qladd(expected, b, params, np.uint8)
+    got = np.zeros((c, plane), expected.dtype)
+    work = _work(lib, "depthwise", case, shape)
+    lib.graphopt_qdepthwise(_ptr(x), _ptr(w), ctypes.byref(shape), ctypes.c_uint8(x_pad), 0,
+                            ctypes.byref(e), _ptr(got), _ptr(work), 1)
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_threads_use_their_own_work_slots(libraries, tmp_path):
+    """Built with OpenMP, calls large enough to be shared between threads give the bits of the
+    single-threaded build when given 2 slots, and write nothing past those slots."""
+    lib = ctypes.CDLL(str(_build(tmp_path, "omp", ["-O2", "-fopenmp"])))
+    single = _lib(libraries, "scalar")
+    # im2col: K * N = 288 * 1024, depthwise: 128 * 1024 * 9 MACs reach the threading grain
+    for kernel, case in [("im2col", (32, 32, 32, 3, 1, 1, 1)),
+                         ("depthwise", (128, 32, 32, 3, 1, 1, 1))]:
+        shape, x, x_pad, cols, rng = _conv_case(case, 3, 0)
+        c, n = case[0], cols.shape[3] * cols.shape[4]
+        w = rng.integers(-127, 128, (c, 9)).astype(np.int8)
+        mult = np.ones(c, np.float32)
+        outs = []
+        for library, slots in [(single, 1), (lib, 2)]:
+            work = np.tile(_work(library, kernel, case, shape), slots + 1)
+            guard = work[-work.size // (slots + 1):].copy()
+            if kernel == "im2col":
+                out = np.zeros(lib_bytes(library, c * 9, n), np.uint8)
+                library.graphopt_qim2col_packed(_ptr(x), ctypes.byref(shape),
+                                                ctypes.c_uint8(x_pad), 0, _ptr(out), _ptr(work),
+                                                slots)
+            else:
+                e = QEpilogue(mult=mult.ctypes.data, out_type=2)  # exact accumulators
+                out = np.zeros((c, n), np.float32)
+                library.graphopt_qdepthwise(_ptr(x), _ptr(w), ctypes.byref(shape),
+                                            ctypes.c_uint8(x_pad), 0, ctypes.byref(e), _ptr(out),
+                                            _ptr(work), slots)
+            np.testing.assert_array_equal(work[-guard.size:], guard)
+            threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
+            if slots == 2 and threads >= 2:  # the second thread used its own slot
+                assert (work[guard.size:2 * guard.size] != 0xCD).any()
+            outs.append(out)
+        np.testing.assert_array_equal(outs[0], outs[1])
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+@pytest.mark.parametrize("broadcast", [False, True])
+def test_qadd_matches_reference(libraries, path, dtype, broadcast):
+    lib = _lib(libraries, path)
+    rng = np.random.default_rng(5)
+    info = np.iinfo(dtype)
+    a = rng.integers(info.min, info.max + 1, 1000 + 13).astype(dtype)
+    b = rng.integers(info.min, info.max + 1, 1 if broadcast else a.size).astype(dtype)
+    params = reference.qladd_params(0.03, 7, 0.05, -3, 0.04, 2)
+    ra, rb, fixed = (ctypes.c_float(v) for v in params)
+    got = np.zeros_like(a)
+    lib.graphopt_qadd(_ptr(a), _ptr(b), ctypes.c_int64(0 if broadcast else 1),
+                      ctypes.c_int64(a.size), int(dtype == np.int8), ra, rb, fixed,
+                      int(info.min), int(info.max), _ptr(got))
+    np.testing.assert_array_equal(got, reference.qladd(a, b, params, dtype))
 
 
 NEON_DRIVER = r"""

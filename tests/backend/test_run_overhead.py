@@ -1,4 +1,5 @@
-"""CompiledModel.run's fast path: signatures checked once, caller-provided outputs."""
+"""CompiledModel.run's fast path (signatures checked once, caller-provided outputs), the
+profile build behind `layer_times` and the overhead measurement of `graphopt bench`."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +8,9 @@ from backend_helpers import make_model
 from onnx import TensorProto as TP
 from onnx import helper
 
+from graphopt.backend import api
 from graphopt.backend import compile as compile_model
+from graphopt.backend.bench import format_layers, run_overhead
 from graphopt.backend.build import toolchain
 from graphopt.errors import BadInputError
 
@@ -34,6 +37,30 @@ def test_repeated_runs_reuse_the_checked_signature(compiled):
     np.testing.assert_array_equal(model.run([strided])[1], first[1])
 
 
+def test_a_known_signature_skips_the_checks(compiled, monkeypatch):
+    model, w = compiled
+    x = np.random.default_rng(2).standard_normal((3, 6)).astype(np.float32)
+    model.run({"x": x})
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the inputs were checked again")
+
+    monkeypatch.setattr(api, "check_inputs", refuse)
+    x.flags.writeable = False  # read-only inputs take the fast path too
+    for inputs in ([x], {"x": x}, x):
+        np.testing.assert_allclose(model.run(inputs)[0], np.maximum(x @ w, 0), rtol=1e-5,
+                                   atol=1e-6)
+    with pytest.raises(AssertionError, match="checked again"):  # a new shape is checked
+        model.run([np.zeros((7, 6), np.float32)])
+
+
+def test_results_are_fresh_arrays_by_default(compiled):
+    model, _ = compiled
+    x = np.ones((3, 6), np.float32)
+    first, second = model.run([x]), model.run([x])
+    assert all(not np.may_share_memory(a, b) for a in first for b in second)
+
+
 def test_a_new_signature_is_still_checked(compiled):
     model, _ = compiled
     model.run([np.zeros((2, 6), np.float32)])
@@ -56,6 +83,11 @@ def test_results_go_into_caller_arrays(compiled):
         model.run([x], outputs=[y, np.empty((4, 5), np.float64)])
     with pytest.raises(BadInputError, match="2 outputs"):
         model.run([x], outputs=[y])
+    with pytest.raises(BadInputError, match="overlaps"):  # the kernels assume no aliasing
+        model.run([x], outputs=[y, y])
+    shared = np.ones(40, np.float32)  # an output that is a view of the input's memory
+    with pytest.raises(BadInputError, match="overlaps"):
+        model.run([shared[:18].reshape(3, 6)], outputs=[shared[15:30].reshape(3, 5), z[:3]])
 
 
 def test_thread_count_is_set_on_every_run(compiled):
@@ -69,3 +101,31 @@ def test_thread_count_is_set_on_every_run(compiled):
         first.run([x])
         second.run([x])
         assert next(iter(second._executables.values())).threads() == (want if openmp else 1)
+
+
+def test_layer_times_come_from_a_separate_profile_build(compiled):
+    model, _ = compiled
+    x = np.ones((3, 6), np.float32)
+    times = model.layer_times([x], runs=3)
+    program = model._profiled.programs()[0]
+    assert [step for step, _ in times] == [s for s in program.steps if s.op_type != "Reshape"]
+    assert all(seconds >= 0 for _, seconds in times) and sum(t for _, t in times) > 0
+    assert "graphopt_now_ns" in model._profiled.source and "graphopt_now_ns" not in model.source
+    table = format_layers(times, top=1)
+    assert table.splitlines()[0].split() == ["us", "share", "GFLOP/s", "layer"]
+    assert f"({len(times) - 1} more layers)" in table and f"all {len(times)} kernels" in table
+
+
+def test_profile_build_compiles_on_the_portable_target():
+    nodes = [helper.make_node("Relu", ["x"], ["y"])]
+    model = compile_model(make_model(nodes, {"x": (TP.FLOAT, [2, 3])}, ["y"]), optimize=False,
+                          target="portable")
+    [(step, seconds)] = model.layer_times([np.ones((2, 3), np.float32)], runs=2)
+    assert step.op_type == "Relu" and seconds >= 0
+
+
+def test_run_overhead_is_measured_against_the_bare_entry(compiled):
+    model, _ = compiled
+    overhead = run_overhead(model, {"x": np.ones((3, 6), np.float32)}, rounds=2, calls=20)
+    assert overhead.run_us > 0 and overhead.entry_us > 0
+    assert overhead.python_us == pytest.approx(overhead.run_us - overhead.entry_us)

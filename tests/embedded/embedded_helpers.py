@@ -52,3 +52,51 @@ def drop_final_softmax(model: onnx.ModelProto) -> onnx.ModelProto:
     model.graph.output[0].name = last.input[0]
     del model.graph.node[-1]
     return model
+
+
+def within(predicted: int, actual: int, fraction: float = 0.05) -> bool:
+    return abs(predicted - actual) <= fraction * actual
+
+
+def linked_footprint(bundle, target) -> dict[str, int]:
+    """What the toolchain placed for the bundle's model objects (built by `make run` for the
+    Cortex-M `target`): flash and RAM from the linker map and from `size` on the objects."""
+    from graphopt.embedded.footprint import object_sizes
+    from graphopt.embedded.linkmap import contributions
+
+    build = bundle.directory / "build" / target.name
+    objects = [f.replace(".c", ".o") for f in bundle.files
+               if f.endswith(".c") and f not in ("example_main.c", "startup_mps2.c")]
+    placed = contributions((build / "example.map").read_text())
+    sizes = [object_sizes(target, build / o) for o in objects]
+    return {"map_flash": sum(placed[o].flash for o in objects),
+            "map_ram": sum(placed[o].ram for o in objects),
+            "size_flash": sum(text + data for text, data, _ in sizes),
+            "size_ram": sum(data + bss for _, data, bss in sizes)}
+
+
+def check_linked_footprint(bundle, target) -> dict[str, int]:
+    """Assert the predicted flash and static RAM (arena + data; the stack is a bound, checked
+    by the run) agree within 5% with the linker map and `size`; returns the linked figures."""
+    linked = linked_footprint(bundle, target)
+    fp = bundle.footprint
+    static_ram = fp.ram - fp.stack
+    assert within(fp.flash, linked["map_flash"]) and within(fp.flash, linked["size_flash"]), \
+        (fp.flash, linked)
+    assert within(static_ram, linked["map_ram"]) and within(static_ram, linked["size_ram"]), \
+        (static_ram, linked)
+    return linked
+
+
+def soft_double_calls(target, objects) -> set[str]:
+    """Software double-precision helpers (__aeabi_d*, conversions to/from double) the objects
+    call: on a single-precision FPU each is a double computed in software."""
+    called = set()
+    for obj in objects:
+        out = subprocess.run([target.cc.replace("gcc", "nm"), "-u", str(obj)],
+                             capture_output=True, text=True, check=True).stdout
+        called |= {line.split()[-1] for line in out.splitlines()
+                   if line.split() and (line.split()[-1].startswith("__aeabi_d") or
+                                        line.split()[-1] in ("__aeabi_f2d", "__aeabi_i2d",
+                                                             "__aeabi_ui2d", "__aeabi_l2d"))}
+    return called

@@ -2,24 +2,20 @@
 the cross toolchain: aarch64 (gcc-aarch64-linux-gnu, run by qemu-aarch64) and Cortex-M4F/M7
 (gcc-arm-none-eabi + newlib, run by qemu-system-arm on MPS2-AN386/AN500 with semihosting).
 Each run prints the example's check (PASS); the footprint must agree with arm-none-eabi-size
-and the linker map within 5%, and the predicted stack bound the one the run used. Skipped,
-naming the missing tools, where they are absent."""
+and the linker map within 5%, the predicted stack bound the one the run used, and the objects
+call neither malloc nor software double routines. Skipped, naming the missing tools, where
+they are absent."""
 import re
 
 import pytest
 
-from embedded_helpers import make, require_tools, run_check
+from embedded_helpers import (check_linked_footprint, make, require_tools, run_check,
+                              soft_double_calls)
 from graphopt.embedded import emit_c
-from graphopt.embedded.footprint import object_sizes
-from graphopt.embedded.linkmap import contributions
 from graphopt.embedded.targets import CORTEX_M4
 from graphopt.testing import sample_models_dir
 
 MODELS = ["mlp", "digits_cnn"]
-
-
-def within(predicted: int, actual: int, fraction: float = 0.05) -> bool:
-    return abs(predicted - actual) <= fraction * actual
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -37,22 +33,11 @@ def test_cortex_m4_bundle_runs_on_mps2_and_matches_its_footprint(name, tmp_path)
     output = run_check(bundle.directory, "cortex-m4", "-DMEASURE_STACK")
     stack_used = int(re.search(r"stack used by the run: at most (\d+) bytes", output).group(1))
     assert 0 < stack_used <= bundle.footprint.stack  # the prediction is an upper bound
-
-    build = bundle.directory / "build" / "cortex-m4"
-    model_objects = [f"{name}.o", f"{name}_weights.o"] + [
-        f.replace(".c", ".o") for f in bundle.files if f in ("gemm.c", "conv.c")]
-    placed = contributions((build / "example.map").read_text())
-    map_flash = sum(placed[o].flash for o in model_objects)
-    map_ram = sum(placed[o].ram for o in model_objects)
-    sizes = [object_sizes(CORTEX_M4, build / o) for o in model_objects]
-    size_flash = sum(text + data for text, data, _ in sizes)
-    size_ram = sum(data + bss for _, data, bss in sizes)
-    fp = bundle.footprint
-    static_ram = fp.ram - fp.stack  # the stack is an estimate; the rest is linked data
-    assert within(fp.flash, map_flash) and within(fp.flash, size_flash), \
-        (fp.flash, map_flash, size_flash)
-    assert within(static_ram, map_ram) and within(static_ram, size_ram), \
-        (static_ram, map_ram, size_ram)
+    check_linked_footprint(bundle, CORTEX_M4)
+    assert bundle.footprint.heap == ()  # the run reaches no malloc: all its RAM is counted
+    # no double arithmetic on the single-precision FPU (it would run in software)
+    objects = (bundle.directory / "build" / "cortex-m4").glob("*.o")
+    assert not soft_double_calls(CORTEX_M4, [o for o in objects if o.stem != "example_main"])
 
 
 def test_cortex_m7_bundle_runs_on_mps2_an500(tmp_path):

@@ -1,8 +1,11 @@
 """The footprint model on its own: per-layer MACs and arena use, the estimate used without a
 target compiler, and reading a GNU ld map."""
 import dataclasses
+import subprocess
 
+from embedded_helpers import require_tools
 from graphopt.embedded import emit_c
+from graphopt.embedded.footprint import LIBRARY_CALL_STACK, CallGraph
 from graphopt.embedded.linkmap import contributions
 from graphopt.embedded.targets import CORTEX_M4
 from graphopt.testing import sample_models_dir
@@ -47,3 +50,29 @@ def test_layers_and_the_estimate_without_the_target_compiler(tmp_path):
     assert all(layer.arena_live <= layer.arena_peak for layer in fp.layers)
     assert fp.weights >= sum(size for _, size in fp.largest_weights)
     assert "estimated" in (bundle.directory / "README.md").read_text()
+
+
+CALLS = """\
+#include <stdlib.h>
+#include <string.h>
+typedef void (*callback)(char*);
+static void allocates(char* p) { char* q = malloc(64); if (q) { memcpy(q, p, 64); free(q); } }
+static void deep(char* p) { volatile char big[512]; big[0] = p[0]; p[1] = big[0]; }
+void kernel(char* p, callback cb) { cb(p); }
+int m_run(void) { char a[32]; kernel(a, allocates); kernel(a, deep); return a[1]; }
+"""
+
+
+def test_call_graph_stack_bound_and_heap_users(tmp_path):
+    """The stack bound follows calls through pointers to the deepest address-taken function,
+    and a function the run reaches that calls malloc is named."""
+    require_tools("gcc")
+    (tmp_path / "m.c").write_text(CALLS)
+    subprocess.run(["gcc", "-O1", "-std=c99", "-fcallgraph-info=su", "-c", str(tmp_path / "m.c"),
+                    "-o", str(tmp_path / "m.o")], check=True)
+    graph = CallGraph.read(tmp_path)
+    frame = {name.rsplit(":", 1)[-1]: size for name, size in graph.frames.items()}
+    assert graph.entries() == ["m_run"] and frame["deep"] >= 256
+    assert graph.stack() == frame["m_run"] + frame["kernel"] + max(
+        frame["deep"], frame["allocates"] + LIBRARY_CALL_STACK)
+    assert graph.heap_users() == ["allocates"]

@@ -7,6 +7,11 @@ weight blob or the arena, then copies outputs that are inputs or constants. A ke
 non-zero (e.g. Gather with an index out of range) stops the run; graphopt_run returns the
 1-based step number so the runtime can name the node.
 
+With `profile=True` (a GRAPHOPT_PROFILE build, see PROFILE_HEAD) the entry point also
+stores the wall time of every kernel call, in nanoseconds, into the int64 array passed as one
+extra output pointer (`outputs[len(program.outputs)]`, slot i for kernel `profiled[i]`). It is
+a separate source, hence a separate cached module: normal builds contain no timing code.
+
 With a `prefix`, every file-scope name gets it (`<prefix>graphopt_run`, `<prefix>k<N>_<Op>`),
 so the bodies of several programs can share one translation unit (see build.build and
 api.compile_many): one compiler run for many small models.
@@ -51,6 +56,22 @@ PRELUDE = """\
 
 """
 
+# A profile build's prelude: clock_gettime is POSIX, not C99, so its feature macro precedes
+# every include (PRELUDE goes in between), and the timer the entry point reads.
+PROFILE_HEAD = """\
+#define GRAPHOPT_PROFILE 1
+#define _POSIX_C_SOURCE 199309L
+#include <time.h>
+"""
+PROFILE_TIMER = """\
+static int64_t graphopt_now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + (int64_t)t.tv_nsec;
+}
+
+"""
+
 
 @dataclass
 class GeneratedCode:
@@ -69,6 +90,7 @@ class GeneratedCode:
     activation_bytes: int  # every intermediate tensor and scratch buffer, without sharing
     views: int  # steps realized as views (no code)
     inplace: int  # steps writing over their input's buffer
+    profiled: tuple[int, ...] = ()  # profile build: the step index of each timing slot
 
     @property
     def source(self) -> str:
@@ -113,8 +135,9 @@ def _support_problem(step: Step, emitter: OpEmitter | None) -> str | None:
 
 
 def generate(program: Program, target: Target, planner: MemoryPlanner,
-             prefix: str = "") -> GeneratedCode:
-    """C source for `program`; `prefix` starts every file-scope name (see the module docstring)."""
+             prefix: str = "", profile: bool = False) -> GeneratedCode:
+    """C source for `program`; `prefix` starts every file-scope name, `profile` times every
+    kernel (see the module docstring)."""
     emitters = check_supported(program)
     by_step = {id(program.steps[i]): e for i, e in emitters.items()}
     storage = assign_storage(program, lambda s: by_step[id(s)].alias,
@@ -138,14 +161,20 @@ def generate(program: Program, target: Target, planner: MemoryPlanner,
                                               for n, (root, _) in enumerate(arena)},
                            {b.name: o for b, o in zip(plan.buffers, plan.offsets)})
     entry = prefix + ENTRY
-    body = "\n".join(functions) + "\n" + _entry_function(entry, kernels, calls, storage, addresses)
+    timer = f"(int64_t*)outputs[{len(program.outputs)}]" if profile else None
+    body = "\n".join(functions) + "\n" + _entry_function(entry, kernels, calls, storage, addresses,
+                                                          timer)
     intermediates = {id(t): t for s in program.steps for t in s.outputs}
     for t in program.outputs:
         intermediates.pop(id(t), None)
     activation = sum(align(t.nbytes, target.alignment) for t in intermediates.values())
     activation += sum(align(k.scratch_bytes, target.alignment) for k in kernels)
-    return GeneratedCode(PRELUDE.format(target=target.name), body, entry, program, weights, plan,
-                         activation, len(storage.views), len(storage.inplace))
+    prelude = PRELUDE.format(target=target.name)
+    if profile:
+        prelude = PROFILE_HEAD + prelude + PROFILE_TIMER
+    return GeneratedCode(prelude, body, entry, program, weights, plan, activation,
+                         len(storage.views), len(storage.inplace),
+                         tuple(k.index for k in kernels) if profile else ())
 
 
 @dataclass
@@ -177,13 +206,20 @@ class _Addresses:
 
 
 def _entry_function(entry: str, kernels: list[Kernel], calls: dict[int, str], storage: Storage,
-                    addresses: _Addresses) -> str:
+                    addresses: _Addresses, timer: str | None = None) -> str:
+    """The entry point; with `timer` (a C int64_t* expression) it stores each kernel's time."""
     lines = [f"int {entry}(void** inputs, void** outputs, const char* weights, char* arena) {{"]
-    for kernel in kernels:
+    if timer is not None:
+        lines += [f"    int64_t* profile_ns = {timer};",
+                  "    int64_t start = graphopt_now_ns(), now;"]
+    for slot, kernel in enumerate(kernels):
         args = ", ".join(addresses.param(p, kernel) for p in kernel.params)
         shared = calls[kernel.index] != kernel.name and kernel.node.name
         note = f"  /* {kernel.node.name.replace('*/', '* /')} */" if shared else ""
         lines.append(f"    if ({calls[kernel.index]}({args})) return {kernel.index + 1};{note}")
+        if timer is not None:
+            lines.append(f"    now = graphopt_now_ns(); profile_ns[{slot}] = now - start; "
+                         "start = now;")
     for source, j in storage.final_copies:
         lines.append(f"    memcpy(outputs[{j}], {addresses.tensor(source)}, {source.nbytes});")
     lines += ["    (void)inputs; (void)outputs; (void)weights; (void)arena;", "    return 0;", "}"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from graphopt.errors import BadInputError
+from graphopt.ir.types import DType
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,33 @@ class CacheSizes:
     l1d: int = 32 * 1024
     l2: int = 512 * 1024
     l3: int = 4 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ThreadGrain:
+    """When work is shared between threads: the one grain rule every parallel loop and csrc
+    kernel applies (`Target.parallel_min_macs` / `parallel_min_bytes`, also in
+    graphopt_config.h). A step stays on one thread unless its estimated one-core time reaches
+    `ratio` fork/joins, so threading never costs more than 1/ratio of the work, and is
+    estimated from its multiply-adds or its bytes moved, whichever says longer.
+
+    Defaults measured on a 2-core AMD EPYC Zen 3 (KVM guest, benchmarks/omp_probe.py): an
+    OpenMP fork/join of 2 threads that sleep between regions (build.py's wait policy) costs
+    ~15 us, a barrier ~6 us; one core sustains ~20 GMAC/s in the GEMM and streams ~10 GB/s.
+    """
+
+    fork_join_us: float = 20.0
+    macs_per_us: float = 20_000.0
+    bytes_per_us: float = 10_000.0
+    ratio: float = 5.0
+
+    @property
+    def min_macs(self) -> int:
+        return int(self.ratio * self.fork_join_us * self.macs_per_us)
+
+    @property
+    def min_bytes(self) -> int:
+        return int(self.ratio * self.fork_join_us * self.bytes_per_us)
 
 
 def machine_caches(root: Path = _SYS_CACHE) -> CacheSizes:
@@ -75,15 +103,13 @@ class Target:
     restrict: spelling of C99 `restrict` (empty to disable, e.g. for a C89 toolchain).
     alignment: byte alignment of every arena buffer and packed weight.
     defines: extra preprocessor macros for the generated model and the csrc kernels.
-    parallel_min_elements: loops over fewer elements stay serial (threading costs more).
     index_type: C type of emitted loop indices (int32_t on 32-bit MCUs, where the embedded
       bundle refuses tensors too large for it).
     float_accumulator: type of float sums (reductions); "float" on single-precision FPUs.
     isa: GEMM micro-kernel family (`c/tiles.py`: "avx512", "avx2", "neon", "scalar"), or
       "auto": the widest one whose feature macros the compiler defines under `cflags`.
     caches: cache sizes the GEMM blocking (KC, MC, NC) is derived from.
-    parallel_min_macs: a GEMM (or convolution) with fewer multiply-adds runs on one thread:
-      waking a sleeping OpenMP thread costs ~10 us here, much more when the cores are shared.
+    grain: when a loop or kernel call is shared between threads (ThreadGrain).
     """
 
     name: str
@@ -92,17 +118,33 @@ class Target:
     restrict: str = "restrict"
     alignment: int = 64
     defines: tuple[str, ...] = ()
-    parallel_min_elements: int = 1 << 17
     index_type: str = "int64_t"
     float_accumulator: str = "double"
     description: str = field(default="", compare=False)
     isa: str = "auto"
     caches: CacheSizes = field(default_factory=CacheSizes)
-    parallel_min_macs: int = 1 << 22
+    grain: ThreadGrain = field(default_factory=ThreadGrain)
+
+    @property
+    def parallel_min_macs(self) -> int:
+        """A GEMM or convolution with fewer multiply-adds runs on one thread."""
+        return self.grain.min_macs
+
+    @property
+    def parallel_min_bytes(self) -> int:
+        """A memory-bound kernel moving fewer bytes runs on one thread."""
+        return self.grain.min_bytes
+
+    def wide_float(self, dtype: DType) -> str:
+        """C type of a float intermediate whose width cannot change the result (a rounded
+        quotient plus a zero point, before clamping): `float_accumulator` for float data, so a
+        single-precision FPU never runs it as software double; double data stays double."""
+        return "double" if dtype == DType.DOUBLE else self.float_accumulator
 
     def parallel_pragma(self, elements: int) -> str | None:
-        """The OpenMP pragma for a loop nest over `elements` items, or None to stay serial."""
-        if not self.openmp or elements < self.parallel_min_elements:
+        """The OpenMP pragma for a loop nest touching `elements` values (4 bytes each, the
+        float case), or None to stay serial (the grain rule)."""
+        if not self.openmp or 4 * elements < self.parallel_min_bytes:
             return None
         return "#pragma omp parallel for schedule(static)"
 

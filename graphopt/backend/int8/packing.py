@@ -1,5 +1,6 @@
 """Compile-time data of the integer kernels (csrc/graphopt_qkernels.h): packed weights, the
-folded bias and the requantization multipliers.
+folded bias, the requantization multipliers, and the sizes of the packed activations and of
+the kernels' work memory (placed in the arena: the kernels never allocate).
 
 With symmetric int8 weights (zero point 0) and an activation zero point x_zp, the accumulator
 the kernels need is sum_k W[r,k] * (X[k,c] - x_zp) + bias[r]; the kernels multiply the stored
@@ -8,6 +9,8 @@ s8 activations are stored as u8 (x ^ 0x80 = x + 128), so their zero point moves 
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
 from graphopt.quantization.rounding import requant_multiplier
@@ -15,6 +18,9 @@ from graphopt.quantization.rounding import requant_multiplier
 QMR = 4   # GRAPHOPT_QMR
 QNR = 16  # GRAPHOPT_QNR
 NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
+PLANE_SLACK = 96  # qgemm.c: bytes after a padded plane or gathered rows (vector over-reads)
+
+Pair = tuple[int, int]
 
 
 def packed_a_bytes(rows: int, depth: int) -> int:
@@ -26,6 +32,46 @@ def packed_b_bytes(depth: int, columns: int) -> int:
     """Size of u8 [depth, columns] activations packed into B panels (graphopt_qgemm_pack_b,
     graphopt_qim2col_packed); csrc's graphopt_qgemm_packed_b_bytes computes the same."""
     return -(-columns // QNR) * QNR * -(-depth // 4) * 4
+
+
+def _round_up(x: int, m: int) -> int:
+    return -(-x // m) * m
+
+
+def _padded_plane(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
+    """Bytes of the zero-point padded plane holding every tap of every output (ph x pw)."""
+    ph, pw = ((o - 1) * s + (k - 1) * d + 1
+              for o, k, s, d in zip(out_hw, kernel, strides, dilations))
+    return ph * pw
+
+
+def qim2col_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
+    """One thread's work memory of graphopt_qim2col_packed (graphopt_qim2col_work): 4 gathered
+    rows and the padded plane, each with slack for the vector over-reads."""
+    span = _round_up(out_hw[0] * out_hw[1], QNR)
+    plane = _padded_plane(out_hw, kernel, strides, dilations)
+    return _round_up(4 * span + PLANE_SLACK + plane + PLANE_SLACK, 64)
+
+
+def qdepthwise_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
+    """One thread's work memory of graphopt_qdepthwise (graphopt_qdepthwise_work): tap offsets
+    (int64), int32 accumulators of a plane (+16 for the vector stores), the flat row of a
+    stride-1 plane, the int16 weight pairs, then the padded plane with its slack."""
+    taps, plane = kernel[0] * kernel[1], out_hw[0] * out_hw[1]
+    flat = tuple(strides) == (1, 1)
+    pw = (out_hw[1] - 1) * strides[1] + (kernel[1] - 1) * dilations[1] + 1
+    run = (out_hw[0] - 1) * pw + out_hw[1] if flat else 0
+    size = 8 * taps + _round_up(4 * (plane + 16), 8)
+    size += _round_up(4 * (run + 16), 8) if flat else 0
+    size += _round_up(4 * (taps // 2 + 1), 8)
+    return _round_up(size + _padded_plane(out_hw, kernel, strides, dilations) + PLANE_SLACK, 64)
+
+
+def work_slots(openmp: bool) -> int:
+    """Work slots a kernel call gets: one per thread it may run on. Without OpenMP (bundles,
+    the portable target) one; with it, one per core of this machine, the most threads a call
+    then uses (a run asking for more still uses that many)."""
+    return max(1, os.cpu_count() or 1) if openmp else 1
 
 
 def pack_a(weights: np.ndarray) -> np.ndarray:

@@ -6,6 +6,7 @@ here) and decorate it with `@register_op("OpType", dtypes=...)`; see docs/BACKEN
 from graphopt.backend.c.ops import (  # noqa: F401  (imported for their registrations)
     attention,
     conv,
+    conv_blocked,
     einsum,
     elementwise,
     gemm,

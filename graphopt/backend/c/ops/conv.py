@@ -50,16 +50,24 @@ class ConvShape:
 
     @classmethod
     def of(cls, step: Step) -> ConvShape | None:
-        """The geometry of a 1-D or 2-D Conv step, None for other ranks."""
-        x, w, y = step.inputs[0], step.inputs[1], step.outputs[0]
-        spatial = x.rank - 2
+        """The geometry of a 1-D or 2-D Conv step, None for other ranks and blocked layouts."""
+        x, y = step.inputs[0], step.outputs[0]
+        return None if x.layout else cls.from_shapes(step, x.shape, y.shape)
+
+    @classmethod
+    def from_shapes(cls, step: Step, x_shape: tuple[int, ...], y_shape: tuple[int, ...]
+                    ) -> ConvShape | None:
+        """The geometry of the Conv step when its input and output have these logical
+        (N, C, spatial...) shapes, None unless 1-D or 2-D."""
+        w = step.inputs[1]
+        spatial = len(x_shape) - 2
         if spatial not in (1, 2):
             return None
-        geometry = ConvGeometry.of(step.node, x.shape[2:], y.shape[2:])
+        geometry = ConvGeometry.of(step.node, x_shape[2:], y_shape[2:])
         kernel = list(geometry.kernel) if geometry.kernel else list(w.shape[2:])
         lead = [1] * (2 - spatial)
-        return cls(x.shape[0], x.shape[1], y.shape[1], geometry.group,
-                   tuple(lead + list(x.shape[2:])), tuple(lead + list(y.shape[2:])),
+        return cls(x_shape[0], x_shape[1], y_shape[1], geometry.group,
+                   tuple(lead + list(x_shape[2:])), tuple(lead + list(y_shape[2:])),
                    tuple(lead + kernel), tuple(lead + list(geometry.strides)),
                    tuple([0] * (2 - spatial) + list(geometry.pads_begin)),
                    tuple(lead + list(geometry.dilations)))
@@ -114,7 +122,7 @@ def _applies(test: Callable[[ConvShape], bool]) -> Callable[[Step], bool]:
 def emit_conv(k: Kernel) -> None:
     """Refuse what no algorithm handles, then run the one lowering chose."""
     spatial = k.input(0).rank - 2
-    if spatial not in (1, 2):
+    if not k.input(0).tensor.layout and spatial not in (1, 2):
         k.unsupported(f"{spatial}-D convolution is not implemented (1-D and 2-D are)")
     emit_chosen(k)
 
@@ -141,14 +149,19 @@ def _emit_depthwise(k: Kernel) -> None:
 
 
 def emit_per_image(k: Kernel, shape: ConvShape, epilogue: str,
-                   call: Callable[[str, str], str]) -> None:
+                   call: Callable[[str, str], str], rows_per_image: int | None = None,
+                   each: Callable[[str], None] | None = None) -> None:
     """A loop over the images n running the C statement `call(x, y)` on image n's input and
     output planes (x = X + n * C*H*W, y = Y + n * M*OH*OW), the epilogue's rows starting at
-    n * M: for csrc kernels that take one image at a time."""
+    n * rows_per_image (default M), after `each(n)` emits what else depends on n: for csrc
+    kernels that take one image at a time."""
     em, X, Y = k.em, k.arg(k.input(0)), k.arg(k.outputs[0])
+    rows = shape.out_channels if rows_per_image is None else rows_per_image
     with em.loops([shape.batch], prefix="n") as (n,):
+        if each is not None:
+            each(n)
         if epilogue != "NULL":
-            em.line(f"epi.row_base = {n} * {shape.out_channels};")
+            em.line(f"epi.row_base = {n} * {rows};")
         em.line(call(f"{X} + {n} * {shape.channels * shape.plane_in}",
                      f"{Y} + {n} * {shape.out_channels * shape.plane_out}"))
 

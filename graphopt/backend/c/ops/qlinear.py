@@ -79,6 +79,15 @@ def _residual(k: Kernel) -> str:
     return "NULL" if r is None else k.arg(r)
 
 
+def _work(k: Kernel, shape: QConvShape, per_slot: Callable[..., int]) -> str:
+    """`work, slots` arguments of a kernel taking per-thread work memory: the slots live in the
+    step's scratch (so in the arena), one per thread the call may run on."""
+    slots = packing.work_slots(k.target.openmp)
+    work = k.scratch(slots * per_slot(shape.out_hw, shape.kernel, shape.strides,
+                                      shape.dilations))
+    return f"{work}, {slots}"
+
+
 def _int8_conv_applies(test: Callable[[QConvShape], bool]) -> Callable[[Step], bool]:
     def applies(step: Step) -> bool:
         return test(QConvShape.of(step))
@@ -99,6 +108,7 @@ def _emit_depthwise(k: Kernel) -> None:
     em, X, Y = k.em, k.arg(x), k.arg(y)
     W = _raw(k, w)
     residual = _residual(k)
+    work = _work(k, shape, packing.qdepthwise_work_bytes)
     _epilogue(k, residual, (shape.plane_out, 1))
     em.line(f"graphopt_qconv_shape s = {shape.c_struct()}; s.channels = {shape.channels};")
     per_in, per_out = shape.channels * shape.plane_in, shape.out_channels * shape.plane_out
@@ -106,7 +116,7 @@ def _emit_depthwise(k: Kernel) -> None:
         if residual != "NULL":
             em.line(f"e.add = {residual} + {n} * {per_out};")
         em.line(f"graphopt_qdepthwise((const uint8_t*){X} + {n} * {per_in}, {W}, &s, "
-                f"{_pad(k)}, {int(k.attr('flip'))}, &e, {Y} + {n} * {per_out});")
+                f"{_pad(k)}, {int(k.attr('flip'))}, &e, {Y} + {n} * {per_out}, {work});")
 
 
 def _pad(k: Kernel) -> int:
@@ -134,6 +144,7 @@ def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
     panels = k.packed(w, "qpanels", lambda a: pack_groups(a, group, packing.pack_a))
     a_step = packing.packed_a_bytes(mg, depth)
     cols = k.scratch(packing.packed_b_bytes(depth, plane))
+    work = _work(k, shape, packing.qim2col_work_bytes) if im2col else ""
     residual = _residual(k)
     _epilogue(k, residual, (plane, 1))
     em.line("const int32_t* bias0 = e.bias; const float* mult0 = e.mult;")
@@ -145,7 +156,7 @@ def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
                   f"{shape.plane_in}"
         if im2col:
             em.line(f"graphopt_qim2col_packed({x_block}, &s, {_pad(k)}, {flip}, "
-                    f"(uint8_t*){cols});")
+                    f"(uint8_t*){cols}, {work});")
         else:
             em.line(f"graphopt_qgemm_pack_b({x_block}, {plane}, 1, {depth}, {plane}, {flip}, "
                     f"(uint8_t*){cols});")

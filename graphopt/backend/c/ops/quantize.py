@@ -56,7 +56,7 @@ def emit_quantize(k: Kernel) -> None:
     low, high = _range(y.dtype)
     em, X, Y, f = k.em, k.arg(x), k.arg(y), cdtypes.math_suffix(x.dtype)
     with em.loops(x.shape, parallel=True) as idx:
-        em.line(f"double q = nearbyint{f}({X}[{index(idx, x.strides)}] / "
+        em.line(f"{k.target.wide_float(x.dtype)} q = nearbyint{f}({X}[{index(idx, x.strides)}] / "
                 f"{_param_at(k, scale, x, idx)}) + {_param_at(k, zero, x, idx)};")
         em.line(f"{Y}[{index(idx, y.strides)}] = ({y.ctype})(q < {low} ? {low} : "
                 f"(q > {high} ? {high} : q));")

@@ -1,0 +1,123 @@
+"""Layout selection in the C backend: each model compiled with layout selection (blocked NCHWc
+where the cost model says it pays) and forced to NCHW, timed in the same process at 1 and 2
+threads, with onnxruntime (ORT_ENABLE_ALL) as a reference column, then the layout report.
+
+Engines are interleaved per round (auto, nchw, onnxruntime, next round), so load from other
+processes hits them alike; each latency is the median of the round medians. The ratio is
+nchw / auto: above 1, layout selection is faster.
+
+    python benchmarks/bench_layout.py
+    python benchmarks/bench_layout.py --models effnet --threads 1 --rounds 3 --explain
+    python benchmarks/bench_layout.py --kernels --threads 1   # per-kernel chains
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from typing import Callable
+
+import numpy as np
+import onnx
+
+from _common import format_table, machine_line
+from graphopt.backend import compile as compile_model
+from graphopt.backend.bench import onnxruntime_session
+from graphopt.backend.lowering import layout_choice
+from graphopt.layout.choice_report import format_choice, summarize_choice
+from graphopt.layout.examples import conv_chain, depthwise_blocks
+from graphopt.layout.select import LayoutChoice
+from graphopt.numerics import random_inputs
+from graphopt.testing import sample_models_dir
+
+MODELS: dict[str, Callable[[], "str | onnx.ModelProto"]] = {
+    "resnet18": lambda: str(sample_models_dir() / "resnet18.onnx"),
+    "mobilenet_v2": lambda: str(sample_models_dir() / "mobilenet_v2.onnx"),
+    # EfficientNet-B0's stage 3 shape: 40 channels x6 expansion at 28x28, SiLU
+    "effnet": lambda: depthwise_blocks(channels=40, size=56, expand=6, strides=(2, 1, 1)),
+}
+# --kernels: mobilenet_v2's depthwise and pointwise shapes, 8 layers each (conv_chain)
+KERNEL_CHAINS = [(kind, c, s) for kind, shapes in (
+    ("depthwise", ((96, 112), (144, 56), (192, 28), (576, 14), (960, 7))),
+    ("pointwise", ((32, 112), (96, 56), (192, 28), (576, 14), (960, 7)))) for c, s in shapes]
+ENGINES = ("auto", "nchw", "onnxruntime")
+
+
+def _median_of_rounds(fns: dict[str, Callable[[], object]], rounds: int, runs: int
+                      ) -> dict[str, float]:
+    """Per engine, the median over rounds of the median of `runs` timed calls (ms)."""
+    per_round: dict[str, list[float]] = {name: [] for name in fns}
+    for fn in fns.values():
+        fn()
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times = []
+            for _ in range(runs):
+                start = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - start)
+            per_round[name].append(statistics.median(times))
+    return {name: statistics.median(values) * 1e3 for name, values in per_round.items()}
+
+
+def bench_model(name: str, model: "str | onnx.ModelProto", threads: list[int], rounds: int,
+                runs: int) -> tuple[list[list[str]], list[str], "LayoutChoice | None"]:
+    """Table rows (one per thread count), the layout report lines and choice of one model."""
+    auto = compile_model(model, layout="auto")
+    nchw = compile_model(model, layout="nchw")
+    feeds = random_inputs(auto.graph, seed=0)
+    names = [v.name for v in auto.graph.inputs]
+    arrays = [feeds[n] for n in names]
+    diff = float(np.max(np.abs(auto.run(arrays)[0] - nchw.run(arrays)[0])))
+    rows = []
+    for count in threads:
+        auto.set_threads(count)
+        nchw.set_threads(count)
+        session = onnxruntime_session(model, count)
+        ms = _median_of_rounds({"auto": lambda: auto.run(arrays),
+                                "nchw": lambda: nchw.run(arrays),
+                                "onnxruntime": lambda: session.run(None, feeds)}, rounds, runs)
+        rows.append([name, str(count)] + [f"{ms[e]:.2f}" for e in ENGINES] +
+                    [f"{ms['nchw'] / ms['auto']:.2f}x", f"{ms['onnxruntime'] / ms['auto']:.2f}x",
+                     f"{diff:.1e}"])
+    choice = layout_choice(auto.programs()[0])
+    report = [] if choice is None else [*summarize_choice(choice)]
+    return rows, report, choice
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="timed calls per round")
+    parser.add_argument("--explain", action="store_true", help="the full per-conv report")
+    parser.add_argument("--kernels", action="store_true",
+                        help="time 8-layer chains of mobilenet_v2's conv shapes instead")
+    args = parser.parse_args(argv)
+    print(machine_line())
+    rows, reports = [], []
+    models = {f"{kind} {c}x{s}x{s}": (lambda k=kind, c=c, s=s: conv_chain(k, c, s))
+              for kind, c, s in KERNEL_CHAINS} if args.kernels else \
+        {name: MODELS[name] for name in args.models}
+    for name, make in models.items():
+        model_rows, report, choice = bench_model(name, make(), args.threads, args.rounds,
+                                                 args.runs)
+        rows += model_rows
+        reports.append((name, report, choice))
+    print(f"load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    print(format_table(["model", "threads", "auto ms", "nchw ms", "onnxruntime ms",
+                        "nchw/auto", "ort/auto", "max |auto-nchw|"], rows))
+    for name, report, choice in reports:
+        print(f"\n{name}:")
+        for line in report:
+            print(line)
+        if args.explain and choice is not None:
+            for line in format_choice(choice):
+                print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,486 @@
+/* Blocked-layout (NCHWc) kernels: layout conversions, depthwise 3x3 and 1x1 convolutions.
+ *
+ * One "block vector" holds the B = GRAPHOPT_NCHWC channels of one pixel: a SIMD register on
+ * the AVX-512/AVX2/NEON families, a small struct of floats the compiler keeps in registers on
+ * the scalar path. The fused epilogue (bias, residual add, Relu/Clip) runs on the block vectors
+ * before they are stored, SiLU on each stored tile while it is in L1; anything else goes
+ * through the generic callback afterwards.
+ */
+#include <math.h>
+
+#include "graphopt_math.h"
+#include "graphopt_nchwc.h"
+#include "graphopt_simd.h"
+
+#define B GRAPHOPT_NCHWC
+
+#if GRAPHOPT_GEMM_VLEN > 1
+typedef vec_t bvec;
+#define BV_LOAD(p) VEC_LOAD(p)
+#define BV_STORE(p, v) VEC_STORE((p), (v))
+#define BV_SET1(x) VEC_SET1(x)
+#define BV_FMA(acc, a, b) VEC_FMA((acc), (a), (b))
+#define BV_ADD(a, b) VEC_ADD((a), (b))
+#define BV_ZERO() VEC_ZERO()
+/* x86 max/min return their second operand when either is NaN: v second, so NaN passes
+ * through as in the NCHW epilogues (graphopt/backend/c/exprs.py) and onnxruntime */
+#if GRAPHOPT_GEMM_ISA == GRAPHOPT_ISA_AVX512
+#define BV_CLAMP(v, lo, hi) _mm512_min_ps((hi), _mm512_max_ps((lo), (v)))
+#elif GRAPHOPT_GEMM_ISA == GRAPHOPT_ISA_AVX2
+#define BV_CLAMP(v, lo, hi) _mm256_min_ps((hi), _mm256_max_ps((lo), (v)))
+#else
+#define BV_CLAMP(v, lo, hi) vminq_f32(vmaxq_f32((v), (lo)), (hi))
+#endif
+#else /* scalar path: B lanes as plain C */
+typedef struct { float v[B]; } bvec;
+GRAPHOPT_INLINE bvec bv_load(const float* p) {
+    bvec r;
+    for (int l = 0; l < B; ++l) r.v[l] = p[l];
+    return r;
+}
+GRAPHOPT_INLINE void bv_store(float* p, bvec a) {
+    for (int l = 0; l < B; ++l) p[l] = a.v[l];
+}
+GRAPHOPT_INLINE bvec bv_set1(float x) {
+    bvec r;
+    for (int l = 0; l < B; ++l) r.v[l] = x;
+    return r;
+}
+GRAPHOPT_INLINE bvec bv_fma(bvec acc, bvec a, bvec b) {
+    for (int l = 0; l < B; ++l) acc.v[l] += a.v[l] * b.v[l];
+    return acc;
+}
+GRAPHOPT_INLINE bvec bv_add(bvec a, bvec b) {
+    for (int l = 0; l < B; ++l) a.v[l] += b.v[l];
+    return a;
+}
+GRAPHOPT_INLINE bvec bv_clamp(bvec a, bvec lo, bvec hi) {
+    for (int l = 0; l < B; ++l) {
+        const float v = a.v[l] < lo.v[l] ? lo.v[l] : a.v[l];
+        a.v[l] = v > hi.v[l] ? hi.v[l] : v;
+    }
+    return a;
+}
+#define BV_LOAD(p) bv_load(p)
+#define BV_STORE(p, v) bv_store((p), (v))
+#define BV_SET1(x) bv_set1(x)
+#define BV_FMA(acc, a, b) bv_fma((acc), (a), (b))
+#define BV_ADD(a, b) bv_add((a), (b))
+#define BV_ZERO() bv_set1(0.0f)
+#define BV_CLAMP(v, lo, hi) bv_clamp((v), (lo), (hi))
+#endif
+
+/* The fused epilogue of one block vector; r: the residual at the output's offset, or NULL. */
+typedef struct {
+    bvec lo, hi;
+    int clamp, add_first;
+} finisher;
+
+static finisher make_finisher(const graphopt_nchwc_epi* fe) {
+    finisher f;
+    f.lo = BV_SET1(fe ? fe->lo : -INFINITY);
+    f.hi = BV_SET1(fe ? fe->hi : INFINITY);
+    f.clamp = fe != NULL && (fe->lo > -INFINITY || fe->hi < INFINITY);
+    f.add_first = fe != NULL && fe->add_first;
+    return f;
+}
+
+GRAPHOPT_INLINE bvec finish(bvec v, const finisher* f, const float* r) {
+    if (r && f->add_first) v = BV_ADD(v, BV_LOAD(r));
+    if (f->clamp) v = BV_CLAMP(v, f->lo, f->hi);
+    if (r && !f->add_first) v = BV_ADD(v, BV_LOAD(r));
+    return v;
+}
+
+/* SiLU in place, x / (1 + e^-x) as the NCHW epilogues compute it (exprs.py Swish), on `rows`
+ * runs of `n` floats `stride` apart that the kernel has just stored (still in L1): a plain
+ * loop over the inline graphopt_expf, which the compiler vectorizes. Not inlined into the
+ * register tiles: its constants would take the registers of their FMA loops. */
+static void silu_rows(const graphopt_nchwc_epi* fe, float* y, int64_t stride, int64_t rows,
+                      int64_t n) {
+    if (!fe || !fe->silu) return;
+    for (int64_t i = 0; i < rows; ++i) {
+        float* p = y + i * stride;
+        for (int64_t j = 0; j < n; ++j) p[j] = p[j] / (1.0f + graphopt_expf(-p[j]));
+    }
+}
+
+static bvec bias_block(const graphopt_nchwc_epi* fe, int64_t block) {
+    return fe && fe->bias ? BV_LOAD(fe->bias + block * B) : BV_ZERO();
+}
+
+/* ---- layout conversions ------------------------------------------------------------------ */
+
+/* Each block of B planes of one image <-> its plane of B-float pixels (to_blocked: NCHW in). */
+static void reorder(const float* X, float* Y, int64_t n, int64_t channels, int64_t plane,
+                    int to_blocked) {
+    const int64_t blocks = n * (channels / B);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (blocks * plane * B >= (1 << 18))
+#endif
+    for (int64_t q = 0; q < blocks; ++q) {
+        const float* x = X + q * B * plane; /* images are whole multiples of B planes */
+        float* restrict y = Y + q * B * plane;
+        if (to_blocked) {
+            for (int64_t p = 0; p < plane; ++p)
+                for (int l = 0; l < B; ++l) y[p * B + l] = x[l * plane + p];
+        } else {
+            for (int l = 0; l < B; ++l)
+                for (int64_t p = 0; p < plane; ++p) y[l * plane + p] = x[p * B + l];
+        }
+    }
+}
+
+void graphopt_nchw_to_nchwc(const float* X, float* Y, int64_t n, int64_t channels,
+                            int64_t plane) {
+    reorder(X, Y, n, channels, plane, 1);
+}
+
+void graphopt_nchwc_to_nchw(const float* X, float* Y, int64_t n, int64_t channels,
+                            int64_t plane) {
+    reorder(X, Y, n, channels, plane, 0);
+}
+
+/* ---- depthwise 3x3 ----------------------------------------------------------------------- */
+
+/* One output pixel whose window may cross the border: only the taps inside the image. */
+static bvec dw_border(const float* x, const bvec* w, bvec acc, int64_t iy0, int64_t ix0,
+                      int64_t height, int64_t width) {
+    for (int ky = 0; ky < 3; ++ky) {
+        const int64_t iy = iy0 + ky;
+        if (iy < 0 || iy >= height) continue;
+        for (int kx = 0; kx < 3; ++kx) {
+            const int64_t ix = ix0 + kx;
+            if (ix >= 0 && ix < width)
+                acc = BV_FMA(acc, BV_LOAD(x + (iy * width + ix) * B), w[ky * 3 + kx]);
+        }
+    }
+    return acc;
+}
+
+#define DW_PIXELS 6 /* interior pixels per group: 6 accumulators + 9 weights in registers */
+
+/* `count` consecutive interior output pixels (all taps inside), the first window at input
+ * pixel `origin`, consecutive pixels `step` (1 or 2, a constant after inlining, so windows
+ * sharing an input load it once) input pixels apart: independent FMA chains. */
+GRAPHOPT_INLINE void dw_interior(const int count, const int step, const float* x,
+                                 const bvec* w, bvec bias, int64_t origin, int64_t width,
+                                 bvec* out) {
+    bvec acc[DW_PIXELS];
+#pragma GCC unroll 6
+    for (int u = 0; u < count; ++u) acc[u] = bias;
+    for (int ky = 0; ky < 3; ++ky) {
+        const float* xr = x + (origin + ky * width) * B;
+#pragma GCC unroll 3
+        for (int kx = 0; kx < 3; ++kx) {
+#pragma GCC unroll 6
+            for (int u = 0; u < count; ++u)
+                acc[u] = BV_FMA(acc[u], BV_LOAD(xr + (u * step + kx) * B), w[ky * 3 + kx]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int u = 0; u < count; ++u) out[u] = acc[u];
+}
+
+/* One output row's interior columns [ox, hi) with `step` a compile-time stride. */
+GRAPHOPT_INLINE void dw_row_interior(const int step, const float* x, const bvec* w, bvec bias,
+                                     int64_t origin, int64_t width, int64_t ox, int64_t hi,
+                                     float* yr, const float* rr, const finisher* f) {
+    bvec out[DW_PIXELS];
+    for (; ox + DW_PIXELS <= hi; ox += DW_PIXELS) {
+        dw_interior(DW_PIXELS, step, x, w, bias, origin + ox * step, width, out);
+        for (int u = 0; u < DW_PIXELS; ++u)
+            BV_STORE(yr + (ox + u) * B, finish(out[u], f, rr ? rr + (ox + u) * B : NULL));
+    }
+    for (; ox < hi; ++ox) {
+        dw_interior(1, step, x, w, bias, origin + ox * step, width, out);
+        BV_STORE(yr + ox * B, finish(out[0], f, rr ? rr + ox * B : NULL));
+    }
+}
+
+/* First output column whose window starts inside the row, and one past the last whose window
+ * ends inside it. */
+static void dw_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t* hi) {
+    int64_t first = (s->pad_left + s->stride_w - 1) / s->stride_w;
+    int64_t last = s->width - 3 + s->pad_left >= 0
+                       ? (s->width - 3 + s->pad_left) / s->stride_w + 1 : 0;
+    if (last > s->out_width) last = s->out_width;
+    if (first > last) first = last;
+    *lo = first;
+    *hi = last;
+}
+
+/* Parallel over channel blocks from 2^18 multiply-adds, as csrc/conv.c's NCHW depthwise: a
+ * memory-bound kernel gains from a second core sooner than the GEMM. */
+void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
+                                 const graphopt_conv2d_shape* s, const graphopt_nchwc_epi* fe,
+                                 const graphopt_epilogue* epi) {
+    const int64_t blocks = s->channels / B, h = s->height, wd = s->width;
+    const int64_t oh = s->out_height, ow = s->out_width, sh = s->stride_h, sw = s->stride_w;
+    const int64_t plane_in = h * wd, plane_out = oh * ow;
+    int64_t lo, hi;
+    dw_columns(s, &lo, &hi);
+    const finisher f = make_finisher(fe);
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (blocks * plane_out * 9 * B >= (1 << 18))
+#endif
+    for (int64_t cb = 0; cb < blocks; ++cb) {
+        const float* x = X + cb * plane_in * B;
+        float* y = Y + cb * plane_out * B;
+        const float* r = fe && fe->residual ? fe->residual + cb * plane_out * B : NULL;
+        bvec w[9];
+        for (int t = 0; t < 9; ++t) w[t] = BV_LOAD(W + (cb * 9 + t) * B);
+        const bvec bias = bias_block(fe, cb);
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const int64_t iy0 = oy * sh - s->pad_top;
+            const int full = iy0 >= 0 && iy0 + 2 < h;
+            float* yr = y + oy * ow * B;
+            const float* rr = r ? r + oy * ow * B : NULL;
+            int64_t ox = 0;
+            if (full) {
+                for (; ox < lo; ++ox)
+                    BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
+                                                           h, wd), &f, rr ? rr + ox * B : NULL));
+                const int64_t origin = iy0 * wd - s->pad_left;
+                if (sw == 1)
+                    dw_row_interior(1, x, w, bias, origin, wd, ox, hi, yr, rr, &f);
+                else
+                    dw_row_interior(2, x, w, bias, origin, wd, ox, hi, yr, rr, &f);
+                ox = hi > ox ? hi : ox;
+            }
+            for (; ox < ow; ++ox)
+                BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
+                                                       h, wd), &f, rr ? rr + ox * B : NULL));
+            silu_rows(fe, yr, 0, 1, ow * B);
+        }
+        if (epi) epi->fn(epi, y, plane_out * B, cb, 0, 1, plane_out * B);
+    }
+}
+
+/* ---- pointwise (1x1) --------------------------------------------------------------------- */
+
+#define PW_PIXELS 6  /* pixels per register tile: 6 x 2 accumulators + 2 weights + 1 broadcast */
+#define PW_CHUNK 48  /* pixels whose input slice stays in cache while every output block runs */
+#define PW_KC 128    /* channels per pass: a pair's weights for one pass (KC x 2B) stay in L1 */
+
+/* Store a register tile: `count` consecutive pixels of output blocks mb, mb + 1 (nb of them,
+ * `plane_stride` floats apart), with the epilogue when `last` (a partial sum otherwise). */
+GRAPHOPT_INLINE void tile_store(const int count, const int nb, bvec (*acc)[2], float* y,
+                                int64_t plane_stride, int64_t mb, int last,
+                                const graphopt_nchwc_epi* fe, const finisher* f,
+                                const float* r) {
+    for (int j = 0; j < nb; ++j) {
+        float* yj = y + j * plane_stride;
+        if (!last) {
+#pragma GCC unroll 6
+            for (int u = 0; u < count; ++u) BV_STORE(yj + u * B, acc[u][j]);
+            continue;
+        }
+        const bvec bias = bias_block(fe, mb + j);
+        const float* rj = r ? r + j * plane_stride : NULL;
+#pragma GCC unroll 6
+        for (int u = 0; u < count; ++u)
+            BV_STORE(yj + u * B, finish(BV_ADD(acc[u][j], bias), f, rj ? rj + u * B : NULL));
+    }
+}
+
+/* Output blocks [mb, mb + nb) (nb <= 2) of `count` pixels over the input channel blocks
+ * [cb0, cb1): the register tile of the 1x1 convolution as a GEMM over the channels. x: pixel
+ * p0 of input block 0; y: pixel p0 of output block mb. The first pass starts from zero, later
+ * ones from y; the last applies the epilogue. */
+GRAPHOPT_INLINE void pw_tile(const int count, const int nb, const float* x, const float* w,
+                             float* y, int64_t channels, int64_t plane, int64_t mb, int64_t cb0,
+                             int64_t cb1, int last, const graphopt_nchwc_epi* fe,
+                             const finisher* f, const float* r) {
+    bvec acc[PW_PIXELS][2];
+#pragma GCC unroll 6
+    for (int u = 0; u < count; ++u) {
+        acc[u][0] = cb0 ? BV_LOAD(y + u * B) : BV_ZERO();
+        acc[u][1] = cb0 && nb > 1 ? BV_LOAD(y + plane * B + u * B) : BV_ZERO();
+    }
+    const float* w1 = w + channels * B;
+    for (int64_t cb = cb0; cb < cb1; ++cb) {
+        const float* xc = x + cb * plane * B;
+        const float* wc = w + cb * B * B;
+        const float* wc1 = w1 + cb * B * B;
+#pragma GCC unroll 16
+        for (int l = 0; l < B; ++l) {
+            const bvec a0 = BV_LOAD(wc + l * B);
+            const bvec a1 = nb > 1 ? BV_LOAD(wc1 + l * B) : a0;
+#pragma GCC unroll 6
+            for (int u = 0; u < count; ++u) {
+                const bvec xv = BV_SET1(xc[u * B + l]);
+                acc[u][0] = BV_FMA(acc[u][0], xv, a0);
+                if (nb > 1) acc[u][1] = BV_FMA(acc[u][1], xv, a1);
+            }
+        }
+    }
+    tile_store(count, nb, acc, y, plane * B, mb, last, fe, f, r);
+}
+
+/* pw_tile with `count` (<= PW_PIXELS) and nb known at compile time in each branch. */
+static void pw_tile_any(int count, int nb, const float* x, const float* w, float* y,
+                        int64_t channels, int64_t plane, int64_t mb, int64_t cb0, int64_t cb1,
+                        int last, const graphopt_nchwc_epi* fe, const finisher* f,
+                        const float* r) {
+#define PW_CASE(n)                                                                            \
+    case n:                                                                                   \
+        if (nb > 1) pw_tile(n, 2, x, w, y, channels, plane, mb, cb0, cb1, last, fe, f, r);    \
+        else pw_tile(n, 1, x, w, y, channels, plane, mb, cb0, cb1, last, fe, f, r);           \
+        break;
+    switch (count) {
+        PW_CASE(1) PW_CASE(2) PW_CASE(3) PW_CASE(4) PW_CASE(5) PW_CASE(6)
+        default: break;
+    }
+#undef PW_CASE
+}
+
+void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t channels,
+                              int64_t out_channels, int64_t plane,
+                              const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
+    const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2, in_blocks = channels / B;
+    const int64_t chunks = (plane + PW_CHUNK - 1) / PW_CHUNK, kc = PW_KC / B;
+    const finisher f = make_finisher(fe);
+#ifdef _OPENMP
+#pragma omp parallel for collapse(2) schedule(static) \
+    if (plane * channels * out_channels >= GRAPHOPT_PARALLEL_MIN_MACS)
+#endif
+    for (int64_t chunk = 0; chunk < chunks; ++chunk)
+        for (int64_t q = 0; q < pairs; ++q) {
+            const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
+            const int64_t end = (chunk + 1) * PW_CHUNK < plane ? (chunk + 1) * PW_CHUNK : plane;
+            for (int64_t cb0 = 0; cb0 < in_blocks; cb0 += kc) {
+                const int64_t cb1 = cb0 + kc < in_blocks ? cb0 + kc : in_blocks;
+                const int last = cb1 == in_blocks;
+                for (int64_t p0 = chunk * PW_CHUNK; p0 < end; p0 += PW_PIXELS) {
+                    const int count = (int)(end - p0 < PW_PIXELS ? end - p0 : PW_PIXELS);
+                    const int64_t at = mb * plane * B + p0 * B;
+                    pw_tile_any(count, (int)nb, X + p0 * B, W + mb * channels * B, Y + at,
+                                channels, plane, mb, cb0, cb1, last, fe, &f,
+                                fe && fe->residual ? fe->residual + at : NULL);
+                    if (last) silu_rows(fe, Y + at, plane * B, nb, (int64_t)count * B);
+                    if (last && epi)
+                        epi->fn(epi, Y + at, plane * B, mb, p0 * B, nb, (int64_t)count * B);
+                }
+            }
+        }
+}
+
+/* ---- direct convolution (group 1, any window) -------------------------------------------- */
+
+/* `count` output pixels of one row, consecutive ones `stride` input columns apart, whose
+ * windows all lie inside the image (check = 0), or one pixel whose taps are checked against
+ * the borders (check = 1, count = 1): a register tile of output blocks mb, mb + nb. The input
+ * comes in blocks of `blk` channels: 1 (NCHW) or B (NCHWc), a pixel being blk floats. */
+GRAPHOPT_INLINE void conv_tile(const int count, const int nb, const int check, const int blk,
+                               const float* X, const float* w, float* y,
+                               const graphopt_conv2d_shape* s, int64_t iy0, int64_t ix0,
+                               int64_t plane_out, int64_t mb, const graphopt_nchwc_epi* fe,
+                               const finisher* f, const float* r) {
+    bvec acc[PW_PIXELS][2];
+#pragma GCC unroll 6
+    for (int u = 0; u < count; ++u) acc[u][0] = acc[u][1] = BV_ZERO();
+    const int64_t kh = s->kernel_h, kw = s->kernel_w, taps = kh * kw;
+    const int64_t plane_in = s->height * s->width, step = s->stride_w * blk;
+    const float* w1 = w + s->channels * taps * B;
+    for (int64_t cb = 0; cb < s->channels / blk; ++cb) {
+        const float* xb = X + cb * plane_in * blk;
+        for (int64_t ky = 0; ky < kh; ++ky) {
+            const int64_t iy = iy0 + ky * s->dilation_h;
+            if (check && (iy < 0 || iy >= s->height)) continue;
+            for (int64_t kx = 0; kx < kw; ++kx) {
+                const int64_t ix = ix0 + kx * s->dilation_w;
+                if (check && (ix < 0 || ix >= s->width)) continue;
+                const float* xp = xb + (iy * s->width + ix) * blk;
+                const int64_t at = (cb * blk * taps + ky * kw + kx) * B;
+#pragma GCC unroll 16
+                for (int l = 0; l < blk; ++l) {
+                    const bvec a0 = BV_LOAD(w + at + l * taps * B);
+                    const bvec a1 = nb > 1 ? BV_LOAD(w1 + at + l * taps * B) : a0;
+#pragma GCC unroll 6
+                    for (int u = 0; u < count; ++u) {
+                        const bvec xv = BV_SET1(xp[u * step + l]);
+                        acc[u][0] = BV_FMA(acc[u][0], xv, a0);
+                        if (nb > 1) acc[u][1] = BV_FMA(acc[u][1], xv, a1);
+                    }
+                }
+            }
+        }
+    }
+    tile_store(count, nb, acc, y, plane_out * B, mb, 1, fe, f, r);
+}
+
+/* conv_tile with count, nb, check and blk known at compile time in each branch. */
+#define CONV_TILE(n, m, check, blk) \
+    conv_tile(n, m, check, blk, X, w, y, s, iy0, ix0, plane_out, mb, fe, f, r)
+#define CONV_CASE(n, blk)                                        \
+    case n:                                                      \
+        if (nb > 1) CONV_TILE(n, 2, 0, blk);                     \
+        else CONV_TILE(n, 1, 0, blk);                            \
+        break;
+#define CONV_DISPATCH(blk)                                                               \
+    if (check) {                                                                         \
+        if (nb > 1) CONV_TILE(1, 2, 1, blk);                                             \
+        else CONV_TILE(1, 1, 1, blk);                                                    \
+        return;                                                                          \
+    }                                                                                    \
+    switch (count) {                                                                     \
+        CONV_CASE(1, blk) CONV_CASE(2, blk) CONV_CASE(3, blk) CONV_CASE(4, blk)          \
+        CONV_CASE(5, blk) CONV_CASE(6, blk)                                              \
+        default: break;                                                                  \
+    }
+
+static void conv_tile_any(int count, int nb, int check, int in_blocked, const float* X,
+                          const float* w, float* y, const graphopt_conv2d_shape* s, int64_t iy0,
+                          int64_t ix0, int64_t plane_out, int64_t mb,
+                          const graphopt_nchwc_epi* fe, const finisher* f, const float* r) {
+    if (in_blocked) {
+        CONV_DISPATCH(B)
+    } else {
+        CONV_DISPATCH(1)
+    }
+}
+#undef CONV_DISPATCH
+#undef CONV_CASE
+#undef CONV_TILE
+
+void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float* Y,
+                           const graphopt_conv2d_shape* s, int64_t out_channels,
+                           const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
+    const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2;
+    const int64_t oh = s->out_height, ow = s->out_width, plane_out = oh * ow;
+    /* output columns whose whole window row lies inside the input row */
+    const int64_t span = (s->kernel_w - 1) * s->dilation_w;
+    int64_t lo = (s->pad_left + s->stride_w - 1) / s->stride_w;
+    int64_t hi = s->width - 1 - span + s->pad_left >= 0
+                     ? (s->width - 1 - span + s->pad_left) / s->stride_w + 1 : 0;
+    if (hi > ow) hi = ow;
+    if (lo > hi) lo = hi;
+    const finisher f = make_finisher(fe);
+    const int64_t taps = s->kernel_h * s->kernel_w;
+#ifdef _OPENMP
+#pragma omp parallel for collapse(2) schedule(static) \
+    if (plane_out * s->channels * taps * out_channels >= GRAPHOPT_PARALLEL_MIN_MACS)
+#endif
+    for (int64_t q = 0; q < pairs; ++q)
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
+            const int64_t iy0 = oy * s->stride_h - s->pad_top;
+            const int rows_inside =
+                iy0 >= 0 && iy0 + (s->kernel_h - 1) * s->dilation_h < s->height;
+            const float* w = W + mb * s->channels * taps * B;
+            for (int64_t ox = 0; ox < ow;) {
+                const int inside = rows_inside && ox >= lo && ox < hi;
+                int count = 1;
+                if (inside) count = (int)(hi - ox < PW_PIXELS ? hi - ox : PW_PIXELS);
+                const int64_t at = mb * plane_out * B + (oy * ow + ox) * B;
+                conv_tile_any(count, (int)nb, !inside, in_blocked, X, w, Y + at, s, iy0,
+                              ox * s->stride_w - s->pad_left, plane_out, mb, fe, &f,
+                              fe && fe->residual ? fe->residual + at : NULL);
+                silu_rows(fe, Y + at, plane_out * B, nb, (int64_t)count * B);
+                if (epi) epi->fn(epi, Y + at, plane_out * B, mb, (oy * ow + ox) * B, nb,
+                                 (int64_t)count * B);
+                ox += count;
+            }
+        }
+}
