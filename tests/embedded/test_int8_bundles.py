@@ -185,3 +185,21 @@ def test_integer_inputs_and_outputs_get_quantization_macros(tmp_path):
     got = compile_model(model, target="portable").run({"x": x})[0]
     reference = run_onnxruntime(model, {"x": x})[0]  # QLinearConv-style: exact here
     assert np.abs(got.astype(int) - reference.astype(int)).max() <= 1
+
+
+def test_mlp_int8_host_bundle_matches_the_host_backend_and_onnxruntime(tmp_path):
+    """mlp (2.7 MB of fp32 weights) quantized on 16 random images: the bundle's check passes bit
+    for bit against the host C backend, whose output is onnxruntime's QDQ export's within the
+    INT8 tolerance (one output LSB: onnxruntime's unfused float epilogue rounds differently)."""
+    rng = np.random.default_rng(7)
+    calib = rng.random((16, 784), dtype=np.float32)  # 16 samples of the [1, 784] input
+    mlp = graphopt.quantize(str(sample_models_dir() / "mlp.onnx"), {"input": calib},
+                            per_channel=True).graph
+    sample = {"input": calib[:1]}
+    bundle = emit_c(mlp, tmp_path / "mlp", prefix="mlp", inputs=sample)
+    assert "Int8MatMul" in _steps(bundle)
+    assert "max abs error 0 vs the host C backend (INT8), bit for bit" in run_check(bundle.directory)
+    got = compile_model(mlp, target="portable").run(sample)[0]
+    want = run_onnxruntime(onnx_io.export_model(mlp), sample, optimize=True)[0]
+    scale = float(np.max(np.abs(want))) / 127
+    np.testing.assert_allclose(got, want, rtol=0, atol=scale)
