@@ -116,7 +116,7 @@ static void reorder(const float* X, float* Y, int64_t n, int64_t channels, int64
                     int to_blocked) {
     const int64_t blocks = n * (channels / B);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (blocks * plane * B >= (1 << 18))
+#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B))
 #endif
     for (int64_t q = 0; q < blocks; ++q) {
         const float* x = X + q * B * plane; /* images are whole multiples of B planes */
@@ -222,7 +222,8 @@ void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
     dw_columns(s, &lo, &hi);
     const finisher f = make_finisher(fe);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (blocks * plane_out * 9 * B >= (1 << 18))
+#pragma omp parallel for schedule(static) \
+    if (GRAPHOPT_WORTH_THREADS(blocks * plane_out * 9 * B, 8 * blocks * plane_out * B))
 #endif
     for (int64_t cb = 0; cb < blocks; ++cb) {
         const float* x = X + cb * plane_in * B;
@@ -343,7 +344,7 @@ void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t 
     const finisher f = make_finisher(fe);
 #ifdef _OPENMP
 #pragma omp parallel for collapse(2) schedule(static) \
-    if (plane * channels * out_channels >= GRAPHOPT_PARALLEL_MIN_MACS)
+    if (GRAPHOPT_WORTH_THREADS(plane * channels * out_channels, 0))
 #endif
     for (int64_t chunk = 0; chunk < chunks; ++chunk)
         for (int64_t q = 0; q < pairs; ++q) {
@@ -460,7 +461,7 @@ void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float
     const int64_t taps = s->kernel_h * s->kernel_w;
 #ifdef _OPENMP
 #pragma omp parallel for collapse(2) schedule(static) \
-    if (plane_out * s->channels * taps * out_channels >= GRAPHOPT_PARALLEL_MIN_MACS)
+    if (GRAPHOPT_WORTH_THREADS(plane_out * s->channels * taps * out_channels, 0))
 #endif
     for (int64_t q = 0; q < pairs; ++q)
         for (int64_t oy = 0; oy < oh; ++oy) {
