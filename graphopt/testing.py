@@ -86,6 +86,18 @@ def sample_models_dir() -> Path:
     return Path(__file__).resolve().parents[2] / "shared" / "models"
 
 
+def sample_model(name: str) -> Path:
+    """Path of one file of the sample models; the calling test is skipped (not failed) when the
+    folder is not beside this checkout, e.g. in a clone made elsewhere."""
+    path = sample_models_dir() / name
+    if not path.is_file():
+        import pytest
+
+        pytest.skip(f"sample model file {name} not found in {sample_models_dir()} "
+                    "(set GRAPHOPT_SAMPLE_MODELS to the folder of ../shared/models)")
+    return path
+
+
 def light_models_dir() -> Path:
     """The real architectures the onnx package ships (weights made by ConstantOfShape nodes)."""
     return Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"

@@ -93,8 +93,8 @@ def test_large_int32_bias_stays_explicit():
 
 @pytest.mark.parametrize("name", ["digits_cnn"])
 def test_sample_model_roundtrip(name, tmp_path):
-    from graphopt.testing import sample_models_dir
-    path = sample_models_dir() / f"{name}.onnx"
+    from graphopt.testing import sample_model
+    path = sample_model(f"{name}.onnx")
     model = onnx.load(path)
     qdq = quantize_with_onnxruntime(model, random_feeds(model, 2))
     exported, _ = _roundtrip(qdq)

@@ -10,12 +10,12 @@ from embedded_helpers import drop_final_softmax, run_check
 from graphopt import onnx_io
 from graphopt.embedded import emit_c
 from graphopt.optimizer import optimize
-from graphopt.testing import light_models_dir, randomize_weights, sample_models_dir
+from graphopt.testing import light_models_dir, randomize_weights, sample_model
 
 
 @pytest.mark.parametrize("name", ["mlp", "digits_cnn"])
 def test_sample_model_bundle_matches_onnxruntime(name, tmp_path):
-    bundle = emit_c(sample_models_dir() / f"{name}.onnx", tmp_path / name)
+    bundle = emit_c(sample_model(f"{name}.onnx"), tmp_path / name)
     files = set(bundle.files)
     assert {f"{name}.h", f"{name}.c", f"{name}_weights.c", "Makefile", "README.md",
             "example_main.c", "graphopt_kernels.h", "gemm.c"} <= files

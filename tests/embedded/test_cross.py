@@ -13,7 +13,7 @@ from embedded_helpers import (check_linked_footprint, make, require_tools, run_c
                               soft_double_calls)
 from graphopt.embedded import emit_c
 from graphopt.embedded.targets import CORTEX_M4
-from graphopt.testing import sample_models_dir
+from graphopt.testing import sample_model
 
 MODELS = ["mlp", "digits_cnn"]
 
@@ -21,14 +21,14 @@ MODELS = ["mlp", "digits_cnn"]
 @pytest.mark.parametrize("name", MODELS)
 def test_aarch64_bundle_runs_under_qemu(name, tmp_path):
     require_tools("aarch64-linux-gnu-gcc", "qemu-aarch64")
-    bundle = emit_c(sample_models_dir() / f"{name}.onnx", tmp_path / name, target="aarch64")
+    bundle = emit_c(sample_model(f"{name}.onnx"), tmp_path / name, target="aarch64")
     assert "PASS" in run_check(bundle.directory, "aarch64")
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_cortex_m4_bundle_runs_on_mps2_and_matches_its_footprint(name, tmp_path):
     require_tools("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm")
-    bundle = emit_c(sample_models_dir() / f"{name}.onnx", tmp_path / name, target="cortex-m4")
+    bundle = emit_c(sample_model(f"{name}.onnx"), tmp_path / name, target="cortex-m4")
     assert bundle.footprint.method == "measured"
     output = run_check(bundle.directory, "cortex-m4", "-DMEASURE_STACK")
     stack_used = int(re.search(r"stack used by the run: at most (\d+) bytes", output).group(1))
@@ -42,6 +42,6 @@ def test_cortex_m4_bundle_runs_on_mps2_and_matches_its_footprint(name, tmp_path)
 
 def test_cortex_m7_bundle_runs_on_mps2_an500(tmp_path):
     require_tools("arm-none-eabi-gcc", "qemu-system-arm")
-    bundle = emit_c(sample_models_dir() / "digits_cnn.onnx", tmp_path / "d", target="cortex-m7")
+    bundle = emit_c(sample_model("digits_cnn.onnx"), tmp_path / "d", target="cortex-m7")
     assert "PASS" in run_check(bundle.directory, "cortex-m7")
     assert make(bundle.directory, "lib", "cortex-m7").returncode == 0

@@ -8,7 +8,7 @@ from graphopt.embedded import emit_c
 from graphopt.embedded.footprint import LIBRARY_CALL_STACK, CallGraph
 from graphopt.embedded.linkmap import contributions
 from graphopt.embedded.targets import CORTEX_M4
-from graphopt.testing import sample_models_dir
+from graphopt.testing import sample_model
 
 MAP = """\
 Discarded input sections
@@ -40,7 +40,7 @@ def test_linker_map_contributions():
 
 def test_layers_and_the_estimate_without_the_target_compiler(tmp_path):
     absent = dataclasses.replace(CORTEX_M4, cc="no-such-gcc", size="no-such-size")
-    bundle = emit_c(sample_models_dir() / "digits_cnn.onnx", tmp_path / "d", target=absent)
+    bundle = emit_c(sample_model("digits_cnn.onnx"), tmp_path / "d", target=absent)
     fp = bundle.footprint
     assert fp.method == "estimated" and fp.stack == 1024 and fp.code > 0
     convs = [layer for layer in fp.layers if layer.op_type == "Conv"]

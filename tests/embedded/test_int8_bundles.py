@@ -11,6 +11,8 @@ tensor with it). Bundles are built once per module and shared by the tests readi
 import re
 import subprocess
 
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -27,21 +29,25 @@ from graphopt.cli import main
 from graphopt.embedded import BudgetError, emit_c
 from graphopt.embedded.targets import CORTEX_M4
 from graphopt.numerics import run_onnxruntime
-from graphopt.testing import sample_models_dir
+from graphopt.testing import sample_model
 
-DIGITS = sample_models_dir() / "digits_cnn.onnx"
+
+def digits_model() -> Path:
+    return sample_model("digits_cnn.onnx")
+
+
 KB = 1024
 
 
 @pytest.fixture(scope="module")
 def digits_data():
-    return np.load(sample_models_dir() / "digits_test.npz")
+    return np.load(sample_model("digits_test.npz"))
 
 
 @pytest.fixture(scope="module")
 def digits_int8(digits_data):
     """digits_cnn quantized with its 64 real calibration images (per channel, 7-bit weights)."""
-    return graphopt.quantize(str(DIGITS), {"input": digits_data["calib"]}, per_channel=True).graph
+    return graphopt.quantize(str(digits_model()), {"input": digits_data["calib"]}, per_channel=True).graph
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +96,7 @@ def test_host_bundle_matches_the_host_c_backend_bit_for_bit(host_bundle, digits_
 
 
 def test_activations_stay_int8_in_the_arena(host_bundle, tmp_path):
-    fp32 = emit_c(DIGITS, tmp_path / "fp32", prefix="digits")
+    fp32 = emit_c(digits_model(), tmp_path / "fp32", prefix="digits")
     fp = host_bundle.footprint
     # uint8 activations: a quarter of the fp32 arena, a quarter of the fp32 weights (+ biases)
     assert fp.arena * 3 < fp32.footprint.arena and fp.weights * 3 < fp32.footprint.weights
@@ -142,7 +148,7 @@ def test_max_ram_below_the_int8_need_fails_naming_contributors(digits_int8, tmp_
 
 def test_onnxruntime_qdq_model_emits_an_int8_bundle(digits_data, tmp_path):
     feeds = [{"input": digits_data["calib"][i:i + 1]} for i in range(16)]
-    qdq = quantize_with_onnxruntime(onnx.load(DIGITS), feeds)
+    qdq = quantize_with_onnxruntime(onnx.load(digits_model()), feeds)
     bundle = emit_c(qdq, tmp_path / "ort", prefix="digits", inputs=feeds[0])
     assert _steps(bundle).count("Int8Conv") == 3
     assert "bit for bit" in run_check(bundle.directory)
@@ -193,7 +199,7 @@ def test_mlp_int8_host_bundle_matches_the_host_backend_and_onnxruntime(tmp_path)
     INT8 tolerance (one output LSB: onnxruntime's unfused float epilogue rounds differently)."""
     rng = np.random.default_rng(7)
     calib = rng.random((16, 784), dtype=np.float32)  # 16 samples of the [1, 784] input
-    mlp = graphopt.quantize(str(sample_models_dir() / "mlp.onnx"), {"input": calib},
+    mlp = graphopt.quantize(str(sample_model("mlp.onnx")), {"input": calib},
                             per_channel=True).graph
     sample = {"input": calib[:1]}
     bundle = emit_c(mlp, tmp_path / "mlp", prefix="mlp", inputs=sample)

@@ -1,6 +1,8 @@
 """What `graphopt emit-c` refuses, before writing anything: unsupported ops and dtypes (named
 by node, exit 3), sizes the target's index type cannot address, budgets the bundle exceeds
 (exit 2, naming the biggest contributors), bad options."""
+from pathlib import Path
+
 import numpy as np
 import onnx
 import pytest
@@ -10,9 +12,13 @@ from onnx import TensorProto, helper, numpy_helper
 from graphopt.cli import main
 from graphopt.embedded import BudgetError, emit_c
 from graphopt.errors import BadInputError, UnsupportedError
-from graphopt.testing import sample_models_dir
+from graphopt.testing import sample_model
 
-DIGITS = str(sample_models_dir() / "digits_cnn.onnx")
+
+def digits_model() -> Path:
+    return sample_model("digits_cnn.onnx")
+
+
 FLOAT_1x4 = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
 
 
@@ -57,7 +63,7 @@ def test_unsupported_model_is_refused_naming_the_node(case, tmp_path):
 
 def test_ram_budget_below_need_fails_naming_contributors(tmp_path):
     out = tmp_path / "out"
-    result = emit_cli(DIGITS, "-o", str(out), "--target", "cortex-m4", "--max-ram", "40000")
+    result = emit_cli(str(digits_model()), "-o", str(out), "--target", "cortex-m4", "--max-ram", "40000")
     assert result.exit_code == BudgetError.exit_code, result.output
     message = result.output.strip()
     assert len(message.splitlines()) == 1
@@ -69,13 +75,13 @@ def test_ram_budget_below_need_fails_naming_contributors(tmp_path):
 def test_flash_budget_below_need_names_the_largest_weights(tmp_path):
     with pytest.raises(BudgetError, match=r"--max-flash 100000: weights \d+ B \(largest: "
                                           r"'10.weight' 131072 B"):
-        emit_c(DIGITS, tmp_path / "out", target="cortex-m4", max_flash=100_000)
+        emit_c(str(digits_model()), tmp_path / "out", target="cortex-m4", max_flash=100_000)
     assert not (tmp_path / "out").exists()
 
 
 def test_within_budget_writes_the_bundle_and_prints_the_footprint(tmp_path):
     out = tmp_path / "out"
-    result = emit_cli(DIGITS, "-o", str(out), "--target", "cortex-m4", "--prefix", "digits",
+    result = emit_cli(str(digits_model()), "-o", str(out), "--target", "cortex-m4", "--prefix", "digits",
                       "--max-ram", "65536", "--max-flash", "262144")
     assert result.exit_code == 0, result.output
     assert "flash" in result.output and "RAM" in result.output and "Conv" in result.output
@@ -98,7 +104,7 @@ def test_tensor_beyond_the_index_type_is_refused(tmp_path):
     (["--prefix", "2fast"], BadInputError.exit_code, "'2fast' is not a C identifier"),
     (["--target", "z80"], 2, "'z80' is not one of")])
 def test_bad_options(options, exit_code, fragment, tmp_path):
-    result = emit_cli(DIGITS, "-o", str(tmp_path / "out"), *options)
+    result = emit_cli(str(digits_model()), "-o", str(tmp_path / "out"), *options)
     assert result.exit_code == exit_code, result.output
     assert fragment in result.output  # refused for this option, not for another reason
     assert not (tmp_path / "out").exists()

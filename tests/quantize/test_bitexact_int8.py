@@ -27,7 +27,7 @@ from graphopt.backend.int8.lowering import absorb_qdq_nodes
 from graphopt.backend.int8.ort_qdq import quantize_with_onnxruntime, random_feeds
 from graphopt.backend.int8.probes import add_integer_probes
 from graphopt.ir.graph import Graph
-from graphopt.testing import sample_models_dir
+from graphopt.testing import sample_model
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.backend.int8_models import residual_net
@@ -97,8 +97,8 @@ def test_onnxruntime_qdq_residual_net(tmp_path):
 
 
 def test_digits_cnn_quantized_by_graphopt(tmp_path):
-    data = np.load(sample_models_dir() / "digits_test.npz")
-    result = graphopt.quantize(str(sample_models_dir() / "digits_cnn.onnx"),
+    data = np.load(sample_model("digits_test.npz"))
+    result = graphopt.quantize(str(sample_model("digits_cnn.onnx")),
                                {"input": data["calib"]}, per_channel=True)
     feeds = [{"input": data["images"][i:i + 1]} for i in (0, 1, 2)]
     _check_bit_exact(result.graph, feeds, tmp_path, min_integer_steps=4)
@@ -119,8 +119,8 @@ def test_graphopt_quantization_variants(activations, full_range, tmp_path):
 
 def test_digits_cnn_int8_accuracy_in_the_c_backend():
     """Done-when of issue 16: INT8 top-1 within 0.5 points of fp32, in the C backend."""
-    data = np.load(sample_models_dir() / "digits_test.npz")
-    path = str(sample_models_dir() / "digits_cnn.onnx")
+    data = np.load(sample_model("digits_test.npz"))
+    path = str(sample_model("digits_cnn.onnx"))
     result = graphopt.quantize(path, {"input": data["calib"]}, per_channel=True)
     images, labels = data["images"], data["labels"]
     fp32 = compile_model(path, dims={"N": len(images)})
@@ -134,6 +134,6 @@ def test_digits_cnn_int8_accuracy_in_the_c_backend():
 @pytest.mark.parametrize("name, integer_steps", [("resnet18", 20), ("mobilenet_v2", 60)])
 def test_sample_models_onnxruntime_qdq(name, integer_steps, tmp_path):
     """resnet18 (im2col, residual QLinearAdds) and mobilenet_v2 (depthwise, stride 2)."""
-    model = onnx.load(sample_models_dir() / f"{name}.onnx")
+    model = onnx.load(sample_model(f"{name}.onnx"))
     graph = _ort_graph(model)
     _check_bit_exact(graph, random_feeds(model, 1, seed=5), tmp_path, integer_steps)
