@@ -93,22 +93,24 @@ def numpy_runner(threads: int) -> Callable[[dict], object]:
 
 
 def interleaved_ms(runners: dict[str, Callable[[], object]], rounds: int,
-                   round_seconds: float) -> dict[str, float]:
-    """Median over rounds of each runner's median time in a round; runners alternate."""
+                   round_seconds: float,
+                   clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """Median over rounds of each runner's median time in a round; runners alternate. `clock`:
+    wall time by default; time.process_time counts only this process's CPU time."""
     calls = {}
     for name, fn in runners.items():  # warm up and size a round to ~round_seconds
         fn()
-        start = time.perf_counter()
+        start = clock()
         fn()
-        calls[name] = max(1, min(50, int(round_seconds / max(time.perf_counter() - start, 1e-6))))
+        calls[name] = max(1, min(50, int(round_seconds / max(clock() - start, 1e-6))))
     per_round: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
             times = []
             for _ in range(calls[name]):
-                start = time.perf_counter()
+                start = clock()
                 fn()
-                times.append(time.perf_counter() - start)
+                times.append(clock() - start)
             per_round[name].append(statistics.median(times))
     return {name: 1e3 * statistics.median(values) for name, values in per_round.items()}
 

@@ -6,9 +6,12 @@ per-channel, u8 activations, s8 weights, calibrated on 4 random inputs; reduce_r
 onnxruntime's AVX2 kernels are exact on CPUs without VNNI). Every engine runs in this one
 process, interleaved per round (bench_backend.interleaved_ms), at 1 and 2 threads; a latency is
 the median of the round medians. OpenVINO is skipped with a note when not installed.
+On a machine other processes load, --cpu-time times 1-thread runs by this process's CPU time
+(what the engines themselves spend, which the others' load does not inflate).
 
     python benchmarks/bench_int8.py
     python benchmarks/bench_int8.py --models resnet18 --threads 1 --rounds 5
+    python benchmarks/bench_int8.py --threads 1 --cpu-time
 """
 from __future__ import annotations
 
@@ -16,6 +19,8 @@ import argparse
 import importlib.util
 import sys
 import tempfile
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -31,8 +36,8 @@ from graphopt.testing import sample_models_dir
 ENGINES = ("graphopt int8", "onnxruntime int8", "openvino int8", "graphopt fp32")
 
 
-def bench(name: str, threads: list[int], rounds: int, round_seconds: float,
-          workdir: Path) -> tuple[dict[tuple[str, int], float], str]:
+def bench(name: str, threads: list[int], rounds: int, round_seconds: float, workdir: Path,
+          clock: Callable[[], float]) -> tuple[dict[tuple[str, int], float], str]:
     """Latencies (engine, threads) -> ms, and a note on agreement with onnxruntime."""
     path = sample_models_dir() / f"{name}.onnx"
     model = onnx.load(path)
@@ -58,7 +63,7 @@ def bench(name: str, threads: list[int], rounds: int, round_seconds: float,
         openvino = openvino_runner(qdq_path, count)
         if openvino is not None:
             runners["openvino int8"] = lambda ov=openvino: ov(dict(feeds))
-        for engine, ms in interleaved_ms(runners, rounds, round_seconds).items():
+        for engine, ms in interleaved_ms(runners, rounds, round_seconds, clock).items():
             results[(engine, count)] = ms
     return results, note
 
@@ -83,8 +88,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", nargs="*", type=int, default=[1, 2])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--round-seconds", type=float, default=0.2)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time by this process's CPU time (1 thread only)")
     args = parser.parse_args(argv)
-    print(f"machine: {machine_line()}", flush=True)
+    if args.cpu_time and args.threads != [1]:
+        print("error: --cpu-time needs --threads 1 (the CPU time of several threads is their "
+              "sum, not a latency)", file=sys.stderr)
+        return 2
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    print(f"machine: {machine_line()}" + ("; CPU time" if args.cpu_time else ""), flush=True)
     if importlib.util.find_spec("openvino") is None:
         print("note: OpenVINO is not installed (pip install openvino); its column is empty")
     rows, notes = {}, []
@@ -92,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         for name in args.models:
             print(f"benchmarking {name} ...", file=sys.stderr, flush=True)
             rows[name], note = bench(name, args.threads, args.rounds, args.round_seconds,
-                                     Path(tmp))
+                                     Path(tmp), clock)
             notes.append(note)
     for count in args.threads:
         print()

@@ -4,11 +4,18 @@ threads, with onnxruntime (ORT_ENABLE_ALL) as a reference column, then the layou
 
 Engines are interleaved per round (auto, nchw, onnxruntime, next round), so load from other
 processes hits them alike; each latency is the median of the round medians. The ratio is
-nchw / auto: above 1, layout selection is faster.
+nchw / auto: above 1, layout selection is faster; "best-round" is the ratio of the fastest
+rounds' medians, the one least disturbed by other load.
 
     python benchmarks/bench_layout.py
     python benchmarks/bench_layout.py --models effnet --threads 1 --rounds 3 --explain
     python benchmarks/bench_layout.py --kernels --threads 1   # per-kernel chains
+    python benchmarks/bench_layout.py --calibrate --models resnet18   # cost model vs kernels
+
+--calibrate times every Conv and conversion of a model compiled blocked and NCHW (per-kernel
+timings, engines interleaved, the minimum over rounds: the least disturbed by other load) and
+prints each kernel's rate next to the time the cost model predicts for it: the measurements
+graphopt/backend/layouts.py's rate table comes from.
 """
 from __future__ import annotations
 
@@ -24,7 +31,9 @@ import onnx
 from _common import format_table, machine_line
 from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import onnxruntime_session
+from graphopt.backend import layouts
 from graphopt.backend.lowering import layout_choice
+from graphopt.backend.program import Step
 from graphopt.layout.choice_report import format_choice, summarize_choice
 from graphopt.layout.examples import conv_chain, depthwise_blocks
 from graphopt.layout.select import LayoutChoice
@@ -45,8 +54,9 @@ ENGINES = ("auto", "nchw", "onnxruntime")
 
 
 def _median_of_rounds(fns: dict[str, Callable[[], object]], rounds: int, runs: int
-                      ) -> dict[str, float]:
-    """Per engine, the median over rounds of the median of `runs` timed calls (ms)."""
+                      ) -> dict[str, tuple[float, float]]:
+    """Per engine, the median and the minimum over rounds of the median of `runs` timed calls
+    (ms): on a loaded machine the minimum is the round least disturbed."""
     per_round: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
@@ -58,7 +68,8 @@ def _median_of_rounds(fns: dict[str, Callable[[], object]], rounds: int, runs: i
                 fn()
                 times.append(time.perf_counter() - start)
             per_round[name].append(statistics.median(times))
-    return {name: statistics.median(values) * 1e3 for name, values in per_round.items()}
+    return {name: (statistics.median(values) * 1e3, min(values) * 1e3)
+            for name, values in per_round.items()}
 
 
 def bench_model(name: str, model: "str | onnx.ModelProto", threads: list[int], rounds: int,
@@ -78,12 +89,61 @@ def bench_model(name: str, model: "str | onnx.ModelProto", threads: list[int], r
         ms = _median_of_rounds({"auto": lambda: auto.run(arrays),
                                 "nchw": lambda: nchw.run(arrays),
                                 "onnxruntime": lambda: session.run(None, feeds)}, rounds, runs)
-        rows.append([name, str(count)] + [f"{ms[e]:.2f}" for e in ENGINES] +
-                    [f"{ms['nchw'] / ms['auto']:.2f}x", f"{ms['onnxruntime'] / ms['auto']:.2f}x",
-                     f"{diff:.1e}"])
+        med = {e: ms[e][0] for e in ENGINES}
+        rows.append([name, str(count)] + [f"{med[e]:.2f}" for e in ENGINES] +
+                    [f"{med['nchw'] / med['auto']:.2f}x",
+                     f"{ms['nchw'][1] / ms['auto'][1]:.2f}x",
+                     f"{med['onnxruntime'] / med['auto']:.2f}x", f"{diff:.1e}"])
     choice = layout_choice(auto.programs()[0])
     report = [] if choice is None else [*summarize_choice(choice)]
     return rows, report, choice
+
+
+def _kernel_minima(model: "str | onnx.ModelProto", modes: tuple[str, ...], threads: int,
+                   rounds: int) -> dict[str, dict[str, tuple[Step, float]]]:
+    """Per layout mode, each profiled step's minimum time (s) over `rounds` interleaved
+    layer_times calls, keyed by node name + op (conversions included)."""
+    compiled = {mode: compile_model(model, layout=mode) for mode in modes}
+    feeds = random_inputs(compiled[modes[0]].graph, seed=0)
+    best: dict[str, dict[str, tuple[Step, float]]] = {mode: {} for mode in modes}
+    for _ in range(rounds):
+        for mode, m in compiled.items():
+            m.set_threads(threads)
+            arrays = [feeds[v.name] for v in m.graph.inputs]
+            for step, seconds in m.layer_times(arrays, runs=3, budget_seconds=2.0):
+                key = f"{step.node.name}:{step.op_type}"
+                if key not in best[mode] or seconds < best[mode][key][1]:
+                    best[mode][key] = (step, seconds)
+    return best
+
+
+def calibrate(model: "str | onnx.ModelProto", threads: int, rounds: int) -> list[list[str]]:
+    """Rows per Conv: its NCHW and blocked kernels' measured ms and GMAC/s beside the ms the
+    cost model predicts for each (layouts.predicted_seconds); then each conversion's GB/s."""
+    best = _kernel_minima(model, ("nchw", "blocked"), threads, rounds)
+    rows = []
+    for key, (step, nchw_s) in best["nchw"].items():
+        if step.op_type != "Conv" or key not in best["blocked"]:
+            continue
+        blocked_step, blocked_s = best["blocked"][key]
+        macs = layouts.conv_macs(step)
+        figures = []
+        for s, seconds in ((step, nchw_s), (blocked_step, blocked_s)):
+            predicted = layouts.predicted_seconds(s)
+            figures += [s.algorithm, f"{seconds * 1e3:.3f}", f"{macs / seconds * 1e-9:.1f}",
+                        "-" if predicted is None else f"{predicted * 1e3:.3f}"]
+        rows.append([step.node.name[-28:], f"{macs * 1e-6:.1f}"] + figures)
+    for key, (step, seconds) in best["blocked"].items():
+        if step.node.domain == layouts.DOMAIN:
+            moved = step.outputs[0].nbytes
+            rows.append([step.node.name[-28:], "-", step.op_type, f"{seconds * 1e3:.3f}",
+                         f"{moved / seconds * 1e-9:.1f} GB/s",
+                         f"{moved / layouts.CONVERSION_BYTES_PER_S * 1e3:.3f}"] + [""] * 4)
+    return rows
+
+
+CALIBRATE_HEADER = ["conv", "MMAC", "nchw kernel", "ms", "GMAC/s", "model ms", "blocked kernel",
+                    "ms", "GMAC/s", "model ms"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -95,8 +155,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--explain", action="store_true", help="the full per-conv report")
     parser.add_argument("--kernels", action="store_true",
                         help="time 8-layer chains of mobilenet_v2's conv shapes instead")
+    parser.add_argument("--calibrate", action="store_true",
+                        help="per-kernel times against the cost model's predictions")
     args = parser.parse_args(argv)
     print(machine_line())
+    if args.calibrate:
+        for name in args.models:
+            for count in args.threads:
+                rows = calibrate(MODELS[name](), count, args.rounds)
+                print(f"\n{name}, {count} thread(s), load average "
+                      f"{', '.join(f'{v:.2f}' for v in os.getloadavg())}:")
+                print(format_table(CALIBRATE_HEADER, rows))
+        return 0
     rows, reports = [], []
     models = {f"{kind} {c}x{s}x{s}": (lambda k=kind, c=c, s=s: conv_chain(k, c, s))
               for kind, c, s in KERNEL_CHAINS} if args.kernels else \
@@ -108,7 +178,8 @@ def main(argv: list[str] | None = None) -> int:
         reports.append((name, report, choice))
     print(f"load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
     print(format_table(["model", "threads", "auto ms", "nchw ms", "onnxruntime ms",
-                        "nchw/auto", "ort/auto", "max |auto-nchw|"], rows))
+                        "nchw/auto", "best-round nchw/auto", "ort/auto", "max |auto-nchw|"],
+                       rows))
     for name, report, choice in reports:
         print(f"\n{name}:")
         for line in report:

@@ -5,6 +5,10 @@ each tool optimizes the same file. The script reports, per tool: node count, wal
 file -> optimized ModelProto in memory; median of --repeat runs for models under
 --single-run-mb, one run above), whether the output passes onnx.checker and whether its
 onnxruntime outputs match the input model's on random inputs (fp32 rtol 1e-4 / atol 1e-5).
+The tools' timed runs alternate (graphopt, peers, peers, graphopt, ...), so a change in the
+machine's load during a model's runs weighs on every tool alike; a fast model gets more rounds
+than --repeat (until each tool has run --min-seconds, at most 5 x --repeat rounds), so one
+descheduling of a 30 ms run does not decide its median.
 
 Each tool runs in its own worker process, so a peer that crashes (even with a segfault) or hangs
 shows as "error" in its cells and the run goes on. The exit status is 1 if graphopt failed
@@ -22,6 +26,7 @@ import multiprocessing
 import multiprocessing.connection
 import sys
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -52,6 +57,7 @@ class Settings:
     passes: str | None = None
     repeats: int = 3
     single_run_mb: float = SINGLE_RUN_MB
+    min_seconds: float = 0.0  # a repeated model's rounds go on until each tool ran this long
     timeout_s: float = 1800.0
     keep_dir: Path | None = None  # keep each tool's output model here
 
@@ -190,7 +196,8 @@ def _warm_up(tool: str) -> None:
 
 
 def _worker_main(tool: str, conn: multiprocessing.connection.Connection) -> None:
-    """Serve jobs {path, out, level, passes, repeats} for one tool until sent None."""
+    """Serve jobs {path, out, level, passes, repeats} for one tool until sent None; the output
+    model is written to `out` unless `out` is None."""
     _warm_up(tool)
     optimizer = OPTIMIZERS[tool]
     while True:
@@ -200,7 +207,8 @@ def _worker_main(tool: str, conn: multiprocessing.connection.Connection) -> None
         try:
             run_once = functools.partial(optimizer, job["path"], job["level"], job["passes"])
             model, times = timed_runs(run_once, job["repeats"])
-            save_any_size(model, Path(job["out"]))
+            if job["out"] is not None:
+                save_any_size(model, Path(job["out"]))
             conn.send({"times": times})
         except Exception as err:  # noqa: BLE001 - any failure of the tool is a result
             conn.send({"error": f"{type(err).__name__}: {err}"})
@@ -329,23 +337,58 @@ def benchmark_model(path: Path, tools: Sequence[str], settings: Settings,
         reference: Reference | None = make_reference(path)
     except Exception as err:  # noqa: BLE001 - shown in the report; the tools still run
         reference, result.reference_error = None, f"{type(err).__name__}: {err}"
+    replies = _timed_runs(path, tools, settings, result.runs, workers, out_dir)
+    result.runs = max((len(r.get("times", ())) for r in replies.values()), default=result.runs)
     for tool in tools:
-        tool_result = result.tools[tool]
-        out_path = out_dir / f"{path.stem}.{tool}.onnx"
-        reply = workers[tool].run({"path": str(path), "out": str(out_path), "level": settings.level,
-                                   "passes": settings.passes, "repeats": result.runs},
-                                  settings.timeout_s)
+        tool_result, reply = result.tools[tool], replies[tool]
         if "error" in reply:
             tool_result.status, tool_result.match, tool_result.error = "error", "error", reply["error"]
             continue
         tool_result.status, tool_result.times_s = "ok", reply["times"]
         tool_result.median_s = median(reply["times"])
-        check_output(out_path, reference, tool_result)
+        check_output(out_dir / f"{path.stem}.{tool}.onnx", reference, tool_result)
     best = _best_peer_nodes(result)
     graphopt = result.tools["graphopt"]
     if best is not None and graphopt.status == "ok" and graphopt.nodes_out is not None:
         result.not_more_than_peers = graphopt.nodes_out <= best
     return result
+
+
+def _timed_runs(path: Path, tools: Sequence[str], settings: Settings, runs: int,
+                workers: dict[str, ToolWorker], out_dir: Path) -> dict[str, dict[str, Any]]:
+    """At least `runs` timed runs of every tool on `path`, one run per tool in turn, the order
+    reversed every round; the first run writes each tool's output model. When `runs` > 1, rounds
+    go on until every tool has run `settings.min_seconds` in total (at most 5 x `runs` rounds).
+    Per tool: {"times": [...]} or {"error": ...} (a tool that fails is not run again).
+    `settings.timeout_s` bounds each tool's runs on the model together."""
+    replies: dict[str, dict[str, Any]] = {tool: {"times": []} for tool in tools}
+    budget = {tool: settings.timeout_s for tool in tools}
+
+    def more_rounds(done: int) -> bool:
+        if done < runs:
+            return True
+        if runs == 1 or done >= 5 * runs:
+            return False
+        return any(sum(r["times"]) < settings.min_seconds for r in replies.values()
+                   if "error" not in r)
+
+    round_index = 0
+    while more_rounds(round_index):
+        for tool in (tools if round_index % 2 == 0 else tools[::-1]):
+            if "error" in replies[tool]:
+                continue
+            out = str(out_dir / f"{path.stem}.{tool}.onnx") if round_index == 0 else None
+            start = time.perf_counter()
+            reply = workers[tool].run({"path": str(path), "out": out, "level": settings.level,
+                                       "passes": settings.passes, "repeats": 1},
+                                      max(budget[tool], 1.0))
+            budget[tool] -= time.perf_counter() - start
+            if "error" in reply:
+                replies[tool] = reply
+            else:
+                replies[tool]["times"] += reply["times"]
+        round_index += 1
+    return replies
 
 
 def run_benchmark(model_paths: Sequence[Path], settings: Settings = Settings(),
@@ -443,8 +486,9 @@ def render(report: dict[str, Any]) -> str:
         f"{v['onnxslim'] or 'n/a'} (onnx {v['onnx']}, onnxruntime {v['onnxruntime']})",
         f"machine: {machine_line(report['machine'])}",
         "columns: node count in, then out per tool; <=peers: graphopt's count <= min(valid peers);",
-        f"  ms: wall time, model file -> optimized ModelProto, median of 'runs' runs (one run for "
-        f"models over {single_mb:g} MB); go/sim: graphopt time / onnxsim time;",
+        "  ms: wall time, model file -> optimized ModelProto, median of 'runs' runs (tools "
+        f"alternating; one run for models over {single_mb:g} MB); go/sim: graphopt time / "
+        "onnxsim time;",
         "  ok: onnx.checker passes and onnxruntime outputs match the input model's on random inputs "
         "(fp32 rtol 1e-4, atol 1e-5); invalid = onnx.checker failed",
         "",
@@ -470,11 +514,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--tools", default=",".join(TOOLS),
                         help=f"comma-separated subset of {','.join(TOOLS)}")
     parser.add_argument("--repeat", type=int, default=3, help="timed runs per small model (median)")
+    parser.add_argument("--min-seconds", type=float, default=1.0,
+                        help="rounds of a repeated model go on until each tool ran this long "
+                             "(at most 5 x --repeat rounds; default %(default)s)")
     parser.add_argument("--single-run-mb", type=float, default=SINGLE_RUN_MB,
                         help="models larger than this are timed once")
     parser.add_argument("--quick", action="store_true",
                         help="one timed run each, and skip models larger than --single-run-mb")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds per tool per model")
+    parser.add_argument("--timeout", type=float, default=1800.0,
+                        help="seconds per tool per model (all its runs)")
     parser.add_argument("--json", type=Path, default=DEFAULT_JSON, help="where to write results")
     parser.add_argument("--keep-models", type=Path, default=None, metavar="DIR",
                         help="keep each tool's output model in DIR")
@@ -490,6 +538,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     paths = select_models(discover_models(args.models_dir), args.models)
     settings = Settings(level=args.level, passes=args.passes,
                         repeats=1 if args.quick else args.repeat, single_run_mb=args.single_run_mb,
+                        min_seconds=args.min_seconds,
                         timeout_s=args.timeout, keep_dir=args.keep_models)
     if args.quick:
         paths = [p for p in paths if p.stat().st_size <= settings.single_run_mb * 1e6]

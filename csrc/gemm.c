@@ -20,10 +20,13 @@
  * two cores would otherwise share the L3 bandwidth streaming A). B packed at compile time
  * (Bp, or im2col written in the panel layout) is read in place. An A too large to pack
  * whole is packed one MC x KC block at a time, shared, between barriers. Calls below the
- * target's grain (GRAPHOPT_WORTH_THREADS) stay on one thread.
+ * target's grain (GRAPHOPT_WORTH_THREADS) stay on one thread, without opening a parallel
+ * region at all.
  *
- * Small M (a few rows, e.g. batch-1 fully connected layers on an unpacked B) skips packing:
- * C rows are built with an i-k-j loop whose inner j loop streams a contiguous row of B.
+ * Small M (a few rows, e.g. batch-1 fully connected layers) skips packing A. On B packed at
+ * compile time (the usual weight) the product is a stream of B (sgemv_packed, memory-bound:
+ * see there); on an unpacked B, C rows are built with an i-k-j loop whose inner j loop
+ * streams a contiguous row of B.
  */
 #include <string.h>
 
@@ -274,6 +277,151 @@ typedef struct {
     const graphopt_epilogue* epi;
 } gemm_call;
 
+/* Small M on B packed at compile time (batch-1 fully connected layers): C is a few rows, so
+ * the product is a stream of B that reads every weight once, bound by the cache (or memory)
+ * the weights come from, not by the FMAs. Each NR-column panel of Bp is K contiguous rows of
+ * NR floats; the rows of A are read in place (no packing), `pair` panels at a time sharing
+ * each broadcast of A, with enough independent accumulator chains (GEMV_CHAINS vectors) to
+ * cover the FMA latency, and a prefetch a few rows ahead in each panel so the next lines are
+ * in flight while these are summed. Columns of the last panel past N are zero padding: that
+ * panel goes to a local row. */
+#define GEMV_CHAINS 8
+#define GEMV_PAIR(rows) ((rows) * NV * 2 <= GEMV_CHAINS ? 2 : 1)
+#define GEMV_VECTORS(rows) ((rows) * NV * GEMV_PAIR(rows)) /* accumulators per chain */
+#define GEMV_SPLITS(rows) \
+    (GEMV_VECTORS(rows) >= GEMV_CHAINS ? 1 : GEMV_CHAINS / GEMV_VECTORS(rows))
+#define GEMV_PREFETCH_ROWS (512 / NR) /* 2 KiB ahead in each panel */
+
+#if defined(__GNUC__)
+#define GEMV_PREFETCH(p) __builtin_prefetch((p), 0, 0)
+#else
+#define GEMV_PREFETCH(p) ((void)0)
+#endif
+
+/* out[r * ldo + q * NR + j] = sum_k A[r, k] * panel q of b, for r < rows, q < pair, j < NR. */
+GRAPHOPT_INLINE void gemv_panels(const int rows, const int pair, int64_t K, const float* a,
+                                 int64_t rsa, int64_t csa, const float* restrict b,
+                                 float* restrict out, int64_t ldo) {
+    const int S = pair == GEMV_PAIR(rows) ? GEMV_SPLITS(rows) : 1;
+    const int64_t step = K * NR; /* from one panel to the next */
+    vec_t acc[GEMV_SPLITS(1)][SMALL_M][GEMV_PAIR(1)][NV]; /* one row has the most of both */
+#pragma GCC unroll 8
+    for (int s = 0; s < S; ++s)
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+            for (int q = 0; q < pair; ++q)
+#pragma GCC unroll 16
+                for (int v = 0; v < NV; ++v) acc[s][r][q][v] = VEC_ZERO();
+    int64_t k = 0;
+    for (; k + S <= K; k += S) {
+#pragma GCC unroll 2
+        for (int q = 0; q < pair; ++q) GEMV_PREFETCH(b + q * step + (k + GEMV_PREFETCH_ROWS) * NR);
+#pragma GCC unroll 8
+        for (int s = 0; s < S; ++s) {
+            vec_t bv[GEMV_PAIR(1)][NV];
+#pragma GCC unroll 2
+            for (int q = 0; q < pair; ++q)
+#pragma GCC unroll 16
+                for (int v = 0; v < NV; ++v)
+                    bv[q][v] = VEC_LOAD(b + q * step + (k + s) * NR + v * VLEN);
+#pragma GCC unroll 4
+            for (int r = 0; r < rows; ++r) {
+                const vec_t ar = VEC_SET1(a[r * rsa + (k + s) * csa]);
+#pragma GCC unroll 2
+                for (int q = 0; q < pair; ++q)
+#pragma GCC unroll 16
+                    for (int v = 0; v < NV; ++v)
+                        acc[s][r][q][v] = VEC_FMA(acc[s][r][q][v], ar, bv[q][v]);
+            }
+        }
+    }
+    for (; k < K; ++k)
+#pragma GCC unroll 4
+        for (int r = 0; r < rows; ++r) {
+            const vec_t ar = VEC_SET1(a[r * rsa + k * csa]);
+#pragma GCC unroll 2
+            for (int q = 0; q < pair; ++q)
+#pragma GCC unroll 16
+                for (int v = 0; v < NV; ++v)
+                    acc[0][r][q][v] = VEC_FMA(acc[0][r][q][v], ar,
+                                              VEC_LOAD(b + q * step + k * NR + v * VLEN));
+        }
+#pragma GCC unroll 4
+    for (int r = 0; r < rows; ++r)
+#pragma GCC unroll 2
+        for (int q = 0; q < pair; ++q)
+#pragma GCC unroll 16
+            for (int v = 0; v < NV; ++v) {
+                vec_t sum = acc[0][r][q][v];
+#pragma GCC unroll 8
+                for (int s = 1; s < S; ++s) sum = VEC_ADD(sum, acc[s][r][q][v]);
+                VEC_STORE(out + r * ldo + q * NR + v * VLEN, sum);
+            }
+}
+
+/* Column panels [p0, p1) of the small-M product: pairs of full panels straight into C, a last
+ * lone or partial panel through `part`. `rows` is a constant at every call site. */
+GRAPHOPT_INLINE void gemv_range(const int rows, const gemm_call* g, int64_t p0, int64_t p1) {
+    const int pair = GEMV_PAIR(rows);
+    int64_t p = p0;
+    for (; p + pair <= p1 && (p + pair) * NR <= g->N; p += pair)
+        gemv_panels(rows, pair, g->K, g->A, g->rsa, g->csa, g->Bp + p * g->K * NR, g->C + p * NR,
+                    g->ldc);
+    for (; p < p1; ++p) {
+        const int64_t n = min64(NR, g->N - p * NR);
+        float part[SMALL_M * NR];
+        gemv_panels(rows, 1, g->K, g->A, g->rsa, g->csa, g->Bp + p * g->K * NR,
+                    n == NR ? g->C + p * NR : part, n == NR ? g->ldc : NR);
+        if (n < NR)
+            for (int r = 0; r < rows; ++r)
+                memcpy(g->C + r * g->ldc + p * NR, part + r * NR, (size_t)n * sizeof(float));
+    }
+}
+
+#define GEMV_CASE(n) \
+    case n: gemv_range(n, g, p0, p1); break;
+
+/* Thread t of `threads`' share of the small-M product: an even share of pairs of panels (a
+ * pair never straddles two threads), then the epilogue on those columns once they are final. */
+static void gemv_share(const gemm_call* g, int threads, int t) {
+    const int64_t np = (g->N + NR - 1) / NR, units = (np + 1) / 2;
+    const int64_t p0 = min64(np, units * t / threads * 2);
+    const int64_t p1 = min64(np, units * (t + 1) / threads * 2);
+    switch (g->M) {
+        GEMV_CASE(1)
+#if SMALL_M > 1
+        GEMV_CASE(2)
+#endif
+#if SMALL_M > 2
+        GEMV_CASE(3)
+#endif
+#if SMALL_M > 3
+        GEMV_CASE(4)
+#endif
+        default: break;
+    }
+    if (g->epi && p1 > p0)
+        g->epi->fn(g->epi, g->C + p0 * NR, g->ldc, 0, p0 * NR, g->M,
+                   min64(g->N, p1 * NR) - p0 * NR);
+}
+
+/* C = A Bp for M <= SMALL_M. The grain rule sees its multiply-adds, which for one row are the
+ * B floats it streams: at the rule's 20 GMAC/s that is 80 GB/s, about what one core reads
+ * from L3 here (55-75 GB/s), whereas its bytes rule assumes a 10 GB/s memory stream and would
+ * thread a 1.6 MB layer whose 30 us do not pay for a 15-20 us fork/join (measured: 2 threads
+ * ran the mlp's layers 1.5x slower on the shared 2-core EPYC). */
+static void sgemv_packed(const gemm_call* g) {
+#ifdef _OPENMP
+    if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0) && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        gemv_share(g, omp_get_num_threads(), omp_get_thread_num());
+        return;
+    }
+#endif
+    gemv_share(g, 1, 0);
+}
+
 /* A rectangle of the tile grid, in panels: row panels [ip0, ip1), column panels [jp0, jp1). */
 typedef struct {
     int64_t ip0, ip1, jp0, jp1;
@@ -375,35 +523,44 @@ static void compute_by_blocks(const gemm_call* g, int64_t mp, int64_t np, int th
     }
 }
 
-/* The packed GEMM in one parallel region (one fork/join per call); see the file comment. */
-static void sgemm_blocked(const gemm_call* g, const float* Ap, float* scratch) {
+/* Thread t of `threads`' share of the packed GEMM; see the file comment. */
+static void blocked_share(const gemm_call* g, const float* Ap, float* scratch, int threads,
+                          int t) {
     const int64_t mp = (g->M + MR - 1) / MR, np = (g->N + NR - 1) / NR;
     const int whole = Ap != NULL || round_up(g->M, MR) * g->K <= PACK_WHOLE;
-#ifdef _OPENMP
-#pragma omp parallel if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0))
-#endif
-    {
-        int threads = 1, t = 0;
-#ifdef _OPENMP
-        threads = omp_get_num_threads();
-        t = omp_get_thread_num();
-#endif
-        float b_raw[KC * NR + 64 / sizeof(float)]; /* 64-byte aligned below: no split loads */
-        float* b_buffer = (float*)(((uintptr_t)b_raw + 63) & ~(uintptr_t)63);
-        if (!whole) {
-            compute_by_blocks(g, mp, np, threads, t, scratch, b_buffer);
+    float b_raw[KC * NR + 64 / sizeof(float)]; /* 64-byte aligned below: no split loads */
+    float* b_buffer = (float*)(((uintptr_t)b_raw + 63) & ~(uintptr_t)63);
+    if (!whole) {
+        compute_by_blocks(g, mp, np, threads, t, scratch, b_buffer);
+    } else {
+        const float* a = Ap ? Ap : scratch;
+        float* b = Ap ? scratch : scratch + round_up(g->M, MR) * g->K;
+        if (!Ap) pack_panels(g->M, g->K, g->A, g->rsa, g->csa, MR, scratch); /* barrier */
+        if (mp * MR * g->K > MC * KC && (g->Bp || np * NR * g->K <= PACK_WHOLE)) {
+            if (!g->Bp) pack_panels(g->N, g->K, g->B, g->csb, g->rsb, NR, b);
+            compute_row_items(g, a, g->Bp ? g->Bp : b, mp, np, threads);
         } else {
-            const float* a = Ap ? Ap : scratch;
-            float* b = Ap ? scratch : scratch + round_up(g->M, MR) * g->K;
-            if (!Ap) pack_panels(g->M, g->K, g->A, g->rsa, g->csa, MR, scratch); /* barrier */
-            if (mp * MR * g->K > MC * KC && (g->Bp || np * NR * g->K <= PACK_WHOLE)) {
-                if (!g->Bp) pack_panels(g->N, g->K, g->B, g->csb, g->rsb, NR, b);
-                compute_row_items(g, a, g->Bp ? g->Bp : b, mp, np, threads);
-            } else {
-                compute_items(g, a, mp, np, threads, b_buffer);
-            }
+            compute_items(g, a, mp, np, threads, b_buffer);
         }
     }
+}
+
+/* The packed GEMM in one parallel region (one fork/join per call) when it is worth threads;
+ * below the grain no region at all (even an `if (0)` region costs a team setup per call). */
+static void sgemm_blocked(const gemm_call* g, const float* Ap, float* scratch) {
+#ifdef _OPENMP
+    if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0) && omp_get_max_threads() > 1) {
+#pragma omp parallel
+        blocked_share(g, Ap, scratch, omp_get_num_threads(), omp_get_thread_num());
+        return;
+    }
+    if (omp_get_level() > 0) { /* inside a caller's region (Winograd points, conv blocks), */
+#pragma omp parallel num_threads(1) /* even a team of one: the loops inside must bind to */
+        blocked_share(g, Ap, scratch, 1, 0); /* their own team, not to the caller's */
+        return;
+    }
+#endif
+    blocked_share(g, Ap, scratch, 1, 0);
 }
 
 void graphopt_sgemm(int64_t M, int64_t N, int64_t K,
@@ -423,11 +580,14 @@ void graphopt_sgemm_ex(int64_t M, int64_t N, int64_t K,
         if (epi) epi->fn(epi, C, ldc, 0, 0, M, N);
         return;
     }
-    if (!Ap && !Bp && M <= SMALL_M) {
-        sgemm_small_m(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, epi);
+    const gemm_call g = {M, N, K, A, rsa, csa, B, rsb, csb, Bp, C, ldc, epi};
+    if (!Ap && M <= SMALL_M) {
+        if (Bp)
+            sgemv_packed(&g);
+        else
+            sgemm_small_m(M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, epi);
         return;
     }
-    const gemm_call g = {M, N, K, A, rsa, csa, B, rsb, csb, Bp, C, ldc, epi};
     sgemm_blocked(&g, Ap, scratch);
 }
 

@@ -71,6 +71,15 @@ typedef struct {
  * convolution as a GEMM in one copy, without a second packing pass. */
 void graphopt_im2col_packed(const float* X, const graphopt_conv2d_shape* s, float* panels);
 
+/* Y (out_channels x OH*OW) = conv(X) by im2col and GEMM on weights packed as A panels (Ap, as
+ * graphopt_sgemm_ex reads them), one block of output columns at a time so that the block's
+ * im2col panels are still in cache when its GEMM reads them; blocks run in parallel. `cols`
+ * holds graphopt_im2col_packed's whole output (each block writes its own panels); epi as in
+ * graphopt_sgemm_ex over the [out_channels, OH*OW] view. */
+void graphopt_conv2d_gemm(const float* X, const float* Ap, float* Y,
+                          const graphopt_conv2d_shape* s, int64_t out_channels, float* cols,
+                          const graphopt_epilogue* epi);
+
 /* Depthwise convolution (one filter per channel, multiplier 1) of one image:
  * Y[c] = conv(X[c], W[c]); epi is called per channel plane as row c (row_base added by it). */
 void graphopt_depthwise_conv2d(const float* X, const float* W, float* Y,

@@ -42,7 +42,8 @@ void graphopt_nchwc_to_nchw(const float* X, float* Y, int64_t n, int64_t channel
 
 /* Depthwise 3x3 convolution of one image (s->channels = all C, any stride and padding,
  * dilation 1): W packed as [C/B][9][B]; fe applied per output vector; epi (may be NULL) per
- * output channel block plane as row cb of the view [C/B, OH*OW*B] (row_base added by it). */
+ * output row of a channel block: tiles of row cb of the view [C/B, OH*OW*B] (row_base added
+ * by it). */
 void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
                                  const graphopt_conv2d_shape* s, const graphopt_nchwc_epi* fe,
                                  const graphopt_epilogue* epi);
@@ -60,5 +61,10 @@ void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t 
 void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float* Y,
                            const graphopt_conv2d_shape* s, int64_t out_channels,
                            const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi);
+
+/* Max pooling of `blocks` blocked planes (n * C/B) over s's window (s->channels unused); a
+ * window with no tap inside gives -inf. */
+void graphopt_nchwc_maxpool(const float* X, float* Y, int64_t blocks,
+                            const graphopt_conv2d_shape* s);
 
 #endif

@@ -23,8 +23,7 @@
 
 #include <stdint.h>
 
-#define GRAPHOPT_QMR 4
-#define GRAPHOPT_QNR 16
+#include "graphopt_config.h" /* GRAPHOPT_QMR x GRAPHOPT_QNR tiles (int8/packing.py's) */
 
 enum { GRAPHOPT_Q_U8 = 0, GRAPHOPT_Q_S8 = 1, GRAPHOPT_Q_F32 = 2 };
 
@@ -78,6 +77,12 @@ void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uin
 void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv_shape* s,
                          uint8_t pad, int flip, const graphopt_qepilogue* e, void* Y, void* work,
                          int slots);
+
+/* MaxPool of one image's `channels` planes (u8, or s8 when is_signed), output planes
+ * contiguous; the geometry's pads are the window's, the border never wins. */
+int64_t graphopt_qmaxpool_work(const graphopt_qconv_shape* s);
+void graphopt_qmaxpool(const uint8_t* X, const graphopt_qconv_shape* s, int is_signed,
+                       uint8_t* Y, void* work, int slots);
 
 /* QLinearAdd of n elements (u8 when is_signed == 0, else s8); b_step 0 broadcasts b[0]. */
 void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int is_signed,

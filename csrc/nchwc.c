@@ -1,4 +1,5 @@
-/* Blocked-layout (NCHWc) kernels: layout conversions, depthwise 3x3 and 1x1 convolutions.
+/* Blocked-layout (NCHWc) kernels: layout conversions, depthwise 3x3, 1x1 and direct convolutions,
+ * max pooling.
  *
  * One "block vector" holds the B = GRAPHOPT_NCHWC channels of one pixel: a SIMD register on
  * the AVX-512/AVX2/NEON families, a small struct of floats the compiler keeps in registers on
@@ -26,10 +27,13 @@ typedef vec_t bvec;
  * through as in the NCHW epilogues (graphopt/backend/c/exprs.py) and onnxruntime */
 #if GRAPHOPT_GEMM_ISA == GRAPHOPT_ISA_AVX512
 #define BV_CLAMP(v, lo, hi) _mm512_min_ps((hi), _mm512_max_ps((lo), (v)))
+#define BV_MAX(v, acc) _mm512_max_ps((v), (acc))
 #elif GRAPHOPT_GEMM_ISA == GRAPHOPT_ISA_AVX2
 #define BV_CLAMP(v, lo, hi) _mm256_min_ps((hi), _mm256_max_ps((lo), (v)))
+#define BV_MAX(v, acc) _mm256_max_ps((v), (acc))
 #else
 #define BV_CLAMP(v, lo, hi) vminq_f32(vmaxq_f32((v), (lo)), (hi))
+#define BV_MAX(v, acc) vbslq_f32(vcgtq_f32((v), (acc)), (v), (acc))
 #endif
 #else /* scalar path: B lanes as plain C */
 typedef struct { float v[B]; } bvec;
@@ -68,7 +72,15 @@ GRAPHOPT_INLINE bvec bv_clamp(bvec a, bvec lo, bvec hi) {
 #define BV_ADD(a, b) bv_add((a), (b))
 #define BV_ZERO() bv_set1(0.0f)
 #define BV_CLAMP(v, lo, hi) bv_clamp((v), (lo), (hi))
+GRAPHOPT_INLINE bvec bv_max(bvec v, bvec acc) {
+    for (int l = 0; l < B; ++l) acc.v[l] = v.v[l] > acc.v[l] ? v.v[l] : acc.v[l];
+    return acc;
+}
+#define BV_MAX(v, acc) bv_max((v), (acc))
 #endif
+/* BV_MAX(v, acc) is v > acc ? v : acc per lane (x86 max: its second operand when either is
+ * NaN): a NaN in the first tap of a window stays, a later one is skipped, as the NCHW
+ * MaxPool (ops/pool.py) computes. */
 
 /* The fused epilogue of one block vector; r: the residual at the output's offset, or NULL. */
 typedef struct {
@@ -109,6 +121,18 @@ static bvec bias_block(const graphopt_nchwc_epi* fe, int64_t block) {
     return fe && fe->bias ? BV_LOAD(fe->bias + block * B) : BV_ZERO();
 }
 
+/* Parallel loops hand out their iterations in NCHWC_PARTS dynamic chunks, as the GEMM and
+ * Winograd kernels do: a thread the OS holds back (2 cores shared with other processes) then
+ * delays a call by one chunk, not by its static half of the work; 16 chunks keep the
+ * imbalance under 1/16 with one atomic increment per chunk. */
+#ifdef _OPENMP
+#define NCHWC_PARTS 16
+
+static int nchwc_chunk(int64_t iterations) {
+    return (int)((iterations + NCHWC_PARTS - 1) / NCHWC_PARTS);
+}
+#endif
+
 /* ---- layout conversions ------------------------------------------------------------------ */
 
 /* Each block of B planes of one image <-> its plane of B-float pixels (to_blocked: NCHW in). */
@@ -116,7 +140,8 @@ static void reorder(const float* X, float* Y, int64_t n, int64_t channels, int64
                     int to_blocked) {
     const int64_t blocks = n * (channels / B);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B))
+#pragma omp parallel for schedule(dynamic, nchwc_chunk(blocks)) \
+    if (GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B))
 #endif
     for (int64_t q = 0; q < blocks; ++q) {
         const float* x = X + q * B * plane; /* images are whole multiples of B planes */
@@ -210,8 +235,10 @@ static void dw_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t* hi)
     *hi = last;
 }
 
-/* Parallel over channel blocks from 2^18 multiply-adds, as csrc/conv.c's NCHW depthwise: a
- * memory-bound kernel gains from a second core sooner than the GEMM. */
+/* Parallel over channel blocks x output rows (a row is one block's ow pixels: enough work per
+ * iteration, and blocks x rows splits evenly between threads however few blocks there are),
+ * from the grain rule's multiply-adds or bytes: a memory-bound kernel gains from a second
+ * core sooner than the GEMM. */
 void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
                                  const graphopt_conv2d_shape* s, const graphopt_nchwc_epi* fe,
                                  const graphopt_epilogue* epi) {
@@ -222,23 +249,21 @@ void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
     dw_columns(s, &lo, &hi);
     const finisher f = make_finisher(fe);
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) \
+#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(blocks * oh)) \
     if (GRAPHOPT_WORTH_THREADS(blocks * plane_out * 9 * B, 8 * blocks * plane_out * B))
 #endif
-    for (int64_t cb = 0; cb < blocks; ++cb) {
-        const float* x = X + cb * plane_in * B;
-        float* y = Y + cb * plane_out * B;
-        const float* r = fe && fe->residual ? fe->residual + cb * plane_out * B : NULL;
-        bvec w[9];
-        for (int t = 0; t < 9; ++t) w[t] = BV_LOAD(W + (cb * 9 + t) * B);
-        const bvec bias = bias_block(fe, cb);
+    for (int64_t cb = 0; cb < blocks; ++cb)
         for (int64_t oy = 0; oy < oh; ++oy) {
+            const float* x = X + cb * plane_in * B;
+            float* yr = Y + (cb * plane_out + oy * ow) * B;
+            const float* rr =
+                fe && fe->residual ? fe->residual + (cb * plane_out + oy * ow) * B : NULL;
+            bvec w[9];
+            for (int t = 0; t < 9; ++t) w[t] = BV_LOAD(W + (cb * 9 + t) * B);
+            const bvec bias = bias_block(fe, cb);
             const int64_t iy0 = oy * sh - s->pad_top;
-            const int full = iy0 >= 0 && iy0 + 2 < h;
-            float* yr = y + oy * ow * B;
-            const float* rr = r ? r + oy * ow * B : NULL;
             int64_t ox = 0;
-            if (full) {
+            if (iy0 >= 0 && iy0 + 2 < h) {
                 for (; ox < lo; ++ox)
                     BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
                                                            h, wd), &f, rr ? rr + ox * B : NULL));
@@ -253,9 +278,8 @@ void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
                 BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
                                                        h, wd), &f, rr ? rr + ox * B : NULL));
             silu_rows(fe, yr, 0, 1, ow * B);
+            if (epi) epi->fn(epi, yr, plane_out * B, cb, oy * ow * B, 1, ow * B);
         }
-        if (epi) epi->fn(epi, y, plane_out * B, cb, 0, 1, plane_out * B);
-    }
 }
 
 /* ---- pointwise (1x1) --------------------------------------------------------------------- */
@@ -336,25 +360,37 @@ static void pw_tile_any(int count, int nb, const float* x, const float* w, float
 #undef PW_CASE
 }
 
+/* Split n items into `parts` near-equal contiguous parts: the first item of part i. Pixel
+ * chunks and register tiles are split so, not as full ones plus a remainder: a 49-pixel plane
+ * is 2 chunks of 25 and 24 (not 48 and 1, which left one thread idle) and 5- and 6-pixel
+ * tiles (not a 1-pixel tile that runs the whole weight panel for 2 accumulators). */
+static int64_t even_split(int64_t n, int64_t parts, int64_t i) {
+    return n / parts * i + (i < n % parts ? i : n % parts);
+}
+
 void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t channels,
                               int64_t out_channels, int64_t plane,
                               const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
     const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2, in_blocks = channels / B;
     const int64_t chunks = (plane + PW_CHUNK - 1) / PW_CHUNK, kc = PW_KC / B;
     const finisher f = make_finisher(fe);
+    /* chunk x pair iterations of equal work */
 #ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(static) \
+#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(chunks * pairs)) \
     if (GRAPHOPT_WORTH_THREADS(plane * channels * out_channels, 0))
 #endif
     for (int64_t chunk = 0; chunk < chunks; ++chunk)
         for (int64_t q = 0; q < pairs; ++q) {
             const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
-            const int64_t end = (chunk + 1) * PW_CHUNK < plane ? (chunk + 1) * PW_CHUNK : plane;
+            const int64_t begin = even_split(plane, chunks, chunk);
+            const int64_t size = even_split(plane, chunks, chunk + 1) - begin;
+            const int64_t tiles = (size + PW_PIXELS - 1) / PW_PIXELS;
             for (int64_t cb0 = 0; cb0 < in_blocks; cb0 += kc) {
                 const int64_t cb1 = cb0 + kc < in_blocks ? cb0 + kc : in_blocks;
                 const int last = cb1 == in_blocks;
-                for (int64_t p0 = chunk * PW_CHUNK; p0 < end; p0 += PW_PIXELS) {
-                    const int count = (int)(end - p0 < PW_PIXELS ? end - p0 : PW_PIXELS);
+                for (int64_t t = 0; t < tiles; ++t) {
+                    const int64_t p0 = begin + even_split(size, tiles, t);
+                    const int count = (int)(begin + even_split(size, tiles, t + 1) - p0);
                     const int64_t at = mb * plane * B + p0 * B;
                     pw_tile_any(count, (int)nb, X + p0 * B, W + mb * channels * B, Y + at,
                                 channels, plane, mb, cb0, cb1, last, fe, &f,
@@ -369,10 +405,14 @@ void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t 
 
 /* ---- direct convolution (group 1, any window) -------------------------------------------- */
 
-/* `count` output pixels of one row, consecutive ones `stride` input columns apart, whose
- * windows all lie inside the image (check = 0), or one pixel whose taps are checked against
- * the borders (check = 1, count = 1): a register tile of output blocks mb, mb + nb. The input
- * comes in blocks of `blk` channels: 1 (NCHW) or B (NCHWc), a pixel being blk floats. */
+/* Zeros read in place of the taps that fall in the padding (a pixel is at most B floats). */
+static const float pad_zeros[B];
+
+/* `count` output pixels of one row, consecutive ones `stride` input columns apart: a register
+ * tile of output blocks mb, mb + nb. With check = 0 every window lies inside the image; with
+ * check = 1 (border tiles) rows outside are skipped and each pixel's columns outside read
+ * zeros. The input comes in blocks of `blk` channels: 1 (NCHW) or B (NCHWc), a pixel being
+ * blk floats. */
 GRAPHOPT_INLINE void conv_tile(const int count, const int nb, const int check, const int blk,
                                const float* X, const float* w, float* y,
                                const graphopt_conv2d_shape* s, int64_t iy0, int64_t ix0,
@@ -391,8 +431,16 @@ GRAPHOPT_INLINE void conv_tile(const int count, const int nb, const int check, c
             if (check && (iy < 0 || iy >= s->height)) continue;
             for (int64_t kx = 0; kx < kw; ++kx) {
                 const int64_t ix = ix0 + kx * s->dilation_w;
-                if (check && (ix < 0 || ix >= s->width)) continue;
-                const float* xp = xb + (iy * s->width + ix) * blk;
+                const float* xp = check ? NULL : xb + (iy * s->width + ix) * blk;
+                const float* px[PW_PIXELS];
+                if (check) {
+#pragma GCC unroll 6
+                    for (int u = 0; u < count; ++u) {
+                        const int64_t c = ix + u * s->stride_w;
+                        px[u] = c >= 0 && c < s->width ? xb + (iy * s->width + c) * blk
+                                                       : pad_zeros;
+                    }
+                }
                 const int64_t at = (cb * blk * taps + ky * kw + kx) * B;
 #pragma GCC unroll 16
                 for (int l = 0; l < blk; ++l) {
@@ -400,7 +448,7 @@ GRAPHOPT_INLINE void conv_tile(const int count, const int nb, const int check, c
                     const bvec a1 = nb > 1 ? BV_LOAD(w1 + at + l * taps * B) : a0;
 #pragma GCC unroll 6
                     for (int u = 0; u < count; ++u) {
-                        const bvec xv = BV_SET1(xp[u * step + l]);
+                        const bvec xv = BV_SET1(check ? px[u][l] : xp[u * step + l]);
                         acc[u][0] = BV_FMA(acc[u][0], xv, a0);
                         if (nb > 1) acc[u][1] = BV_FMA(acc[u][1], xv, a1);
                     }
@@ -414,17 +462,17 @@ GRAPHOPT_INLINE void conv_tile(const int count, const int nb, const int check, c
 /* conv_tile with count, nb, check and blk known at compile time in each branch. */
 #define CONV_TILE(n, m, check, blk) \
     conv_tile(n, m, check, blk, X, w, y, s, iy0, ix0, plane_out, mb, fe, f, r)
-#define CONV_CASE(n, blk)                                        \
-    case n:                                                      \
-        if (nb > 1) CONV_TILE(n, 2, 0, blk);                     \
-        else CONV_TILE(n, 1, 0, blk);                            \
+#define CONV_CASE(n, blk)                                                   \
+    case n:                                                                 \
+        if (check) {                                                        \
+            if (nb > 1) CONV_TILE(n, 2, 1, blk);                            \
+            else CONV_TILE(n, 1, 1, blk);                                   \
+        } else {                                                            \
+            if (nb > 1) CONV_TILE(n, 2, 0, blk);                            \
+            else CONV_TILE(n, 1, 0, blk);                                   \
+        }                                                                   \
         break;
 #define CONV_DISPATCH(blk)                                                               \
-    if (check) {                                                                         \
-        if (nb > 1) CONV_TILE(1, 2, 1, blk);                                             \
-        else CONV_TILE(1, 1, 1, blk);                                                    \
-        return;                                                                          \
-    }                                                                                    \
     switch (count) {                                                                     \
         CONV_CASE(1, blk) CONV_CASE(2, blk) CONV_CASE(3, blk) CONV_CASE(4, blk)          \
         CONV_CASE(5, blk) CONV_CASE(6, blk)                                              \
@@ -445,11 +493,14 @@ static void conv_tile_any(int count, int nb, int check, int in_blocked, const fl
 #undef CONV_CASE
 #undef CONV_TILE
 
+/* Parallel over output block pairs x output rows; each row is split into near-equal tiles of
+ * at most PW_PIXELS pixels (a 7-pixel row is 4 + 3, not 6 + 1), border tiles included. */
 void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float* Y,
                            const graphopt_conv2d_shape* s, int64_t out_channels,
                            const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
     const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2;
     const int64_t oh = s->out_height, ow = s->out_width, plane_out = oh * ow;
+    const int64_t tiles = (ow + PW_PIXELS - 1) / PW_PIXELS;
     /* output columns whose whole window row lies inside the input row */
     const int64_t span = (s->kernel_w - 1) * s->dilation_w;
     int64_t lo = (s->pad_left + s->stride_w - 1) / s->stride_w;
@@ -460,7 +511,7 @@ void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float
     const finisher f = make_finisher(fe);
     const int64_t taps = s->kernel_h * s->kernel_w;
 #ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(static) \
+#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(pairs * oh)) \
     if (GRAPHOPT_WORTH_THREADS(plane_out * s->channels * taps * out_channels, 0))
 #endif
     for (int64_t q = 0; q < pairs; ++q)
@@ -470,10 +521,10 @@ void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float
             const int rows_inside =
                 iy0 >= 0 && iy0 + (s->kernel_h - 1) * s->dilation_h < s->height;
             const float* w = W + mb * s->channels * taps * B;
-            for (int64_t ox = 0; ox < ow;) {
-                const int inside = rows_inside && ox >= lo && ox < hi;
-                int count = 1;
-                if (inside) count = (int)(hi - ox < PW_PIXELS ? hi - ox : PW_PIXELS);
+            for (int64_t t = 0; t < tiles; ++t) {
+                const int64_t ox = even_split(ow, tiles, t);
+                const int count = (int)(even_split(ow, tiles, t + 1) - ox);
+                const int inside = rows_inside && ox >= lo && ox + count <= hi;
                 const int64_t at = mb * plane_out * B + (oy * ow + ox) * B;
                 conv_tile_any(count, (int)nb, !inside, in_blocked, X, w, Y + at, s, iy0,
                               ox * s->stride_w - s->pad_left, plane_out, mb, fe, &f,
@@ -481,7 +532,40 @@ void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float
                 silu_rows(fe, Y + at, plane_out * B, nb, (int64_t)count * B);
                 if (epi) epi->fn(epi, Y + at, plane_out * B, mb, (oy * ow + ox) * B, nb,
                                  (int64_t)count * B);
-                ox += count;
+            }
+        }
+}
+
+/* ---- max pooling ------------------------------------------------------------------------- */
+
+void graphopt_nchwc_maxpool(const float* X, float* Y, int64_t blocks,
+                            const graphopt_conv2d_shape* s) {
+    const int64_t h = s->height, wd = s->width, oh = s->out_height, ow = s->out_width;
+#ifdef _OPENMP
+#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(blocks * oh)) \
+    if (GRAPHOPT_WORTH_THREADS(0, 4 * blocks * (h * wd + oh * ow) * B))
+#endif
+    for (int64_t q = 0; q < blocks; ++q)
+        for (int64_t oy = 0; oy < oh; ++oy) {
+            const float* x = X + q * h * wd * B;
+            float* y = Y + (q * oh + oy) * ow * B;
+            const int64_t iy0 = oy * s->stride_h - s->pad_top;
+            for (int64_t ox = 0; ox < ow; ++ox) {
+                const int64_t ix0 = ox * s->stride_w - s->pad_left;
+                bvec acc = BV_SET1(-INFINITY);
+                int first = 1;
+                for (int64_t ky = 0; ky < s->kernel_h; ++ky) {
+                    const int64_t iy = iy0 + ky * s->dilation_h;
+                    if (iy < 0 || iy >= h) continue;
+                    for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
+                        const int64_t ix = ix0 + kx * s->dilation_w;
+                        if (ix < 0 || ix >= wd) continue;
+                        const bvec v = BV_LOAD(x + (iy * wd + ix) * B);
+                        acc = first ? v : BV_MAX(v, acc);
+                        first = 0;
+                    }
+                }
+                BV_STORE(y + ox * B, acc);
             }
         }
 }

@@ -22,6 +22,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "graphopt_kernels.h" /* GRAPHOPT_WORTH_THREADS: the one grain rule */
 #include "graphopt_qkernels.h"
 
 #ifdef _OPENMP
@@ -43,7 +44,9 @@
 
 #define QMR GRAPHOPT_QMR
 #define QNR GRAPHOPT_QNR
-#define PARALLEL_MIN_MACS (1 << 20)
+/* The grain rule counts fp32 multiply-adds; an int8 one costs about a quarter of that (four
+ * products per 32-bit lane), so integer MACs are scaled down before the rule sees them. */
+#define QMACS_PER_MAC 4
 
 int graphopt_qgemm_isa(void) { return QISA; }
 
@@ -74,7 +77,7 @@ void graphopt_qgemm_pack_b(const uint8_t* X, int64_t rs, int64_t cs, int64_t K, 
     int64_t done = 0; /* columns packed by the fast path: whole panels of contiguous rows */
     if (cs == 1 && !flip && K % 4 == 0) {
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (K * N >= (1 << 18))
+#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 2 * K * N))
 #endif
         for (int64_t p = 0; p < full; ++p)
             for (int64_t g = 0; g < K4; ++g) {
@@ -114,6 +117,34 @@ static void interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* 
 #endif
 }
 
+/* The first and the last c bytes of n (c <= n <= 2c): two fixed-size copies, inlined. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void copy_ends(uint8_t* d, const uint8_t* s, size_t n, size_t c) {
+    memcpy(d, s, c);
+    memcpy(d + n - c, s + n - c, c);
+}
+
+/* memcpy for the short rows of small planes (7 to 28 elements), where a library call costs
+ * more than the copy. */
+static inline void copy_short(void* dst, const void* src, size_t n) {
+    uint8_t* d = (uint8_t*)dst;
+    const uint8_t* s = (const uint8_t*)src;
+    if (n > 64)
+        memcpy(d, s, n);
+    else if (n >= 32)
+        copy_ends(d, s, n, 32);
+    else if (n >= 16)
+        copy_ends(d, s, n, 16);
+    else if (n >= 8)
+        copy_ends(d, s, n, 8);
+    else if (n >= 4)
+        copy_ends(d, s, n, 4);
+    else
+        for (size_t i = 0; i < n; ++i) d[i] = s[i];
+}
+
 /* One channel copied into a plane padded with the zero point (ph x pw: every tap of every
  * output inside, so the loops that read it have no bounds checks); its work slot has slack
  * after it for the over-reads of the vector loads. The border is the same for every channel:
@@ -132,28 +163,32 @@ static void pad_plane(const uint8_t* xc, const graphopt_qconv_shape* s, int64_t 
         if (x)
             for (int64_t i = 0; i < inner; ++i) dst[i] = (uint8_t)(src[i] ^ x);
         else
-            memcpy(dst, src, (size_t)inner);
+            copy_short(dst, src, (size_t)inner);
     }
 }
 
-/* Slack after a padded plane and after the im2col rows for the vector over-reads/-writes. */
-#define PLANE_SLACK 96
+/* Slack after a padded plane and after the im2col rows for the vector over-reads/-writes
+ * (int8/packing.py's, through graphopt_config.h). */
+#define PLANE_SLACK GRAPHOPT_QPLANE_SLACK
+
+#if QISA == 1 || QISA == 2
+/* src[0], src[sw], ... src[15 * sw] for sw 1 or 2 (reads 16 * sw bytes). Stride 2 keeps the
+ * low byte of each 16-bit pair: the even elements. */
+static inline __m128i strided16(const uint8_t* src, int64_t sw) {
+    if (sw == 1) return _mm_loadu_si128((const __m128i*)src);
+    const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)src),
+                                       _mm256_set1_epi16(0xff));
+    return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08));
+}
+#endif
 
 /* n bytes src[0], src[sw], ... into dst. The vector path (sw 1 or 2) moves 16 bytes at a time
  * and may write up to 15 bytes past n and read up to 64 bytes past the last element. */
 static void gather_row(const uint8_t* src, int64_t sw, int64_t n, uint8_t* dst) {
     int64_t o = 0;
 #if QISA == 1 || QISA == 2
-    if (sw == 1)
-        for (; o < n; o += 16)
-            _mm_storeu_si128((__m128i*)(dst + o), _mm_loadu_si128((const __m128i*)(src + o)));
-    else if (sw == 2)
-        for (; o < n; o += 16) { /* the low byte of each 16-bit pair: the even elements */
-            const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(src + 2 * o)),
-                                               _mm256_set1_epi16(0xff));
-            const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08);
-            _mm_storeu_si128((__m128i*)(dst + o), _mm256_castsi256_si128(p));
-        }
+    if (sw <= 2)
+        for (; o < n; o += 16) _mm_storeu_si128((__m128i*)(dst + o), strided16(src + o * sw, sw));
 #endif
     if (sw == 1 && o < n)
         memcpy(dst + o, src + o, (size_t)(n - o));
@@ -212,7 +247,7 @@ void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, ui
     const int team = team_size(slots);
     (void)team;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (K * N >= (1 << 18))
+#pragma omp parallel num_threads(team) if (GRAPHOPT_WORTH_THREADS(0, 2 * K * N))
 #endif
     {
         uint8_t* rows = slot_of(work, slot);
@@ -220,7 +255,7 @@ void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, ui
         int64_t cached = -1; /* the channel in `padded` */
         memset(rows, 0, (size_t)slot); /* the slack read past the data stays defined */
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic) /* see graphopt_qgemm */
 #endif
         for (int64_t g = 0; g < K4; ++g) {
             for (int t = 0; t < 4; ++t) {
@@ -277,6 +312,7 @@ typedef struct {
     __m256 ra, rb, fixed, add_lo, add_hi; /* the fused QLinearAdd */
     int u8;
     int fused;              /* a residual handled here (needs FMA and contiguous rows) */
+    int low_free;           /* the lower clamp may be left to the narrowing (see requant_vec) */
 } qconsts;
 
 static qconsts vector_consts(const graphopt_qepilogue* e) {
@@ -295,6 +331,7 @@ static qconsts vector_consts(const graphopt_qepilogue* e) {
 #else
     k.fused = 0;
 #endif
+    k.low_free = !k.fused && e->lo == (k.u8 ? 0 : -128) && e->zero_point >= 0;
     return k;
 }
 
@@ -311,15 +348,19 @@ static int vector_epilogue(const graphopt_qepilogue* e, int64_t cs) {
 /* 8 requantized outputs (int32 lanes): the vector form of requant() -- clamp in float,
  * cvtps2dq rounds half to even (default MXCSR), + zero point: the same integers. With a
  * residual (add: 8 contiguous elements) QLinearAdd follows as qladd() computes it: two fused
- * multiply-adds, each rounded once like fmaf. */
+ * multiply-adds, each rounded once like fmaf. clamp_low 0 (k->low_free only) skips the lower
+ * clamp: the bound is the type's least value and the zero point >= 0, so anything below,
+ * even cvtps2dq's INT_MIN for a huge negative, stays below after + zp and the saturating
+ * narrowing makes it the least value, as the clamp would (the upper clamp also keeps a huge
+ * positive from becoming INT_MIN). */
 #if defined(__GNUC__)
 __attribute__((always_inline)) /* called per 8 outputs: a call would cost as much as its body */
 #endif
 static inline __m256i requant_vec(__m256i acc, __m256i bias, __m256 mult, const qconsts* k,
-                                  const void* add) {
+                                  const void* add, int clamp_low) {
     const __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(acc, bias)), mult);
-    __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(v, k->lo), k->hi)),
-                                 k->zp);
+    const __m256 low = clamp_low ? _mm256_max_ps(v, k->lo) : v;
+    __m256i q = _mm256_add_epi32(_mm256_cvtps_epi32(_mm256_min_ps(low, k->hi)), k->zp);
 #ifdef __FMA__
     if (add) {
         const __m128i raw = _mm_loadl_epi64((const __m128i*)add);
@@ -342,6 +383,48 @@ static inline __m128i narrow16(__m256i q0, __m256i q1, int u8) {
     return u8 ? _mm_packus_epi16(l, h) : _mm_packs_epi16(l, h);
 }
 
+/* 16 outputs of one row from two vectors of 8 accumulators (add: their 16 residual bytes). */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void requant_store16(__m256i lo, __m256i hi, __m256i bias, __m256 mult,
+                                   const qconsts* k, const int8_t* add, int u8, int clamp_low,
+                                   int8_t* out) {
+    const __m256i q0 = requant_vec(lo, bias, mult, k, add, clamp_low);
+    const __m256i q1 = requant_vec(hi, bias, mult, k, add ? add + 8 : NULL, clamp_low);
+    _mm_storeu_si128((__m128i*)out, narrow16(q0, q1, u8));
+}
+
+/* The rows of store_full_tile, the output type and the lower clamp constants at each call. */
+#if defined(__GNUC__)
+__attribute__((always_inline))
+#endif
+static inline void full_tile_rows(const int32_t* acc, const graphopt_qepilogue* e,
+                                  const qconsts* k, int64_t r0, int64_t c0, int8_t* out,
+                                  int64_t rs, int u8, int clamp_low) {
+    for (int r = 0; r < QMR; ++r) {
+        const int8_t* add = k->fused ? (const int8_t*)e->add + (r0 + r) * e->add_rs + c0 : NULL;
+        requant_store16(_mm256_loadu_si256((const __m256i*)(acc + r * QNR)),
+                        _mm256_loadu_si256((const __m256i*)(acc + r * QNR + 8)),
+                        _mm256_set1_epi32(e->bias ? e->bias[r0 + r] : 0),
+                        _mm256_set1_ps(e->mult[r0 + r]), k, add, u8, clamp_low, out + r * rs);
+    }
+}
+
+/* A whole QMR x QNR tile of acc (rows r0.., columns c0.. of the output, `out` its first byte,
+ * rows rs apart) with the vector epilogue: no bounds or layout checks per row. */
+static void store_full_tile(const int32_t* acc, const graphopt_qepilogue* e, const qconsts* k,
+                            int64_t r0, int64_t c0, int8_t* out, int64_t rs) {
+    if (k->u8 && k->low_free)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 0);
+    else if (k->u8)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 1);
+    else if (k->low_free)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 0);
+    else
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 1);
+}
+
 /* One output row c0 .. c0 + n (contiguous) from acc: 16, then 8 at a time; returns the count
  * stored (the rest is left to the scalar loop). */
 #if defined(__GNUC__)
@@ -354,16 +437,13 @@ static inline int64_t store_row_vec(const int32_t* acc, int32_t bias, float mult
     const __m256 mv = _mm256_set1_ps(mult);
     const int8_t* add = k->fused ? (const int8_t*)e->add + row * e->add_rs + c0 : NULL;
     int64_t c = 0;
-    for (; c + 16 <= n; c += 16) {
-        const __m256i q0 = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv, k,
-                                       add ? add + c : NULL);
-        const __m256i q1 = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c + 8)), bv, mv,
-                                       k, add ? add + c + 8 : NULL);
-        _mm_storeu_si128((__m128i*)(out + c), narrow16(q0, q1, k->u8));
-    }
+    for (; c + 16 <= n; c += 16)
+        requant_store16(_mm256_loadu_si256((const __m256i*)(acc + c)),
+                        _mm256_loadu_si256((const __m256i*)(acc + c + 8)), bv, mv, k,
+                        add ? add + c : NULL, k->u8, 1, out + c);
     for (; c + 8 <= n; c += 8) {
         const __m256i q = requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv, k,
-                                      add ? add + c : NULL);
+                                      add ? add + c : NULL, 1);
         _mm_storel_epi64((__m128i*)(out + c), narrow16(q, q, k->u8));
     }
     return c;
@@ -626,9 +706,14 @@ void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uin
     const graphopt_qepilogue local = *e; /* see store_tile */
     qconsts consts;
     const qconsts* k = epilogue_consts(&local, cs, &consts);
+    const int parallel = GRAPHOPT_WORTH_THREADS(M * N * K / QMACS_PER_MAC, 0);
     (void)tile_scalar;
+    (void)parallel;
+    /* dynamic: a thread that another process on the machine delays does not hold the other at
+     * the barrier with half the work left; each tile is one thread's, so the bits do not
+     * depend on the schedule */
 #ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(static) if (M * N * K >= PARALLEL_MIN_MACS)
+#pragma omp parallel for collapse(2) schedule(dynamic) if (parallel)
 #endif
     for (int64_t jb = 0; jb < nb; ++jb)
         for (int64_t ip = 0; ip < mp; ++ip) {
@@ -639,6 +724,13 @@ void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uin
                 const int64_t n = N - jp * QNR < QNR ? N - jp * QNR : QNR;
                 compute_tile(K4, Ap + ip * K4 * QMR * 4, Bp + jp * K4 * QNR * 4, acc,
                              local.narrow, n);
+#if QISA == 1 || QISA == 2
+                if (k && m == QMR && n == QNR) {
+                    store_full_tile(acc, &local, k, ip * QMR, jp * QNR,
+                                    (int8_t*)C + ip * QMR * rs + jp * QNR, rs);
+                    continue;
+                }
+#endif
                 store_tile(acc, QNR, ip * QMR, jp * QNR, m, n, &local, k, C, rs, cs);
             }
         }
@@ -724,9 +816,12 @@ void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv
     const int team = team_size(slots);
     qconsts consts;
     const qconsts* k = epilogue_consts(&local, 1, &consts);
+    const int64_t macs = s->channels * plane * taps;
+    const int parallel = GRAPHOPT_WORTH_THREADS(macs, 2 * s->channels * plane);
     (void)team;
+    (void)parallel;
 #ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (s->channels * plane * taps >= PARALLEL_MIN_MACS)
+#pragma omp parallel num_threads(team) if (parallel)
 #endif
     {
         uint8_t* mine = slot_of(work, layout.total);
@@ -739,7 +834,7 @@ void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv
         memset(padded, 0, (size_t)(ph * pw + PLANE_SLACK)); /* the slack read stays defined */
         for (int64_t t = 0; t < taps; ++t) off[t] = (t / kw) * dh * pw + (t % kw) * dw;
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic) /* see graphopt_qgemm */
 #endif
         for (int64_t ch = 0; ch < s->channels; ++ch) {
             pad_plane(X + ch * s->height * s->width, s, ph, pw, pad, x, first, padded);
@@ -751,12 +846,82 @@ void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv
             if (flat) {
                 dw_run(padded, off, wc, pairs, taps, 1, run, line);
                 for (int64_t oy = 0; oy < oh; ++oy)
-                    memcpy(acc + oy * ow, line + oy * pw, (size_t)ow * sizeof(int32_t));
+                    copy_short(acc + oy * ow, line + oy * pw, (size_t)ow * sizeof(int32_t));
             } else {
                 for (int64_t oy = 0; oy < oh; ++oy)
                     dw_run(padded + oy * sh * pw, off, wc, pairs, taps, sw, ow, acc + oy * ow);
             }
             store_tile(acc, plane, ch, 0, 1, plane, &local, k, Y, plane, 1);
+        }
+    }
+}
+
+/* ---- max pooling ------------------------------------------------------------------------- */
+
+/* A slot of max pooling: the padded plane and its slack. */
+int64_t graphopt_qmaxpool_work(const graphopt_qconv_shape* s) {
+    return round_up64(padded_h(s) * padded_w(s) + PLANE_SLACK, 64);
+}
+
+/* One output row: out[i] = x ^ max over the window of top[ky * dh * pw + kx * dw + i * sw].
+ * The vector path keeps the maximum of 16 outputs in a register; a row of at least 16 ends
+ * with an overlapping vector (it rewrites equal bytes) instead of a scalar tail. */
+static void maxpool_row(const uint8_t* top, const graphopt_qconv_shape* s, int64_t pw, uint8_t x,
+                        uint8_t* out) {
+    const int64_t ow = s->out_width, sw = s->stride_w;
+    const int64_t dy = s->dilation_h * pw, dx = s->dilation_w;
+    int64_t i = 0;
+#if QISA == 1 || QISA == 2
+    if (sw <= 2 && ow >= 16) {
+        const __m128i flip = _mm_set1_epi8((char)x);
+        for (int64_t next = 0; i < ow; next += 16) {
+            i = next + 16 <= ow ? next : ow - 16;
+            __m128i m = _mm_setzero_si128(); /* the least value: every window holds an input */
+            for (int64_t ky = 0; ky < s->kernel_h; ++ky)
+                for (int64_t kx = 0; kx < s->kernel_w; ++kx)
+                    m = _mm_max_epu8(m, strided16(top + ky * dy + kx * dx + i * sw, sw));
+            _mm_storeu_si128((__m128i*)(out + i), _mm_xor_si128(m, flip));
+            i += 16;
+        }
+    }
+#endif
+    for (; i < ow; ++i) {
+        uint8_t m = 0;
+        for (int64_t ky = 0; ky < s->kernel_h; ++ky)
+            for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
+                const uint8_t v = top[ky * dy + kx * dx + i * sw];
+                m = v > m ? v : m;
+            }
+        out[i] = (uint8_t)(m ^ x);
+    }
+}
+
+/* s8 data is compared as u8 after x ^ 0x80 (order preserving), so the border is 0 in either
+ * case: the least value, never above a window's maximum (every window holds an input). */
+void graphopt_qmaxpool(const uint8_t* X, const graphopt_qconv_shape* s, int is_signed,
+                       uint8_t* Y, void* work, int slots) {
+    const int64_t oh = s->out_height, ow = s->out_width, ph = padded_h(s), pw = padded_w(s);
+    const int64_t plane = s->height * s->width, slot = graphopt_qmaxpool_work(s);
+    const uint8_t x = is_signed ? 0x80 : 0;
+    const int team = team_size(slots);
+    const int parallel = GRAPHOPT_WORTH_THREADS(0, s->channels * (plane + oh * ow));
+    (void)team;
+    (void)parallel;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (parallel)
+#endif
+    {
+        uint8_t* padded = slot_of(work, slot);
+        int first = 1; /* this thread's plane has no border yet */
+        memset(padded, 0, (size_t)slot); /* the slack read past the plane stays defined */
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic) /* see graphopt_qgemm */
+#endif
+        for (int64_t ch = 0; ch < s->channels; ++ch) {
+            pad_plane(X + ch * plane, s, ph, pw, 0, x, first, padded);
+            first = 0;
+            for (int64_t oy = 0; oy < oh; ++oy)
+                maxpool_row(padded + oy * s->stride_h * pw, s, pw, x, Y + (ch * oh + oy) * ow);
         }
     }
 }
@@ -805,7 +970,7 @@ void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int 
                    float ratio_a, float ratio_b, float fixed, int32_t lo, int32_t hi, void* y) {
     const int64_t block = 1 << 14, blocks = (n + block - 1) / block;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (n >= (1 << 18))
+#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 3 * n))
 #endif
     for (int64_t p = 0; p < blocks; ++p)
         qadd_range(a, b, b_step, p * block, p * block + block < n ? p * block + block : n,

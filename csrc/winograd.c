@@ -22,11 +22,15 @@
  * An output tile is Y = A^T [ sum_c U[m, c] . V[c] ] A with U = G w G^T (weights, done at
  * compile time in float64) and V = B^T d B (d: the input tile, zero outside the image).
  * Each position xi of the transformed tile (a "point") is one GEMM: P[xi] (M x tiles) =
- * U[xi] (M x C) @ V[xi] (C x tiles). Three phases, each parallel over independent work:
+ * U[xi] (M x C) @ V[xi] (C x tiles). Three phases, each parallel over independent items
+ * that the threads take dynamically (a core the OS gives to another process leaves its items
+ * to the other instead of holding it at the phase's barrier):
  *   1. input transform per channel, one B panel (NR tiles) at a time, written straight into
  *      the GEMM's B panel layout;
  *   2. the GEMMs (both operands packed: each tile runs over all of C in registers);
- *   3. output transform per band of output rows, then the epilogue on the band while hot.
+ *   3. output transform per band of output rows and group of output channels (a 28x28 plane
+ *      has 7 bands: alone they would split 4/3 between 2 threads), then the epilogue on the
+ *      part of the band while hot.
  * The 1-D transforms run over runs of tiles held in small arrays, lanes contiguous, so the
  * compiler vectorizes them across tiles.
  */
@@ -40,6 +44,7 @@
 #define MAX_ALPHA 6 /* F(4x4, 3x3) */
 #define CHUNK 16    /* tiles per run of the output transform */
 #define IN_CHUNK NR /* tiles per run of the input transform: one B panel */
+#define CHANNEL_GROUP 16 /* output channels per work item of the output transform */
 
 static int64_t wino_min(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t wino_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -65,40 +70,36 @@ int64_t graphopt_winograd_scratch(const graphopt_conv2d_shape* s, int64_t out_ch
 }
 
 /* The (tile+2)^2 input tiles of tiles [t0, t0 + n) (row-major over the tile grid) of one
- * channel into d[i][j][l] (tile l), zeros outside the image and in lanes [n, IN_CHUNK). */
+ * channel into d[i][j][l] (tile l), zeros outside the image and in lanes [n, IN_CHUNK). A
+ * tile's rows are checked one at a time: only rows that cross the left or right border are
+ * copied element by element. */
 GRAPHOPT_INLINE void load_tiles(const int tile, const float* x, const graphopt_conv2d_shape* s,
                                 const tiling* tl, int64_t t0, int64_t n,
                                 float d[MAX_ALPHA][MAX_ALPHA][IN_CHUNK]) {
     const int alpha = tile + 2;
-    for (int64_t l = 0; l < n;) {
-        const int64_t ty = (t0 + l) / tl->tiles_w, tx = (t0 + l) % tl->tiles_w;
+    int64_t ty = t0 / tl->tiles_w, tx = t0 % tl->tiles_w;
+    for (int64_t l = 0; l < n; ++l) {
         const int64_t top = tile * ty - s->pad_top, left = tile * tx - s->pad_left;
-        /* tiles [l, end) of this tile row whose inputs are all inside the image */
-        int64_t end = l;
-        if (top >= 0 && top + alpha <= s->height && left >= 0) {
-            const int64_t room = s->width - alpha - left; /* columns to spare on the right */
-            const int64_t fit = room < 0 ? 0 : room / tile + 1;
-            end = l + wino_min(wino_min(n - l, tl->tiles_w - tx), fit);
-        }
-        if (end > l) {
-            for (int i = 0; i < alpha; ++i) {
-                const float* xr = x + (top + i) * s->width + left - tile * l;
-                for (int64_t q = l; q < end; ++q)
-#pragma GCC unroll 6
-                    for (int j = 0; j < alpha; ++j) d[i][j][q] = xr[tile * q + j];
-            }
-            l = end;
-            continue;
-        }
-        for (int i = 0; i < alpha; ++i) { /* a border tile */
+        const int inside = left >= 0 && left + alpha <= s->width;
+        for (int i = 0; i < alpha; ++i) {
             const int64_t iy = top + i;
-            for (int j = 0; j < alpha; ++j) {
-                const int64_t ix = left + j;
-                d[i][j][l] = iy >= 0 && iy < s->height && ix >= 0 && ix < s->width
-                                 ? x[iy * s->width + ix] : 0.0f;
+            if (iy < 0 || iy >= s->height) {
+                for (int j = 0; j < alpha; ++j) d[i][j][l] = 0.0f;
+                continue;
+            }
+            const float* xr = x + iy * s->width + left;
+            if (inside) {
+#pragma GCC unroll 6
+                for (int j = 0; j < alpha; ++j) d[i][j][l] = xr[j];
+            } else {
+                for (int j = 0; j < alpha; ++j)
+                    d[i][j][l] = left + j >= 0 && left + j < s->width ? xr[j] : 0.0f;
             }
         }
-        ++l;
+        if (++tx == tl->tiles_w) {
+            tx = 0;
+            ++ty;
+        }
     }
     for (int64_t l = n; l < IN_CHUNK; ++l)
         for (int i = 0; i < alpha; ++i)
@@ -181,29 +182,35 @@ GRAPHOPT_INLINE void output_pass(const int tile, const float* const in[MAX_ALPHA
     }
 }
 
-/* Output channel m, tile row ty: y = A^T P A per tile, written to its rows of plane y. */
+/* Output channels [m0, m1), tile row ty: y = A^T P A per tile, written to its rows of the
+ * planes of Y. */
 GRAPHOPT_INLINE void output_row(const int tile, const float* P, int64_t pstride,
-                                const tiling* tl, int64_t m, int64_t ty,
-                                const graphopt_conv2d_shape* s, float* y) {
+                                const tiling* tl, int64_t m0, int64_t m1, int64_t ty,
+                                const graphopt_conv2d_shape* s, float* Y) {
     const int alpha = tile + 2;
+    const int64_t plane = s->out_height * s->out_width;
     float tmp[MAX_ALPHA - 2][MAX_ALPHA][CHUNK], o[MAX_ALPHA - 2][(MAX_ALPHA - 2) * CHUNK];
     const int64_t rows = wino_min(tile, s->out_height - tile * ty);
-    for (int64_t tx0 = 0; tx0 < tl->tiles_w; tx0 += CHUNK) {
-        const int64_t n = wino_min(CHUNK, tl->tiles_w - tx0);
-        const float* p = P + m * tl->tiles + ty * tl->tiles_w + tx0;
-        for (int b = 0; b < alpha; ++b) { /* vertical pass: tmp[.][b] = A^T P[.][b] */
-            const float* column[MAX_ALPHA] = {p, p, p, p, p, p};
-            for (int r = 0; r < alpha; ++r) column[r] = p + (r * alpha + b) * pstride;
-            output_pass(tile, column, n, tmp[0][b], MAX_ALPHA * CHUNK, 1);
+    for (int64_t m = m0; m < m1; ++m) {
+        float* y = Y + m * plane;
+        for (int64_t tx0 = 0; tx0 < tl->tiles_w; tx0 += CHUNK) {
+            const int64_t n = wino_min(CHUNK, tl->tiles_w - tx0);
+            const float* p = P + m * tl->tiles + ty * tl->tiles_w + tx0;
+            for (int b = 0; b < alpha; ++b) { /* vertical pass: tmp[.][b] = A^T P[.][b] */
+                const float* column[MAX_ALPHA] = {p, p, p, p, p, p};
+                for (int r = 0; r < alpha; ++r) column[r] = p + (r * alpha + b) * pstride;
+                output_pass(tile, column, n, tmp[0][b], MAX_ALPHA * CHUNK, 1);
+            }
+            for (int i = 0; i < tile; ++i) { /* horizontal pass: (A^T P) A, per tile */
+                const float* const row[MAX_ALPHA] = {tmp[i][0], tmp[i][1], tmp[i][2],
+                                                     tmp[i][3], tmp[i][4], tmp[i][5]};
+                output_pass(tile, row, n, o[i], 1, tile);
+            }
+            const int64_t x0 = tile * tx0, cols = wino_min(tile * n, s->out_width - x0);
+            for (int64_t i = 0; i < rows; ++i)
+                memcpy(y + (tile * ty + i) * s->out_width + x0, o[i],
+                       (size_t)cols * sizeof(float));
         }
-        for (int i = 0; i < tile; ++i) { /* horizontal pass: (A^T P) A, per tile */
-            const float* const row[MAX_ALPHA] = {tmp[i][0], tmp[i][1], tmp[i][2], tmp[i][3],
-                                                 tmp[i][4], tmp[i][5]};
-            output_pass(tile, row, n, o[i], 1, tile);
-        }
-        const int64_t x0 = tile * tx0, cols = wino_min(tile * n, s->out_width - x0);
-        for (int64_t i = 0; i < rows; ++i)
-            memcpy(y + (tile * ty + i) * s->out_width + x0, o[i], (size_t)cols * sizeof(float));
     }
 }
 
@@ -219,32 +226,38 @@ GRAPHOPT_INLINE void winograd(const int tile, const float* X, const float* U, fl
     const int64_t ustride = wino_round_up(M, MR) * C;
     float* V = scratch;
     float* P = scratch + points * vstride;
-    /* the GEMMs inside run on one thread each (a nested region): the points are the
-     * parallel work */
+    /* Work items small enough to share out dynamically (a core taken by another process
+     * leaves its items to the other) and large enough to amortize their set-up: input
+     * channels, points, tile rows by groups of output channels. The
+     * GEMMs inside run on one thread each (a nested region). */
+    const int64_t groups_out = (M + CHANNEL_GROUP - 1) / CHANNEL_GROUP;
 #ifdef _OPENMP
 #pragma omp parallel if (GRAPHOPT_WORTH_THREADS(points * M * C * tl.tiles, 0))
 #endif
     {
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
         for (int64_t c = 0; c < C; ++c)
             input_channel(tile, X + c * plane_in, s, &tl, c, vstride, V);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
         for (int xi = 0; xi < points; ++xi)
             graphopt_sgemm_ex(M, tl.tiles, C, NULL, 0, 0, U + xi * ustride, NULL, 0, 0,
                               V + xi * vstride, P + xi * pstride, tl.tiles, NULL, NULL);
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic, 1)
 #endif
-        for (int64_t ty = 0; ty < tl.tiles_h; ++ty) {
-            for (int64_t m = 0; m < M; ++m)
-                output_row(tile, P, pstride, &tl, m, ty, s, Y + m * plane);
+        for (int64_t item = 0; item < tl.tiles_h * groups_out; ++item) {
+            const int64_t ty = item / groups_out, g = item % groups_out;
+            const int64_t m0 = g * CHANNEL_GROUP, m1 = wino_min(M, m0 + CHANNEL_GROUP);
+            output_row(tile, P, pstride, &tl, m0, m1, ty, s, Y);
+            /* the epilogue on the band while it is hot */
             const int64_t first = tile * ty * s->out_width;
             const int64_t rows = wino_min(tile, s->out_height - tile * ty);
-            if (epi) epi->fn(epi, Y + first, plane, 0, first, M, rows * s->out_width);
+            if (epi) epi->fn(epi, Y + m0 * plane + first, plane, m0, first, m1 - m0,
+                             rows * s->out_width);
         }
     }
 }

@@ -64,11 +64,15 @@ def _layout_lines(compiled: Any, layout: str, explain: bool) -> list[str]:
     from graphopt.backend.layouts import layout_choice
     from graphopt.layout.choice_report import format_choice, summarize_choice
 
+    from graphopt.layout.report import layout_report
+
     choice = layout_choice(compiled.programs()[0])
+    # the Transposes optimize's layout passes removed and inserted, per conv chain
+    removed = list(layout_report(compiled.graph)) if explain else []
     if choice is None:
-        return [f"layout: every tensor NCHW (--layout {layout})"]
+        return [f"layout: every tensor NCHW (--layout {layout})"] + removed
     lines = list(summarize_choice(choice))
-    return lines + list(format_choice(choice)) if explain else lines
+    return lines + removed + list(format_choice(choice)) if explain else lines
 
 
 def _prepare(model: Path, inputs_path: Path | None, level: int, no_optimize: bool, target: str,

@@ -146,14 +146,23 @@ class PassManager:
         return self._run_pass(step, graph)
 
     def _run_fixed_point(self, group: FixedPoint, graph: Graph) -> bool:
+        """Rounds over the steps until every step in a row has left the graph unchanged.
+
+        The group stops as soon as that holds, which can be inside a round: the steps after
+        the last change already ran on the final graph, so running them again (passes are
+        deterministic, and one reporting no change changed nothing) would change nothing."""
         any_change = False
+        unchanged = 0  # consecutive steps that changed nothing
         for _ in range(group.max_iterations):
-            changed = False
             for step in group.steps:
-                changed |= self._run_step(step, graph)
+                if unchanged == len(group.steps):
+                    break
+                if self._run_step(step, graph):
+                    any_change, unchanged = True, 0
+                else:
+                    unchanged += 1
             self._checkpoint(graph)
-            any_change |= changed
-            if not changed:
+            if unchanged == len(group.steps):
                 return any_change
         log.info("%s stopped after %d iterations without converging", group, group.max_iterations)
         return any_change

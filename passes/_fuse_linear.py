@@ -29,8 +29,11 @@ class LinearOp:
     def out_channels(self, node: Node, weight: np.ndarray) -> int:
         return int(weight.shape[0])
 
-    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return weight * scale.reshape((-1,) + (1,) * (weight.ndim - 1))
+    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray,
+                     dtype: np.dtype) -> np.ndarray:
+        """weight * scale per output channel, computed in the wider of the two dtypes and
+        stored as `dtype`."""
+        return _product(weight, scale.reshape((-1,) + (1,) * (weight.ndim - 1)), dtype)
 
     def bias(self, node: Node) -> np.ndarray | None:
         """The bias added to every output (broadcast as ONNX does), None when absent."""
@@ -46,12 +49,13 @@ class ConvTransposeOp(LinearOp):
     def out_channels(self, node: Node, weight: np.ndarray) -> int:
         return int(weight.shape[1]) * int(node.attr("group", 1))
 
-    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray,
+                     dtype: np.dtype) -> np.ndarray:
         group = int(node.attr("group", 1))
         c, m_per_group = weight.shape[0], weight.shape[1]
         grouped = weight.reshape((group, c // group, m_per_group) + weight.shape[2:])
         factors = scale.reshape((group, 1, m_per_group) + (1,) * (weight.ndim - 2))
-        return (grouped * factors).reshape(weight.shape)
+        return _product(grouped, factors, dtype).reshape(weight.shape)
 
 
 class GemmOp(LinearOp):
@@ -60,8 +64,10 @@ class GemmOp(LinearOp):
     def out_channels(self, node: Node, weight: np.ndarray) -> int:
         return int(weight.shape[0] if node.attr("transB", 0) else weight.shape[1])
 
-    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        return weight * (scale[:, None] if node.attr("transB", 0) else scale[None, :])
+    def scale_weight(self, node: Node, weight: np.ndarray, scale: np.ndarray,
+                     dtype: np.dtype) -> np.ndarray:
+        return _product(weight, scale[:, None] if node.attr("transB", 0) else scale[None, :],
+                        dtype)
 
     def bias(self, node: Node) -> np.ndarray | None:
         c = node.const_input(2)
@@ -71,6 +77,16 @@ class GemmOp(LinearOp):
         attrs = dict(node.attrs)
         attrs.pop("beta", None)  # beta is folded into the new C
         return attrs
+
+
+def _product(a: np.ndarray, b: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """a * b as `dtype`: numpy float types are multiplied in the wider input type and rounded
+    into the result block by block (the same values as (a * b).astype(dtype), without a
+    weight-sized temporary of the wider type); other types convert afterwards."""
+    if dtype in _NUMPY_FLOATS:
+        return np.multiply(a, b, out=np.empty(np.broadcast(a, b).shape, dtype),
+                           casting="same_kind")
+    return (a * b).astype(dtype)
 
 
 LINEAR_OPS: dict[str, LinearOp] = {"Conv": LinearOp(), "ConvTranspose": ConvTransposeOp(),
@@ -111,7 +127,9 @@ def per_channel(array: np.ndarray, out_rank: int | None, axis: int, channels: in
     if any(d != 1 for i, d in enumerate(shape) if i != axis) or shape[axis] not in (1, channels):
         return (f"constant of shape {list(array.shape)} is not per-channel along axis {axis} "
                 f"({channels} channels)")
-    return np.broadcast_to(array.reshape(-1).astype(np.float64), (channels,))
+    vector = array.reshape(-1).astype(np.float64)
+    # broadcast_to costs more than the rest of the check: only a scalar needs it
+    return vector if vector.size == channels else np.broadcast_to(vector, (channels,))
 
 
 def fold_affine(rw: Rewriter, node: Node, scale: np.ndarray, shift: np.ndarray | None) -> Value:
@@ -125,7 +143,7 @@ def fold_affine(rw: Rewriter, node: Node, scale: np.ndarray, shift: np.ndarray |
     # numpy float types widen to float64 inside the multiply (the same values as a float64
     # copy of the weight first, without that extra weight-sized array); others convert first.
     wide = weight if weight.dtype in _NUMPY_FLOATS else weight.astype(np.float64)
-    new_weight = kind.scale_weight(node, wide, scale).astype(weight.dtype)
+    new_weight = kind.scale_weight(node, wide, scale, weight.dtype)
     bias = kind.bias(node)
     if bias is None and shift is None:
         new_bias = None

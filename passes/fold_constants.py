@@ -11,7 +11,7 @@ import numpy as np
 from graphopt import Graph, PassResult, register_pass
 from graphopt.errors import UnsupportedError
 from graphopt.evaluator import evaluate_node
-from graphopt.evaluator.shape_values import ShapeTensor, evaluate_shape
+from graphopt.evaluator.shape_values import SHAPE_RULES, ShapeTensor, evaluate_shape
 from graphopt.ir import ops
 from graphopt.ir.graph import Node, Value
 from graphopt.ir.types import DType
@@ -97,10 +97,14 @@ def _fold_round(graph: Graph, limits: FoldLimits) -> int:
     renames: list[tuple[Value, str]] = []
     outputs = set(map(id, graph.outputs))
     for node in graph:
-        if not _foldable(node, outputs):
+        # Only shape arithmetic folds without constant inputs: other nodes are skipped before
+        # the (costlier) foldability checks.
+        shape_op = node.key in SHAPE_RULES
+        constant = _all_inputs_constant(node)
+        if not (shape_op or constant) or not _foldable(node, outputs):
             continue
-        arrays = _fold_shape(node, shapes)
-        if arrays is None and _all_inputs_constant(node):
+        arrays = _fold_shape(node, shapes) if shape_op else None
+        if arrays is None and constant:
             arrays = _evaluate(graph, node, limits)
         if arrays is not None and _types_agree(node, arrays):
             renames += _replace_with_constants(graph, node, arrays, outputs)
@@ -126,7 +130,7 @@ def _foldable(node: Node, outputs: set[int]) -> bool:
 
 
 def _all_inputs_constant(node: Node) -> bool:
-    return all(v is None or v.is_const for v in node.inputs)
+    return all(v is None or v.const is not None for v in node.inputs)
 
 
 def _fold_shape(node: Node, shapes: dict[int, ShapeTensor]) -> list[np.ndarray] | None:
@@ -234,8 +238,9 @@ _SIZE_INPUT = {("", "ConstantOfShape"): 0, ("", "Expand"): 1, ("", "Tile"): 1}
 def _declared_elements(node: Node) -> int | None:
     """Output size known before evaluating: from static output types, or from the shape (or
     repeats) input of a generator op, so a huge result is never even computed."""
-    if all(out.type is not None and out.type.is_static for out in node.outputs):
-        return sum(out.type.num_elements for out in node.outputs)
+    sizes = [None if out.type is None else out.type.num_elements for out in node.outputs]
+    if None not in sizes:
+        return sum(sizes)
     index = _SIZE_INPUT.get(node.key)
     sizes = None if index is None else node.const_input(index)
     if sizes is None:

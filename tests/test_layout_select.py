@@ -51,6 +51,15 @@ def test_blocked_chain_pays_for_its_two_boundary_conversions():
         ("x", NCHW, BLOCKED), ("y", BLOCKED, NCHW)]
     assert sum(c.bytes for c in choice.conversions) == 2 * 16 * 32 * 32 * 4
     assert choice.cost < choice.baseline
+    # the report's unit: one chain, its two boundary conversions, a and r passed inside it
+    [chain] = choice.chains
+    assert chain.layout == BLOCKED and len(chain.convs) == 2 and chain.others == ("Relu",)
+    assert {c.value for c in chain.inserted} == {"x", "y"} and chain.read_as_is == ()
+    assert chain.inner_values == 2 and chain.inner_bytes == 2 * 16 * 32 * 32 * 4
+    assert chain.net_saving == pytest.approx(choice.baseline - choice.cost)
+    text = "\n".join(format_choice(choice))
+    assert f"chain 1: {BLOCKED}, 2 conv(s) + Relu; kernels save" in text
+    assert "2 value(s) pass inside" in text
 
 
 def _small_conv():

@@ -71,6 +71,22 @@ def test_fixed_point_repeats_until_no_change(graph, temp_pass):
     assert graph.outputs[0].name == "y"
 
 
+def test_fixed_point_stops_once_every_step_saw_the_final_graph(graph, temp_pass):
+    """t-once changes the graph in round 1 only; t-never ran after that change in round 1, so
+    round 2 stops right after t-once finds nothing (t-never would see the same graph)."""
+    ran = []
+
+    def once(g):
+        """Changes the graph on its first call only."""
+        ran.append("once")
+        return ran.count("once") == 1
+    temp_pass("t-once", once)
+    temp_pass("t-never", lambda g: ran.append("never") or False)
+    manager = PassManager([FixedPoint(tuple(parse_pass_spec("t-once,t-never")))])
+    assert manager.run(graph)
+    assert ran == ["once", "never", "once"]
+
+
 def test_pass_error_names_the_pass_and_history(graph, temp_pass):
     temp_pass("t-ok", lambda g: False)
 

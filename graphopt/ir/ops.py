@@ -91,9 +91,10 @@ def is_a(node: "Node", family: frozenset[OpKey]) -> bool:
 def is_random(node: "Node") -> bool:
     """Whether two runs (or two copies) of `node` may give different outputs: NONDETERMINISTIC
     ops, and RANDOM_IN_TRAINING ops unless training_mode is absent or a constant false."""
-    if node.key in NONDETERMINISTIC:
+    key = node.key
+    if key in NONDETERMINISTIC:
         return True
-    if node.key in RANDOM_IN_TRAINING:
+    if key in RANDOM_IN_TRAINING:
         training = node.input(2)
         return training is not None and (training.const is None or bool(training.const))
     return False

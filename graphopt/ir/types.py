@@ -4,6 +4,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, replace
+from functools import cached_property
 from typing import Sequence, Union
 
 import numpy as np
@@ -63,7 +64,17 @@ class DType(enum.IntEnum):
 
     @staticmethod
     def from_numpy(dtype: np.dtype | type) -> "DType":
-        return DType(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+        # Asked for every constant a pass makes or checks: the onnx helper costs microseconds.
+        found = _FROM_NUMPY.get(dtype) if isinstance(dtype, (np.dtype, type)) else None
+        if found is None:
+            found = DType(onnx.helper.np_dtype_to_tensor_dtype(np.dtype(dtype)))
+            if isinstance(dtype, (np.dtype, type)):
+                _FROM_NUMPY[dtype] = found
+        return found
+
+
+# DType.from_numpy's answers by numpy dtype (or scalar type): a handful of entries per process.
+_FROM_NUMPY: dict[np.dtype | type, DType] = {}
 
 
 _FLOAT_TYPES = frozenset({DType.FLOAT, DType.FLOAT16, DType.DOUBLE, DType.BFLOAT16})
@@ -91,11 +102,13 @@ class TensorType:
     def rank(self) -> int | None:
         return None if self.shape is None else len(self.shape)
 
-    @property
+    # Cached on first use (a frozen dataclass keeps them out of __eq__/__hash__, which compare
+    # the fields only): passes ask these of the same few types thousands of times per model.
+    @cached_property
     def is_static(self) -> bool:
         return self.shape is not None and all(isinstance(d, int) for d in self.shape)
 
-    @property
+    @cached_property
     def num_elements(self) -> int | None:
         """Element count when the shape is fully static, else None."""
         if not self.is_static:

@@ -85,9 +85,18 @@ def unknown_op_problem(domain: str, op_type: str, opset: int) -> str:
 
 def _negative_dims(value: Value, role: str) -> str:
     shape = _shape(value)
-    if shape is not None and any(isinstance(d, int) and d < 0 for d in shape):
+    if shape and _has_negative(shape):
         return f"{role} '{value.name}' has a negative dim in shape {_fmt(shape)} (dims are >= 0)"
     return ""
+
+
+def _has_negative(shape: Shape) -> bool:
+    """Whether a static dim of a non-empty `shape` is negative (asked for every value at import:
+    min() over plain ints runs in C; symbols and unknown dims take the slow path)."""
+    try:
+        return min(shape) < 0
+    except TypeError:
+        return any(isinstance(d, int) and d < 0 for d in shape)
 
 
 # --- helpers -------------------------------------------------------------------------------------

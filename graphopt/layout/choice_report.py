@@ -1,5 +1,6 @@
-"""The layout choice as lines of text: per compute node the layout and the figures that decided
-it, then the conversions and the totals (data in graphopt.layout.select.LayoutChoice)."""
+"""The layout choice as lines of text: per chain of blocked convs the conversions inserted and
+the figures that decided it, the NCHW convs and why, then the totals (data in
+graphopt.layout.select.LayoutChoice)."""
 from __future__ import annotations
 
 import math
@@ -8,27 +9,71 @@ from typing import Iterator
 
 from graphopt.analysis import human_bytes
 from graphopt.layout.kernels import NCHW
-from graphopt.layout.select import LayoutChoice
+from graphopt.layout.select import Conversion, Decision, LayoutChoice
+
+
+def _amount(choice: LayoutChoice, cost: float) -> str:
+    """A cost in bytes-equivalent, and as the time it stands for when the model is a time's."""
+    text = f"{human_bytes(cost)}-eq"
+    if choice.seconds_per_byte > 0 and math.isfinite(cost):
+        text += f" ~{cost * choice.seconds_per_byte * 1e3:.3g} ms"
+    return text
+
+
+def _moved(conversions: tuple[Conversion, ...] | list[Conversion]) -> str:
+    return f"{len(conversions)} moving {human_bytes(sum(c.bytes for c in conversions))}"
+
+
+def _decision_lines(choice: LayoutChoice, d: Decision) -> Iterator[str]:
+    figures = ", ".join(f"{layout} {_amount(choice, cost)}" for layout, cost in
+                        sorted(d.kernel_costs.items(), key=lambda item: item[1])
+                        if math.isfinite(cost))
+    yield f"    {d.op} '{d.node}': {d.layout}  (kernel cost per layout: {figures})"
+    if d.note:
+        yield f"      {d.note}"
+    if d.reason:
+        yield f"      kept {d.layout}: {d.reason}"
+    if d.alternative is not None:
+        gain = d.kernel_costs[d.layout] - d.kernel_costs[d.alternative]
+        yield (f"      kept {d.layout}: {d.alternative} would save {human_bytes(gain)}-eq in "
+               f"the kernel but add {human_bytes(d.conversion_bytes)} of conversions")
 
 
 def format_choice(choice: LayoutChoice) -> Iterator[str]:
+    """Per chain of non-NCHW convs: its convs and their figures, the conversions inserted at
+    its boundary (and the values read as they are), what stays converted inside; then the NCHW
+    convs with why; then the totals."""
     saved = choice.baseline - choice.cost
     share = f" ({saved / choice.baseline:.0%})" if choice.baseline > 0 else ""
-    yield (f"layout choice: cost {human_bytes(choice.cost)}-eq, all-NCHW "
-           f"{human_bytes(choice.baseline)}-eq, saves {human_bytes(saved)}-eq{share}")
-    for d in choice.decisions:
-        figures = ", ".join(f"{layout} {human_bytes(cost)}" for layout, cost in
-                            sorted(d.kernel_costs.items(), key=lambda item: item[1])
-                            if math.isfinite(cost))
-        yield f"  {d.op} '{d.node}': {d.layout}  (kernel cost per layout, bytes-eq: {figures})"
-        if d.reason:
-            yield f"    kept {d.layout}: {d.reason}"
-        if d.alternative is not None:
-            gain = d.kernel_costs[d.layout] - d.kernel_costs[d.alternative]
-            yield (f"    kept {d.layout}: {d.alternative} would save {human_bytes(gain)}-eq in "
-                   f"the kernel but add {human_bytes(d.conversion_bytes)} of conversions")
-    for c in choice.conversions:
-        yield f"  convert %{c.value}: {c.src} -> {c.dst}, {human_bytes(c.bytes)}"
+    yield (f"layout choice: cost {_amount(choice, choice.cost)}, all-NCHW "
+           f"{_amount(choice, choice.baseline)}, saves {_amount(choice, saved)}{share}")
+    by_name = {d.node: d for d in choice.decisions}
+    in_chains = set()
+    for i, chain in enumerate(choice.chains, 1):
+        others = f" + {', '.join(chain.others)}" if chain.others else ""
+        yield (f"  chain {i}: {chain.layout}, {len(chain.convs)} conv(s){others}; kernels save "
+               f"{_amount(choice, chain.kernel_saving)}, conversions inserted "
+               f"{_moved(chain.inserted)}: net {_amount(choice, chain.net_saving)}")
+        for c in chain.inserted:
+            yield f"    convert %{c.value}: {c.src} -> {c.dst}, {human_bytes(c.bytes)}"
+        for c in chain.read_as_is:
+            yield f"    read %{c.value} as {c.src} (its kernel reads either layout): 0 B"
+        if chain.inner_values:
+            yield (f"    {chain.inner_values} value(s) pass inside in {chain.layout}, "
+                   f"{human_bytes(chain.inner_bytes)}: the conversions per-conv choices would "
+                   "insert around each (2 per value) are not needed")
+        for name in chain.convs:
+            if name in by_name:
+                in_chains.add(name)
+                yield from _decision_lines(choice, by_name[name])
+    rest = [d for d in choice.decisions if d.node not in in_chains]
+    if rest:
+        yield f"  {NCHW} ({len(rest)} conv(s)):"
+        for d in rest:
+            yield from _decision_lines(choice, d)
+    yield (f"layout: {len(choice.conversions)} conversions inserted moving "
+           f"{human_bytes(sum(c.bytes for c in choice.conversions))}; "
+           f"{len(choice.read_as_is)} values read as they are")
 
 
 def summarize_choice(choice: LayoutChoice) -> Iterator[str]:

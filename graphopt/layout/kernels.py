@@ -7,9 +7,10 @@ costs 1 / target.flops_per_byte bytes, the machine balance. A node with no decla
 layout cannot run in it; layout-agnostic ops (elementwise) are declared for every layout at the
 same efficiency, so they follow their neighbours.
 
-The efficiencies in `default_kernels` are placeholders for what the C backend's NCHW/NHWC/
-blocked kernels will declare once they exist; the selection (graphopt.layout.select) only reads
-the table, so tests and targets pass their own.
+`default_kernels` is a generic table for graph-level choices (choose_layouts) and targets
+without measurements; the C backend states its own kernels' measured rates and builds its
+problem directly (graphopt/backend/layouts.py). The selection (graphopt.layout.select) only
+reads the costs, so tests and targets pass their own.
 """
 from __future__ import annotations
 
@@ -105,24 +106,6 @@ def default_kernels(target: Target) -> list[KernelDecl]:
         table.append(KernelDecl("pool", layout, 0.8 if layout == NCHW else 0.9,
                                 compute_bound=False))
         table.append(KernelDecl("Concat", layout, 1.0, compute_bound=False))
-    return table
-
-
-def backend_kernels(width: int) -> list[KernelDecl]:
-    """The C backend's Conv kernels (NCHW, and NCHW{width}c from ops/conv_blocked.py), relative
-    efficiencies set from `benchmarks/bench_layout.py --kernels` on one AVX2 core (8-layer
-    chains of mobilenet_v2's shapes): NCHW depthwise runs plane by plane and starves on small
-    planes (7x7, 14x14: ~10x slower than blocked), the blocked 1x1 kernel beats the NCHW GEMM
-    by ~1.2-2x. Other windows have no blocked kernel (the selection never asks for one)."""
-    b = blocked(width)
-    table = [
-        KernelDecl("Conv", NCHW, 0.5), KernelDecl("Conv", b, 0.45),
-        KernelDecl("Conv", NCHW, 0.1, "depthwise"), KernelDecl("Conv", b, 0.4, "depthwise"),
-        KernelDecl("Conv", NCHW, 0.45, "pointwise"), KernelDecl("Conv", b, 0.6, "pointwise"),
-        KernelDecl("Conv", NCHW, 0.2, "shallow"), KernelDecl("Conv", b, 0.4, "shallow"),
-    ]
-    for layout in (NCHW, b):
-        table.append(KernelDecl("elementwise", layout, 1.0, compute_bound=False))
     return table
 
 

@@ -160,6 +160,25 @@ class Conversion:
 
 
 @dataclass(frozen=True)
+class Chain:
+    """A connected run of sites in one layout other than NCHW (joined by the values they pass
+    each other), with what it costs and saves: the report's unit."""
+
+    layout: str
+    convs: tuple[str, ...]  # compute nodes in it, in graph order
+    others: tuple[str, ...]  # op types of its other nodes (pools, activations, adds), in order
+    inserted: tuple[Conversion, ...]  # conversions at its boundary
+    read_as_is: tuple[Conversion, ...]  # boundary values its kernels read in the other layout
+    inner_values: int  # values passed inside it: no conversion, where per-node choices convert
+    inner_bytes: float
+    kernel_saving: float  # sum over its sites of cost[NCHW] - cost[layout]
+
+    @property
+    def net_saving(self) -> float:
+        return self.kernel_saving - sum(c.bytes for c in self.inserted)
+
+
+@dataclass(frozen=True)
 class Decision:
     """One compute node: the layout chosen, its kernel cost per layout, and, when it keeps NCHW
     while another layout's kernel is cheaper, what switching it alone would add in conversions."""
@@ -171,7 +190,7 @@ class Decision:
     alternative: str | None = None
     conversion_bytes: float = 0.0
     reason: str = ""  # why no blocked kernel could run it, when none could
-    note: str = ""  # what its NCHW kernel is (the report says it when NCHW is cheaper)
+    note: str = ""  # what its kernels are in each layout
 
 
 @dataclass
@@ -179,8 +198,11 @@ class LayoutChoice:
     labels: dict[Site, str]
     cost: float
     baseline: float  # everything NCHW
-    conversions: list[Conversion]
+    conversions: list[Conversion]  # inserted (each value once per layout it is read in)
     decisions: list[Decision]
+    chains: list[Chain] = field(default_factory=list)
+    read_as_is: list[Conversion] = field(default_factory=list)  # read unconverted (bytes 0)
+    seconds_per_byte: float = 0.0  # when costs are times (a backend's model): seconds per unit
 
 
 def choose_layouts(graph: Graph, table: KernelTable, compute_ops: Sequence[str] = ("Conv",),
@@ -194,13 +216,47 @@ def choose(problem: Problem, compute_ops: Sequence[str] = ("Conv",),
     """Solve `problem` (or take the `forced` labels) and explain the choice for each
     `compute_ops` node."""
     labels = forced if forced is not None else solve(problem)
-    conversions = list({(e.name, labels[e.dst]): Conversion(
-        e.name, labels[e.src], labels[e.dst], e.cost(labels[e.src], labels[e.dst]))
-        for e in problem.edges if labels[e.src] != labels[e.dst]}.values())
+    crossing = [e for e in problem.edges if labels[e.src] != labels[e.dst]]
+    conversions = list({(e.name, labels[e.dst]): _conversion(e, labels)
+                        for e in crossing if labels[e.dst] != e.free_into}.values())
+    read_as_is = [_conversion(e, labels) for e in crossing if labels[e.dst] == e.free_into]
     decisions = [_decide(problem, labels, site, node) for site, node in problem.nodes.items()
                  if node.op_type in compute_ops]
     return LayoutChoice(labels, problem.energy(labels),
-                        problem.energy({s: NCHW for s in problem.unary}), conversions, decisions)
+                        problem.energy({s: NCHW for s in problem.unary}), conversions, decisions,
+                        chains(problem, labels, compute_ops), read_as_is)
+
+
+def _conversion(e: Edge, labels: dict[Site, str]) -> Conversion:
+    return Conversion(e.name, labels[e.src], labels[e.dst], e.cost(labels[e.src], labels[e.dst]))
+
+
+def chains(problem: Problem, labels: dict[Site, str], compute_ops: Sequence[str] = ("Conv",)
+           ) -> list[Chain]:
+    """The connected runs of non-NCHW sites (see Chain), in graph order."""
+    graph = nx.Graph()
+    graph.add_nodes_from(s for s, label in labels.items() if label != NCHW)
+    graph.add_edges_from((e.src, e.dst) for e in problem.edges
+                         if labels[e.src] == labels[e.dst] != NCHW)
+    order = {site: i for i, site in enumerate(problem.unary)}
+    result = []
+    for sites in sorted(nx.connected_components(graph), key=lambda c: min(order[s] for s in c)):
+        layout = labels[next(iter(sites))]
+        boundary = [e for e in problem.edges if (e.src in sites) != (e.dst in sites)]
+        inner = {e.name: e.nbytes for e in problem.edges if e.src in sites and e.dst in sites}
+        inserted = {(e.name, labels[e.dst]): _conversion(e, labels) for e in boundary
+                    if labels[e.dst] != e.free_into}
+        convs = tuple(problem.nodes[s].name for s in sorted(sites, key=order.__getitem__)
+                      if s in problem.nodes and problem.nodes[s].op_type in compute_ops)
+        others = tuple(dict.fromkeys(
+            problem.nodes[s].op_type for s in sorted(sites, key=order.__getitem__)
+            if s in problem.nodes and problem.nodes[s].op_type not in compute_ops))
+        result.append(Chain(
+            layout, convs, others, tuple(inserted.values()),
+            tuple(_conversion(e, labels) for e in boundary if labels[e.dst] == e.free_into),
+            len(inner), float(sum(inner.values())),
+            sum(problem.unary[s][NCHW] - problem.unary[s][layout] for s in sites)))
+    return result
 
 
 def _decide(problem: Problem, labels: dict[Site, str], site: Site, node: Node) -> Decision:

@@ -21,8 +21,13 @@ EXTERNAL_DATA_THRESHOLD = 1_800_000_000
 
 def type_to_proto(t: TensorType | None) -> onnx.TypeProto:
     proto = onnx.TypeProto()
+    _write_type(proto, t)
+    return proto
+
+
+def _write_type(proto: onnx.TypeProto, t: TensorType | None) -> None:
     if t is None:
-        return proto
+        return
     tensor = proto.tensor_type
     tensor.elem_type = int(t.dtype)
     if t.shape is not None:
@@ -34,16 +39,23 @@ def type_to_proto(t: TensorType | None) -> onnx.TypeProto:
                 dim.dim_value = d
             elif isinstance(d, str):
                 dim.dim_param = d
-    return proto
 
 
 def value_info(value: Value) -> onnx.ValueInfoProto:
-    info = onnx.ValueInfoProto(name=value.name, doc_string=value.doc)
+    info = onnx.ValueInfoProto()
+    _write_value_info(info, value)
+    return info
+
+
+def _write_value_info(info: onnx.ValueInfoProto, value: Value) -> None:
+    """Fill `info` (a fresh entry of a model's repeated field: writing in place spares a copy)."""
+    info.name = value.name
+    info.doc_string = value.doc
     if value.onnx_type is not None and value.type is None:
         info.type.CopyFrom(value.onnx_type)
     else:
-        info.type.CopyFrom(type_to_proto(value.type))
-    return info
+        info.type.SetInParent()
+        _write_type(info.type, value.type)
 
 
 def array_to_tensor(array: np.ndarray, name: str) -> onnx.TensorProto:
@@ -53,16 +65,26 @@ def array_to_tensor(array: np.ndarray, name: str) -> onnx.TensorProto:
     return numpy_helper.from_array(np.asarray(array), name)
 
 
+# numpy's own numeric types in native (little-endian) order: stored as raw bytes as they are,
+# where onnx packs or byte-swaps others (int4, float4, big-endian...).
+_RAW_DTYPES = frozenset(np.dtype(t).newbyteorder("<") for t in (
+    np.bool_, np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64,
+    np.float16, np.float32, np.float64))
+
+
 def add_initializer(g: onnx.GraphProto, array: np.ndarray, name: str) -> onnx.TensorProto:
-    """Append `array` to g.initializer. A large plain array is written straight into the proto:
-    array_to_tensor + append would hold its data three times at the peak (bytes, tensor, copy)."""
+    """Append `array` to g.initializer. A plain numeric array is written straight into the proto
+    (the same fields numpy_helper.from_array sets): array_to_tensor + append would build every
+    tensor twice and hold a large one's data three times at the peak (bytes, tensor, copy)."""
     array = np.asarray(array)
-    if array.nbytes < (1 << 20) or array.dtype.kind not in "biuf" or array.dtype.byteorder == ">":
+    if array.dtype not in _RAW_DTYPES:
         tensor = g.initializer.add()
         tensor.CopyFrom(array_to_tensor(array, name))
         return tensor
     dtype = onnx.helper.np_dtype_to_tensor_dtype(array.dtype)
-    tensor = g.initializer.add(name=name, data_type=dtype)
+    tensor = g.initializer.add(data_type=dtype)
+    if name:
+        tensor.name = name
     tensor.dims.extend(array.shape)
     tensor.raw_data = np.ascontiguousarray(array).tobytes()
     return tensor
@@ -81,21 +103,44 @@ def attribute_to_proto(name: str, value: Any) -> onnx.AttributeProto:
 
 
 def node_to_proto(node: Node) -> onnx.NodeProto:
-    proto = onnx.NodeProto(op_type=node.op_type, domain=node.domain, name=node.name,
-                           doc_string=node.doc)
+    proto = onnx.NodeProto()
+    _write_node(proto, node)
+    return proto
+
+
+_A = onnx.AttributeProto
+
+
+def _write_node(proto: onnx.NodeProto, node: Node) -> None:
+    """Fill `proto` (a fresh entry of a model's repeated field: writing in place spares a copy)."""
+    proto.op_type, proto.domain, proto.name = node.op_type, node.domain, node.name
+    proto.doc_string = node.doc
     # Trailing omitted optional inputs are dropped; inner ones are spelled "".
     inputs = list(node.inputs)
     while inputs and inputs[-1] is None:
         inputs.pop()
-    proto.input.extend("" if v is None else v.name for v in inputs)
-    proto.output.extend(v.name for v in node.outputs)
-    proto.attribute.extend(attribute_to_proto(k, v) for k, v in node.attrs.items())
+    proto.input.extend(["" if v is None else v.name for v in inputs])
+    proto.output.extend([v.name for v in node.outputs])
+    attributes = proto.attribute
+    for key, value in node.attrs.items():
+        # The common kinds written directly: onnx.helper.make_attribute tests the value against
+        # every kind through abstract base classes (a real cost on every node of every model).
+        kind = type(value)
+        if kind is int:
+            attributes.add(name=key, type=_A.INT, i=value)
+        elif kind is float:
+            attributes.add(name=key, type=_A.FLOAT, f=value)
+        elif kind is list and value and all(type(v) is int for v in value):
+            attributes.add(name=key, type=_A.INTS, ints=value)
+        elif kind is list and value and all(type(v) is float for v in value):
+            attributes.add(name=key, type=_A.FLOATS, floats=value)
+        else:
+            attributes.append(attribute_to_proto(key, value))
     if node.origin:
         proto.metadata_props.add(key="graphopt.origin", value=node.origin)
     if node.fusion is not None and node.graph is not None and node.fusion.is_intact(node.graph):
         # Which kernel the node runs in (graphopt.ir.fusion); the node stays standard ONNX.
         proto.metadata_props.add(key="graphopt.fusion", value=node.fusion.name)
-    return proto
 
 
 def export_model(graph: Graph, include_value_info: bool = True,
@@ -112,7 +157,8 @@ def export_model(graph: Graph, include_value_info: bool = True,
                             model_version=info.model_version, doc_string=info.doc_string)
     g = model.graph
     g.name, g.doc_string = info.graph_name, info.graph_doc
-    g.input.extend(value_info(v) for v in graph.inputs)
+    for value in graph.inputs:
+        _write_value_info(g.input.add(), value)
     for value in graph.initializers.values():
         if not keep_large_data and value.const.size > KEEP_DATA_ELEMENTS:
             g.input.append(value_info(value))
@@ -121,14 +167,16 @@ def export_model(graph: Graph, include_value_info: bool = True,
     for value in graph.inputs:  # an overridable input keeps its default as an initializer
         if value.default is not None and keep_large_data:
             add_initializer(g, value.default, value.name)
-    g.node.extend(node_to_proto(n) for n in graph.nodes)
-    g.output.extend(value_info(v) for v in graph.outputs)
+    for node in graph.nodes:
+        _write_node(g.node.add(), node)
+    for value in graph.outputs:
+        _write_value_info(g.output.add(), value)
     if include_value_info:
         interface = {v.name for v in graph.inputs} | {v.name for v in graph.outputs}
         for node in graph.nodes:
             for out in node.outputs:
                 if out.name not in interface and (out.type is not None or out.onnx_type is not None):
-                    g.value_info.append(value_info(out))
+                    _write_value_info(g.value_info.add(), out)
     if keep_large_data:  # INT8: Value.quant annotations become QuantizeLinear/DequantizeLinear
         from graphopt.quantization.qdq import has_quant, materialize_qdq
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import onnx
@@ -20,7 +20,7 @@ from graphopt.ir.graph import Graph, ModelInfo, Node, Value
 from graphopt.ir.types import Dim, DType, TensorType
 from graphopt.ir.validate import unknown_op_problem, validate_graph
 from graphopt.onnx_io.opset_upgrade import upgrade_graph, upgrade_plan
-from graphopt.onnx_io.shapes import infer_value_types
+from graphopt.onnx_io.shapes import InferredTypes, infer_value_types
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +64,10 @@ def tensor_to_array(tensor: onnx.TensorProto) -> np.ndarray:
     dims = tuple(tensor.dims)
     if tensor.HasField("raw_data"):
         return np.frombuffer(tensor.raw_data, dtype=plain[0]).reshape(dims)
-    return np.array(getattr(tensor, plain[1]), dtype=plain[0]).reshape(dims)
+    data = getattr(tensor, plain[1])
+    # A short field (a generator's fill value, a shape) converts faster through a list; numpy
+    # reads a long one faster from the protobuf container itself.
+    return np.array(list(data) if len(data) <= 16 else data, dtype=plain[0]).reshape(dims)
 
 
 def attribute_to_python(attr: onnx.AttributeProto) -> Any:
@@ -181,6 +184,32 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
                     + (" ..." if len(overridable) > 5 else ""))
         overridable = set()
     model, upgrade_from = _upgrade_opset(model)
+    types = infer_value_types(model, overridable)
+    # Nodes in file order when that is a valid order (nearly always: then no sorting walk);
+    # a node that reads a value a later node makes sends the import back to a sorted order.
+    try:
+        graph = _build_graph(model, overridable, types, model.graph.node, file_order=True)
+    except _OutOfOrder:
+        graph = _build_graph(model, overridable, types, _sorted_nodes(model.graph),
+                             file_order=False)
+    _unique_node_names(graph)
+    if upgrade_from is not None:
+        upgrade_graph(graph, upgrade_from, MIN_OPSET)
+    if validate:
+        validate_graph(graph)
+    if types.failure:
+        log.warning("onnx shape inference failed (%s); using declared types only", types.failure)
+    return graph
+
+
+class _OutOfOrder(Exception):
+    """A node reads a value that a later node produces: the file's node order is not valid."""
+
+
+def _build_graph(model: onnx.ModelProto, overridable: set[str], types: InferredTypes,
+                 nodes: Iterable[onnx.NodeProto], file_order: bool) -> Graph:
+    """The Graph of `model` with its nodes taken in the order of `nodes`. With `file_order`,
+    _OutOfOrder when that order reads a value before the node producing it."""
     onnx_graph = model.graph
     graph = Graph(_opsets(model))
     graph.info = ModelInfo(
@@ -191,7 +220,6 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         metadata_props={p.key: p.value for p in model.metadata_props},
         functions=list(model.functions))
 
-    types = infer_value_types(model, overridable)
     values: dict[str, Value] = {}
 
     def type_of(name: str) -> TensorType | None:
@@ -203,7 +231,8 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         if tensor.name in overridable:
             defaults[tensor.name] = array
             continue
-        value = Value(tensor.name, TensorType(DType(tensor.data_type), tuple(array.shape)), array)
+        dtype = _DTYPES.get(tensor.data_type) or DType(tensor.data_type)
+        value = Value(tensor.name, TensorType(dtype, tuple(array.shape)), array)
         value.doc = tensor.doc_string
         graph._register_value(value)
         graph.initializers[tensor.name] = value
@@ -225,15 +254,24 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         graph.inputs.append(value)
         values[proto.name] = value
 
+    produced: set[str] = set()  # every node output name, filled at the first unknown read
+
+    def made_later(names: Iterable[str]) -> bool:
+        if not produced:
+            produced.update(n for node in onnx_graph.node for n in node.output if n)
+        return file_order and not produced.isdisjoint(names)
+
     def lookup(name: str, reader: onnx.NodeProto) -> Value | None:
         if not name:
             return None
         if name not in values:
+            if made_later([name]):
+                raise _OutOfOrder(name)
             raise BadInputError(f"node '{reader.name}' ({reader.op_type}) reads '{name}', which no "
                                 "node, input or initializer defines (or the graph is not sorted)")
         return values[name]
 
-    for proto in _sorted_nodes(onnx_graph):
+    for proto in nodes:
         if proto.op_type == "Constant" and proto.domain in ("", "ai.onnx"):
             array = constant_node_value(proto)
             if array is not None:
@@ -260,6 +298,8 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         for body in node.subgraphs:
             outer |= subgraph_outer_names(body)
         if outer:
+            if made_later(outer - values.keys()):
+                raise _OutOfOrder(proto.name)
             node.set_implicit_inputs(values[n] for n in sorted(outer) if n in values)
         graph.append(node)
         node.name = proto.name  # made unique once every value name is known (_unique_node_names)
@@ -273,13 +313,6 @@ def import_model(model: onnx.ModelProto, fold_input_initializers: bool = False,
         if value.type is None:
             value.type = tensor_type_from_proto(proto.type)
         graph.outputs.append(value)
-    _unique_node_names(graph)
-    if upgrade_from is not None:
-        upgrade_graph(graph, upgrade_from, MIN_OPSET)
-    if validate:
-        validate_graph(graph)
-    if types.failure:
-        log.warning("onnx shape inference failed (%s); using declared types only", types.failure)
     return graph
 
 

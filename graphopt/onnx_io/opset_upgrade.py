@@ -164,10 +164,21 @@ def upgrade_plan(model: onnx.ModelProto, source: int, target: int) -> bool:
     return True
 
 
+_SUBGRAPH_KINDS = (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+
+
 def _op_kinds(nodes: Iterable[onnx.NodeProto]) -> set[tuple[str, str, bool]]:
-    return {(n.op_type, n.domain, any(a.type in (onnx.AttributeProto.GRAPH,
-                                                 onnx.AttributeProto.GRAPHS)
-                                      for a in n.attribute)) for n in nodes}
+    """(op type, domain, has a subgraph attribute) of every node (plain loops: this walks
+    every attribute of every model imported below the target opset)."""
+    kinds = set()
+    for node in nodes:
+        has_subgraph = False
+        for attr in node.attribute:
+            if attr.type in _SUBGRAPH_KINDS:
+                has_subgraph = True
+                break
+        kinds.add((node.op_type, node.domain, has_subgraph))
+    return kinds
 
 
 def upgrade_graph(graph: Graph, source: int, target: int) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import onnx
 from google.protobuf.message import DecodeError
@@ -13,7 +14,7 @@ from graphopt.errors import BadInputError
 def _external_locations(model: onnx.ModelProto) -> list[tuple[str, str]]:
     """(tensor name, location) of every tensor stored outside the file, subgraphs included."""
     found = []
-    for tensor in onnx.external_data_helper._get_all_tensors(model):
+    for tensor in _all_tensors(model):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             info = {e.key: e.value for e in tensor.external_data}
             found.append((tensor.name, info.get("location", "")))
@@ -61,3 +62,39 @@ def read_model(path: str | os.PathLike) -> onnx.ModelProto:
 def _first_line(err: BaseException) -> str:
     text = str(err).strip() or type(err).__name__
     return text.splitlines()[0][:200]
+
+
+_A = onnx.AttributeProto
+
+
+def _all_tensors(model: onnx.ModelProto) -> Iterator[onnx.TensorProto]:
+    """The tensors onnx.external_data_helper visits (initializers and tensor attributes of the
+    graph, its subgraphs and the model's functions), in plain loops: its chained generators
+    cost several times more, on every model read."""
+    yield from _graph_tensors(model.graph)
+    for function in model.functions:
+        yield from _node_tensors(function.node)
+
+
+def _graph_tensors(graph: onnx.GraphProto) -> Iterator[onnx.TensorProto]:
+    yield from graph.initializer
+    yield from _node_tensors(graph.node)
+
+
+def _node_tensors(nodes: Iterable[onnx.NodeProto]) -> Iterator[onnx.TensorProto]:
+    for node in nodes:
+        for attr in node.attribute:
+            kind = attr.type
+            if kind == _A.TENSOR:
+                yield attr.t
+            elif kind == _A.TENSORS:
+                yield from attr.tensors
+            elif kind == _A.GRAPH:
+                yield from _graph_tensors(attr.g)
+            elif kind == _A.GRAPHS:
+                for body in attr.graphs:
+                    yield from _graph_tensors(body)
+            elif kind == _A.UNDEFINED:  # an untyped attribute: look at every field, as onnx does
+                if attr.HasField("t"):
+                    yield attr.t
+                yield from attr.tensors

@@ -17,7 +17,8 @@ from typing import Iterable, Sequence
 from graphopt.errors import IRError, PassError
 from graphopt.ir.graph import Graph, Node, Value
 from graphopt.pass_api import PassResult
-from graphopt.rewrite.log import NO_MATCH, REJECTED, REWRITTEN, FusionRecord, fusion_log
+from graphopt.rewrite.log import (NO_MATCH, REJECTED, REWRITTEN, FusionLog, FusionRecord,
+                                  fusion_log)
 from graphopt.rewrite.pattern import Bindings, Trace, match_root
 from graphopt.rewrite.rule import Match, Replacement, RewriteRefused, Rewriter, Rule
 
@@ -56,6 +57,7 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, pass_name: str = "",
         for key in rule.root_keys:
             by_key[key].append(rule)
     stats = _RunStats()
+    records: FusionLog | None = None  # the graph's log, fetched at the first candidate
     total = 0
     for _ in range(max_sweeps):
         fired: list[str] = []
@@ -63,7 +65,10 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, pass_name: str = "",
             # (domain, op_type) spelled out: Node.key is a property, and this loop visits every
             # node of the graph once per sweep of every rule-based pass.
             for rule in by_key.get((node.domain, node.op_type), ()):
-                if node.graph is graph and _try_rule(graph, rule, node, pass_name, stats):
+                if records is None:
+                    records = fusion_log(graph)
+                if node.graph is graph and _try_rule(graph, rule, node, pass_name, stats,
+                                                     records):
                     fired.append(rule.name)
                     break
         total += len(fired)
@@ -78,8 +83,10 @@ def apply_rules(graph: Graph, rules: Sequence[Rule], *, pass_name: str = "",
     return PassResult(total > 0, stats.as_dict())
 
 
-def _try_rule(graph: Graph, rule: Rule, root: Node, pass_name: str, stats: _RunStats) -> bool:
-    """Try one rule at one root; on success the graph is rewritten and True returned."""
+def _try_rule(graph: Graph, rule: Rule, root: Node, pass_name: str, stats: _RunStats,
+              records: FusionLog) -> bool:
+    """Try one rule at one root; on success the graph is rewritten and True returned. Every
+    outcome goes to `records` (the graph's FusionLog)."""
     trace = Trace(commute=rule.commute)
     label = _label(root)
     stats.tried[rule.name].add(label)
@@ -111,10 +118,11 @@ def _try_rule(graph: Graph, rule: Rule, root: Node, pass_name: str, stats: _RunS
         _commit(graph, match, new_values, rewriter)
         stats.rewritten[rule.name] += 1
         created = tuple(n.name for n in rewriter.created)
-        fusion_log(graph).add(FusionRecord(pass_name, rule.name, label, root.op_type, REWRITTEN,
-                                           depth=len(bindings.order), created=created))
-        log.debug("%s: %s rewrote %s into %s", pass_name, rule.name, root.describe(),
-                  ", ".join(created) or "existing values")
+        records.add(FusionRecord(pass_name, rule.name, label, root.op_type, REWRITTEN,
+                                 depth=len(bindings.order), created=created))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: %s rewrote %s into %s", pass_name, rule.name, root.describe(),
+                      ", ".join(created) or "existing values")
         return True
     if rejection:
         record = FusionRecord(pass_name, rule.name, label, root.op_type, REJECTED, rejection,
@@ -122,7 +130,7 @@ def _try_rule(graph: Graph, rule: Rule, root: Node, pass_name: str, stats: _RunS
     else:
         record = FusionRecord(pass_name, rule.name, label, root.op_type, NO_MATCH,
                               trace.reason, depth=max(trace.depth, 0))
-    fusion_log(graph).add(record)
+    records.add(record)
     return False
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import weakref
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass
-from typing import Iterator
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple
 
 from graphopt.ir.graph import Graph
 
@@ -21,9 +21,9 @@ NO_MATCH = "no-match"   # the pattern (or its use constraints) did not match
 REJECTED = "rejected"   # the pattern matched but the check or the replacement refused
 
 
-@dataclass(frozen=True)
-class FusionRecord:
-    """The outcome of one rule at one candidate root node."""
+class FusionRecord(NamedTuple):
+    """The outcome of one rule at one candidate root node (a named tuple: one is made for every
+    candidate of every rule-based pass, so it must be cheap to build)."""
 
     pass_name: str
     rule: str
@@ -86,7 +86,7 @@ class FusionLog:
 
     def to_dicts(self) -> list[dict]:
         """Plain data for JSON reports."""
-        return [asdict(r) for r in self.records]
+        return [r._asdict() for r in self.records]
 
     def format(self, examples: int = 3, min_depth: int = 0) -> str:
         """A table of per-rule counts, then the reasons candidates were not rewritten, grouped.

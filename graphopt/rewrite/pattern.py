@@ -22,8 +22,9 @@ structural match; for a failed candidate it keeps the reason from the deepest pa
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator, Mapping, Union
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Union
 
 import numpy as np
 
@@ -163,13 +164,18 @@ def root_ops(pattern: Pattern) -> list[Op]:
 
 
 # --- matching ---------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Bindings:
-    """One (partial) match: captured values and nodes, and which node each Op pattern matched."""
+_NOTHING: Mapping = MappingProxyType({})
 
-    values: Mapping[str, Value | None] = field(default_factory=dict)
-    nodes: Mapping[str, Node] = field(default_factory=dict)
-    by_pattern: Mapping[int, Node] = field(default_factory=dict)
+
+class Bindings(NamedTuple):
+    """One (partial) match: captured values and nodes, and which node each Op pattern matched.
+
+    Immutable: binding makes a new Bindings (a named tuple, the cheapest immutable record: the
+    matcher makes one per captured value of every candidate it tries)."""
+
+    values: Mapping[str, Value | None] = _NOTHING
+    nodes: Mapping[str, Node] = _NOTHING
+    by_pattern: Mapping[int, Node] = _NOTHING
     order: tuple[Node, ...] = ()
 
     def bind_value(self, name: str, value: Value | None) -> "Bindings":

@@ -112,13 +112,20 @@ def test_run_summarizes_and_explains_the_layout_choice(tmp_path):
     assert f"convert %y: {blocked} -> NCHW, 4.00 KiB" in result.output
     per_conv = re.findall(rf"Conv '\S+': {blocked}  \(kernel cost per layout", result.output)
     assert len(per_conv) == 9
+    # one chain of 9 blocked convs: its figures, and the values that stay blocked inside it
+    assert re.search(rf"chain 1: {blocked}, 9 conv\(s\)( \+ [^;]+)?; kernels save "
+                     r"[\d.]+ KiB-eq ~[\d.]+ ms, conversions inserted 2 moving 20.00 KiB: net",
+                     result.output), result.output
+    assert "value(s) pass inside in" in result.output
+    assert "layout: no Transpose moved" in result.output  # optimize's Transposes (none here)
 
     result = CliRunner().invoke(run_command, [str(tiny), "--explain-layout"])
     assert result.exit_code == 0, result.output
     assert "layout: 1 NCHW convs; 0 conversions moving 0 B" in result.output
     assert "kept NCHW (1 conv): its NCHW kernel is cheaper (NCHW runs it as" in result.output
-    assert re.search(rf"Conv 'Conv': NCHW  \(kernel cost per layout, bytes-eq: NCHW "
-                     rf"[\d.]+ KiB, {blocked} [\d.]+ KiB\)", result.output), result.output
+    assert re.search(rf"Conv 'Conv': NCHW  \(kernel cost per layout: NCHW [\d.]+ KiB-eq "
+                     rf"~[\d.]+ ms, {blocked} [\d.]+ KiB-eq ~[\d.]+ ms\)", result.output), \
+        result.output
 
 
 def test_layout_modes_on_the_command_line(tmp_path):

@@ -100,11 +100,43 @@ def test_threaded_gemm_matches_onnxruntime(target):
                               atol=2e-4)
 
 
+def _small_m_model():
+    """Few rows (M <= SMALL_M) on constant B, the GEMV path: every row count, a transposed
+    (strided) A, N ending in a pair of panels, a lone panel and a partial one, epilogues, and a
+    product large enough to be threaded."""
+    tiles = gemm_tiles(NATIVE)
+    odd_n = 3 * tiles.nr + 5  # a pair of full panels, then a lone partial one
+    nodes = [
+        helper.make_node("Gemm", ["At", "Wt", "bias"], ["rows3_t"], transA=1),
+        helper.make_node("Relu", ["rows3_t"], ["rows3"]),
+        helper.make_node("MatMul", ["A2", "W"], ["rows2"]),
+        helper.make_node("MatMul", ["A1", "Wn1"], ["n_is_1"]),
+        helper.make_node("MatMul", ["A4", "Wbig"], ["rows4_big"]),
+        helper.make_node("Relu", ["rows4_big"], ["rows4"]),
+        helper.make_node("MatMul", ["A1b", "Wbig"], ["row_batch"]),
+    ]
+    depth = 300
+    big_n = NATIVE.parallel_min_macs // (4 * depth) + 2 * tiles.nr + 3
+    inputs = {"At": (TP.FLOAT, [depth, 3]), "A2": (TP.FLOAT, [2, depth]),
+              "A1": (TP.FLOAT, [1, depth]), "A4": (TP.FLOAT, [4, depth]),
+              "A1b": (TP.FLOAT, [1, 1, depth])}
+    inits = {"Wt": _w(depth, odd_n), "bias": _w(odd_n), "W": _w(depth, odd_n),
+             "Wn1": _w(depth, 1), "Wbig": _w(depth, big_n)}
+    return make_model(nodes, inputs, ["rows3", "rows2", "n_is_1", "rows4", "row_batch"], inits)
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_small_m_on_packed_weights_matches_onnxruntime(target, threads):
+    check_against_onnxruntime(_small_m_model(), target=target, threads=threads, rtol=2e-4,
+                              atol=2e-4)
+
+
 def test_constant_weights_are_packed_once_at_compile_time():
     compiled = compile_model(_odd_sizes_model(), optimize=False)
     source = compiled.source
     assert "W_panels" in source and "Bt_panels" in source  # MatMul/Gemm B panels
-    assert "graphopt_im2col_packed" in source  # im2col straight into B panels
+    assert "graphopt_conv2d_gemm" in source  # im2col straight into B panels, block by block
     # every packed constant GEMM operand is passed as panels, never re-packed per call
     assert source.count("graphopt_sgemm_ex(") >= 8
 

@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from graphopt.backend.build import CSRC_DIR
+from graphopt.backend.c.config import HEADER_NAME, config_header
+from graphopt.backend.c.target import PORTABLE
 from graphopt.backend.c.tiles import cpu_flags
 from graphopt.backend.int8 import packing, reference
 from graphopt.quantization.rounding import requant_multiplier
@@ -49,9 +51,16 @@ def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     return built
 
 
+def _includes(directory) -> list[str]:
+    """-I flags for compiling qgemm.c alone: csrc and a generated graphopt_config.h (its grain
+    rule) written into `directory`."""
+    (directory / HEADER_NAME).write_text(config_header(PORTABLE))
+    return ["-I", str(CSRC_DIR), "-I", str(directory)]
+
+
 def _build(out, name: str, flags: list[str]):
     lib = out / f"{name}.so"
-    subprocess.run(["gcc", "-std=c99", "-shared", "-fPIC", *flags, "-I", str(CSRC_DIR),
+    subprocess.run(["gcc", "-std=c99", "-shared", "-fPIC", *flags, *_includes(out),
                     str(CSRC_DIR / "qgemm.c"), "-o", str(lib), "-lm"], check=True)
     return lib
 
@@ -69,7 +78,7 @@ def _ptr(a: np.ndarray) -> ctypes.c_void_p:
 
 def _run_qgemm(lib: ctypes.CDLL, w: np.ndarray, x: np.ndarray, bias: np.ndarray,
                mult: np.ndarray, zp: int, lo: int, hi: int, x_zp: int,
-               add: tuple | None = None) -> np.ndarray:
+               add: tuple | None = None, out_dtype: type = np.uint8) -> np.ndarray:
     m, k = w.shape
     n = x.shape[1]
     ap = packing.pack_a(w)
@@ -77,13 +86,14 @@ def _run_qgemm(lib: ctypes.CDLL, w: np.ndarray, x: np.ndarray, bias: np.ndarray,
     lib.graphopt_qgemm_pack_b(_ptr(x), ctypes.c_int64(n), ctypes.c_int64(1), ctypes.c_int64(k),
                               ctypes.c_int64(n), 0, _ptr(panels))
     folded = packing.folded_bias(w, bias, x_zp)
-    e = QEpilogue(bias=folded.ctypes.data, mult=mult.ctypes.data, out_type=0, zero_point=zp,
-                  lo=lo, hi=hi, narrow=int(packing.is_narrow(w)))
+    e = QEpilogue(bias=folded.ctypes.data, mult=mult.ctypes.data,
+                  out_type=int(out_dtype == np.int8), zero_point=zp, lo=lo, hi=hi,
+                  narrow=int(packing.is_narrow(w)))
     if add is not None:
         b, (ra, rb, fixed) = add
         e.add, e.add_rs, e.add_cs = b.ctypes.data, n, 1
         e.ratio_a, e.ratio_b, e.fixed, e.add_lo, e.add_hi = ra, rb, fixed, 0, 255
-    y = np.zeros((m, n), dtype=np.uint8)
+    y = np.zeros((m, n), dtype=out_dtype)
     lib.graphopt_qgemm(ctypes.c_int64(m), ctypes.c_int64(n), ctypes.c_int64(k), _ptr(ap),
                        _ptr(panels), ctypes.byref(e), _ptr(y), ctypes.c_int64(n),
                        ctypes.c_int64(1))
@@ -124,6 +134,19 @@ def test_qgemm_matches_reference(libraries, path, shape, wmax):
     assert lib.graphopt_qgemm_isa() == PATHS[path][2]
     np.testing.assert_array_equal(got, expected)
     assert (expected == 0).any() or (expected == 255).any() or m * n < 10  # saturation covered
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("zp", [-7, 5])
+def test_qgemm_s8_output_saturates(libraries, path, zp):
+    """s8 outputs past both ends of the range, with a zero point below 0 (the vector epilogue
+    clamps the low end in float) and above it (it may leave that to the narrowing)."""
+    lib = _lib(libraries, path)
+    w, x, bias, mult, x_zp = _case(9, 16, 48, 64, 64)
+    expected = reference.qgemm(w, x.astype(np.int64) - x_zp, bias, mult, np.int8(zp))
+    got = _run_qgemm(lib, w, x, bias, mult, zp, -128, 127, x_zp, out_dtype=np.int8)
+    np.testing.assert_array_equal(got, expected)
+    assert (expected == -128).any() and (expected == 127).any()
 
 
 @pytest.mark.parametrize("path", list(PATHS))
@@ -243,14 +266,36 @@ def test_depthwise_matches_reference(libraries, path, case, out):
     np.testing.assert_array_equal(got, expected)
 
 
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", CONV_CASES + [(3, 112, 112, 3, 2, 1, 1), (2, 40, 40, 2, 2, 0, 1)])
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_maxpool_matches_reference(libraries, path, case, dtype):
+    """graphopt_qmaxpool against reference.py's window maximum (the border never wins): u8, s8
+    (compared as u8 after the sign flip), odd planes, strides, dilation, rows past 16."""
+    lib = _lib(libraries, path)
+    shape, x, _, _, _ = _conv_case(case, 13, 0)
+    _, _, _, k, stride, pad, dil = case
+    x = x.view(dtype)
+    expected = reference.maxpool2d(x, (k, k), (stride, stride), (pad, pad, pad, pad),
+                                   (dil, dil), (shape.out_height, shape.out_width))
+    got = np.zeros_like(expected)
+    work = _work(lib, "maxpool", case, shape)
+    lib.graphopt_qmaxpool(_ptr(x), ctypes.byref(shape), int(dtype == np.int8), _ptr(got),
+                          _ptr(work), 1)
+    np.testing.assert_array_equal(got, expected)
+
+
 def test_threads_use_their_own_work_slots(libraries, tmp_path):
     """Built with OpenMP, calls large enough to be shared between threads give the bits of the
     single-threaded build when given 2 slots, and write nothing past those slots."""
     lib = ctypes.CDLL(str(_build(tmp_path, "omp", ["-O2", "-fopenmp"])))
     single = _lib(libraries, "scalar")
-    # im2col: K * N = 288 * 1024, depthwise: 128 * 1024 * 9 MACs reach the threading grain
-    for kernel, case in [("im2col", (32, 32, 32, 3, 1, 1, 1)),
-                         ("depthwise", (128, 32, 32, 3, 1, 1, 1))]:
+    # the grain rule (GRAPHOPT_WORTH_THREADS): im2col moves 2 * K * N = 2 * 576 * 1024 bytes,
+    # depthwise does 256 * 1024 * 9 MACs, both past the thresholds
+    grain = PORTABLE.grain
+    assert 2 * 576 * 1024 >= grain.min_bytes and 256 * 1024 * 9 >= grain.min_macs
+    for kernel, case in [("im2col", (64, 32, 32, 3, 1, 1, 1)),
+                         ("depthwise", (256, 32, 32, 3, 1, 1, 1))]:
         shape, x, x_pad, cols, rng = _conv_case(case, 3, 0)
         c, n = case[0], cols.shape[3] * cols.shape[4]
         w = rng.integers(-127, 128, (c, 9)).astype(np.int8)
@@ -331,7 +376,7 @@ def test_neon_path_under_qemu(tmp_path):
     driver = tmp_path / "driver.c"
     driver.write_text(NEON_DRIVER)
     exe = tmp_path / "qgemm_neon"
-    subprocess.run([cross, "-std=c99", "-O2", "-static", "-I", str(CSRC_DIR), str(driver),
+    subprocess.run([cross, "-std=c99", "-O2", "-static", *_includes(tmp_path), str(driver),
                     str(CSRC_DIR / "qgemm.c"), "-o", str(exe), "-lm"], check=True)
     for seed, (m, n, k) in enumerate([(5, 17, 7), (37, 70, 129), (64, 49, 576)]):
         w, x, bias, mult, x_zp = _case(seed, m, n, k, 127)
@@ -350,7 +395,7 @@ def test_neon_path_under_qemu(tmp_path):
 def test_simd_paths_compile_for_other_isas(tmp_path):
     """The VNNI path always compiles here; the NEON path with the aarch64 cross compiler."""
     flags = PATHS["vnni"][0]
-    subprocess.run(["gcc", "-std=c99", "-Werror", "-Wall", *flags, "-I", str(CSRC_DIR), "-c",
+    subprocess.run(["gcc", "-std=c99", "-Werror", "-Wall", *flags, *_includes(tmp_path), "-c",
                     str(CSRC_DIR / "qgemm.c"), "-o", str(tmp_path / "vnni.o")], check=True)
     if shutil.which("objdump") is not None:  # the VNNI kernel itself, not only the scalar one
         code = subprocess.run(["objdump", "-d", str(tmp_path / "vnni.o")], check=True,
@@ -359,7 +404,7 @@ def test_simd_paths_compile_for_other_isas(tmp_path):
     cross = shutil.which("aarch64-linux-gnu-gcc")
     if cross is None:
         pytest.skip("aarch64-linux-gnu-gcc is not installed: NEON path not compiled")
-    subprocess.run([cross, "-std=c99", "-O3", "-Werror", "-Wall", "-I", str(CSRC_DIR), "-c",
+    subprocess.run([cross, "-std=c99", "-O3", "-Werror", "-Wall", *_includes(tmp_path), "-c",
                     str(CSRC_DIR / "qgemm.c"), "-o", str(tmp_path / "neon.o")], check=True)
     symbols = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "neon.o")],
                              check=False, capture_output=True, text=True).stdout

@@ -141,15 +141,16 @@ def test_unknown_layout_mode_is_bad_input():
         compile_model(depthwise_blocks(channels=8, size=4, expand=1), layout="nhwc")
 
 
-def _pointwise_chain(count: int, size: int) -> onnx.ModelProto:
+def _pointwise_chain(count: int, size: int, channels: int = 16) -> onnx.ModelProto:
     rng = np.random.default_rng(2)
     nodes, inits, x = [], {}, "x"
     for i in range(count):
-        inits[f"w{i}"] = (rng.standard_normal((16, 16, 1, 1)) / 4).astype(np.float32)
+        inits[f"w{i}"] = (rng.standard_normal((channels, channels, 1, 1)) /
+                          np.sqrt(channels)).astype(np.float32)
         nodes.append(helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], kernel_shape=[1, 1]))
         x = f"c{i}"
     nodes.append(helper.make_node("Relu", [x], ["y"]))
-    return make_model(nodes, {"x": (FLOAT, [1, 16, size, size])}, ["y"], inits)
+    return make_model(nodes, {"x": (FLOAT, [1, channels, size, size])}, ["y"], inits)
 
 
 def test_cost_model_refuses_blocked_when_conversions_cost_more_than_it_saves():
@@ -165,8 +166,40 @@ def test_cost_model_refuses_blocked_when_conversions_cost_more_than_it_saves():
     assert "conversions would cost more than the kernel saves" in "\n".join(
         summarize_choice(choice))
     assert not any(name.endswith("Blocked") for name in _kernels(compiled))
-    # the same conv repeated: its kernel savings now pay for the two conversions
-    assert _kernels(_checked(_pointwise_chain(12, 8)))["nchwc_pointwise"] == 12
+    assert any(f"kept NCHW: {decision.alternative} would save" in line and
+               "of conversions" in line for line in format_choice(choice))
+    # 12 such convs, twice as wide (twice the multiply-adds per byte converted): the kernels'
+    # savings now pay for the two conversions
+    assert _kernels(_checked(_pointwise_chain(12, 8, channels=32)))["nchwc_pointwise"] == 12
+
+
+def _stem_model() -> onnx.ModelProto:
+    """resnet-style stem on an odd-sized image: conv 3x3 s2 on 3 channels, Relu, MaxPool 3x3 s2
+    pad 1, a SAME_UPPER 2x2 MaxPool, then a 3x3 conv; batch 2."""
+    rng = np.random.default_rng(4)
+    nodes = [
+        helper.make_node("Conv", ["x", "w0"], ["c"], kernel_shape=[3, 3], pads=[1] * 4,
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["p"], kernel_shape=[3, 3], pads=[1] * 4,
+                         strides=[2, 2]),
+        helper.make_node("MaxPool", ["p"], ["q"], kernel_shape=[2, 2], auto_pad="SAME_UPPER",
+                         strides=[2, 2]),
+        helper.make_node("Conv", ["q", "w1"], ["y"], kernel_shape=[3, 3], pads=[1] * 4),
+    ]
+    inits = {"w0": (rng.standard_normal((16, 3, 3, 3)) / 5).astype(np.float32),
+             "w1": (rng.standard_normal((16, 16, 3, 3)) / 12).astype(np.float32)}
+    return make_model(nodes, {"x": (FLOAT, [2, 3, 37, 37])}, ["y"], inits)
+
+
+@pytest.mark.parametrize("target", ["native", "portable"])
+def test_maxpool_runs_blocked_between_blocked_convs(target):
+    compiled = _checked(_stem_model(), target, layout="blocked")
+    steps = compiled.programs()[0].steps
+    pools = [s for s in steps if s.op_type == "MaxPool"]
+    assert len(pools) == 2 and all(s.node.domain == "graphopt.layout" for s in pools)
+    # the first conv reads the 3-channel input as it is: one conversion, at the output
+    assert _kernels(compiled)["ToBlocked"] == 0 and _kernels(compiled)["FromBlocked"] == 1
 
 
 def test_bench_layout_times_both_layouts_and_reports(monkeypatch):
@@ -175,7 +208,8 @@ def test_bench_layout_times_both_layouts_and_reports(monkeypatch):
     model = depthwise_blocks(channels=8, size=8, expand=2, strides=(1,))
     rows, report, choice = bench.bench_model("tiny", model, [1], rounds=1, runs=1)
     [row] = rows
-    assert row[:2] == ["tiny", "1"] and row[5].endswith("x") and float(row[2]) > 0
+    assert row[:2] == ["tiny", "1"] and float(row[2]) > 0
+    assert row[5].endswith("x") and row[6].endswith("x")  # nchw/auto, best-round nchw/auto
     assert report[0].startswith("layout: ") and choice is not None
 
 

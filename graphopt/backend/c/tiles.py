@@ -64,7 +64,7 @@ MICRO_KERNELS: dict[str, MicroKernel] = {m.isa: m for m in (
     MicroKernel("scalar", 0, 4, 8, 1, ()),
 )}
 
-SMALL_M = 4  # up to this many rows with an unpacked B, the GEMM skips packing altogether
+SMALL_M = 4  # up to this many rows (A not packed), the GEMM skips packing altogether
 
 
 @dataclass(frozen=True)
@@ -95,14 +95,14 @@ class GemmTiles:
     def scratch_bytes(self, m: int, n: int, k: int, a_packed: bool = False,
                       b_packed: bool = False) -> int:
         """Bytes of scratch graphopt_sgemm_ex needs: none when both operands come packed or
-        neither does and M is small (no packing). Else A's panels unless A comes packed: the
-        whole of A when it fits `pack_whole`, else one MC x KC block (and nothing for B). With
-        A whole but larger than an MC x KC block, also B's panels unless B comes packed, when
-        they fit `pack_whole` (the threads share them); otherwise each thread packs the B
-        panels it reads into a buffer of its own."""
+        M is small and A does not (no packing: the small-M loops read A in place). Else A's
+        panels unless A comes packed: the whole of A when it fits `pack_whole`, else one
+        MC x KC block (and nothing for B). With A whole but larger than an MC x KC block, also
+        B's panels unless B comes packed, when they fit `pack_whole` (the threads share them);
+        otherwise each thread packs the B panels it reads into a buffer of its own."""
         if m <= 0 or n <= 0 or k <= 0 or (a_packed and b_packed):
             return 0
-        if not a_packed and not b_packed and m <= self.small_m:
+        if not a_packed and m <= self.small_m:
             return 0
         a_whole, b_whole = self.packed_a_floats(m, k), self.packed_b_floats(k, n)
         if not a_packed and a_whole > self.pack_whole:

@@ -146,8 +146,17 @@ def _int8_concat(step: Step, args: list) -> list[Array]:
     return [np.concatenate(parts, axis=int(a["axis"]))]
 
 
+def _int8_maxpool(step: Step, args: list) -> list[Array]:
+    a = step.node.attrs
+    pads = a["pads"]
+    return [reference.maxpool2d(args[0], a["kernel_shape"], a["strides"],
+                                (pads[0], pads[1], pads[2], pads[3]), a["dilations"],
+                                step.outputs[0].shape[2:])]
+
+
 _RUNNERS: dict[str, Callable[[Step, list], list[Array]]] = {
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize, "Int8Conv": _int8_conv,
     "Int8MatMul": _int8_matmul, "Int8Add": _int8_add,
     "Int8GlobalAveragePool": _int8_global_pool, "Int8Concat": _int8_concat,
+    "Int8MaxPool": _int8_maxpool,
 }

@@ -11,8 +11,8 @@ absorb-qdq pass for QDQ files). After specialization, this pass rewrites the Pro
   Add or a graph output);
 - a following QLinearAdd (an Add of two annotated values into an annotated value) is fused
   into that step's epilogue, else it runs as an `Int8Add` step; Concat and GlobalAveragePool of
-  annotated values run as `Int8Concat` / `Int8GlobalAveragePool`; MaxPool and the Reshape
-  family run unchanged on the integers when input and output share parameters;
+  annotated values run as `Int8Concat` / `Int8GlobalAveragePool`; MaxPool (as `Int8MaxPool`
+  when 2-D) and the Reshape family run on the integers when input and output share parameters;
 - everything else runs in float. Where a float step produces an annotated value that an
   integer step reads, a QuantizeLinear step is inserted; a float step reading an annotated
   value reads DequantizeLinear of its integers (what the QDQ model computes), so activations
@@ -31,6 +31,7 @@ import numpy as np
 
 from graphopt.backend.int8 import packing, reference
 from graphopt.backend.program import Program, Step, Tensor
+from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Graph, Node
 from graphopt.ir.types import DType, QuantParams
 from graphopt.quantization.params import quantize_const
@@ -345,6 +346,8 @@ def _lower_other(state: _State, step: Step) -> bool:
     if py is None or id(y) in state.outputs or len(step.outputs) != 1:
         return False
     op = step.op_type
+    if op == "MaxPool" and _lower_maxpool(state, step, py):
+        return True
     if op in VIEW_OPS:
         return _lower_view(state, step, py)
     if op == "Add":
@@ -368,6 +371,24 @@ def _lower_view(state: _State, step: Step, py: QuantParams) -> bool:
                           algorithm=step.algorithm))
     state.ints[id(y)] = q
     state._count(step.op_type)
+    return True
+
+
+def _lower_maxpool(state: _State, step: Step, py: QuantParams) -> bool:
+    """A 2-D MaxPool of integers sharing the output's parameters: `Int8MaxPool`, its geometry
+    resolved (auto_pad, ceil_mode) into explicit attributes."""
+    x, y = step.inputs[0], step.outputs[0]
+    px = state.params(x)
+    if px is None or not _same_params(px, py) or x.rank != 4:
+        return False
+    geometry = ConvGeometry.of(step.node, x.shape[2:], y.shape[2:])
+    attrs = {"kernel_shape": list(geometry.kernel), "strides": list(geometry.strides),
+             "pads": list(geometry.pads), "dilations": list(geometry.dilations)}
+    q = Tensor(f"{y.name}_int8", _INT_DTYPES[py.zero_point.dtype], y.shape)
+    state.out.append(Step(_node("Int8MaxPool", step.node.name, attrs), [state.int_tensor(x)],
+                          [q]))
+    state.ints[id(y)] = q
+    state._count("Int8MaxPool")
     return True
 
 

@@ -15,10 +15,12 @@ import numpy as np
 
 from graphopt.quantization.rounding import requant_multiplier
 
-QMR = 4   # GRAPHOPT_QMR
-QNR = 16  # GRAPHOPT_QNR
+# The integer kernels' tile and slack, emitted into graphopt_config.h (c/config.py) for
+# csrc/qgemm.c: one definition for both languages.
+QMR = 4   # rows of a weight panel (GRAPHOPT_QMR); the AVX2 micro-kernels are written for 4 x 16
+QNR = 16  # columns of an activation panel (GRAPHOPT_QNR)
+PLANE_SLACK = 96  # bytes after a padded plane or gathered rows (vector over-reads/-writes)
 NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
-PLANE_SLACK = 96  # qgemm.c: bytes after a padded plane or gathered rows (vector over-reads)
 
 Pair = tuple[int, int]
 
@@ -65,6 +67,12 @@ def qdepthwise_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: 
     size += _round_up(4 * (run + 16), 8) if flat else 0
     size += _round_up(4 * (taps // 2 + 1), 8)
     return _round_up(size + _padded_plane(out_hw, kernel, strides, dilations) + PLANE_SLACK, 64)
+
+
+def qmaxpool_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
+    """One thread's work memory of graphopt_qmaxpool (graphopt_qmaxpool_work): the padded plane
+    with its slack."""
+    return _round_up(_padded_plane(out_hw, kernel, strides, dilations) + PLANE_SLACK, 64)
 
 
 def work_slots(openmp: bool) -> int:

@@ -61,3 +61,23 @@ def qladd(a: np.ndarray, b: np.ndarray, params: tuple[np.float32, np.float32, np
     qmin, qmax = int_range(dtype)
     return np.clip(np.rint(v), qmin if low is None else low,
                    qmax if high is None else high).astype(dtype)
+
+
+def maxpool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
+              pads: tuple[int, int, int, int], dilations: tuple[int, int],
+              out_hw: tuple[int, int]) -> np.ndarray:
+    """MaxPool of integer planes [..., H, W] to [..., out_hw]: the border (pads begin / end,
+    and whatever ceil_mode adds past it) holds the type's least value, so it never wins."""
+    least = np.iinfo(x.dtype).min
+    (oh, ow), (kh, kw), (sh, sw), (dh, dw) = out_hw, kernel, strides, dilations
+    below = max(0, (oh - 1) * sh + (kh - 1) * dh + 1 - pads[0] - x.shape[-2])
+    right = max(0, (ow - 1) * sw + (kw - 1) * dw + 1 - pads[1] - x.shape[-1])
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 2) + [(pads[0], below), (pads[1], right)],
+                    constant_values=least)
+    out = np.full(x.shape[:-2] + (oh, ow), least, x.dtype)
+    for ky in range(kh):
+        for kx in range(kw):
+            window = padded[..., ky * dh: ky * dh + (oh - 1) * sh + 1: sh,
+                            kx * dw: kx * dw + (ow - 1) * sw + 1: sw]
+            out = np.maximum(out, window)
+    return out

@@ -9,7 +9,9 @@ channels) and ops/im2col_gather.py (short output rows) register theirs ahead of 
   input planes read in place as the GEMM's B;
 - im2col (any other window): Y[n, g] = W[g] (M/group x C/group*KH*KW) @ cols, where cols is
   X[n, g]'s im2col, written by csrc straight into the GEMM's B panels (one copy, no second
-  packing pass).
+  packing pass); with constant weights and one group, graphopt_conv2d_gemm does it a block of
+  output columns at a time while they are in cache (when the weights are smaller than a
+  block's columns, e.g. a 7x7 stride-2 stem).
 Constant weights are packed at compile time into the GEMM's A panels. The bias B[m] is an
 epilogue Add seen as [M, 1, 1]. 1-D convolutions run as 2-D ones with height 1.
 """
@@ -174,9 +176,22 @@ def _emit_pointwise(k: Kernel) -> None:
 
 @register_algorithm("Conv", "im2col", applies=_applies(lambda s: True))
 def _emit_im2col(k: Kernel) -> None:
-    """Any other window: im2col written straight into the GEMM's B panels, then the GEMM."""
-    emit_as_gemm(k, ConvShape.of(k.step),
-                 columns=lambda x, cols: f"graphopt_im2col_packed({x}, &shape, {cols});")
+    """Any other window: im2col written straight into the GEMM's B panels, then the GEMM;
+    with constant weights and one group, csrc's graphopt_conv2d_gemm does both a block of
+    output columns at a time, so the columns are still in cache when the GEMM reads them."""
+    shape = ConvShape.of(k.step)
+    if k.input(1).const is None or shape.group != 1:
+        emit_as_gemm(k, shape,
+                     columns=lambda x, cols: f"graphopt_im2col_packed({x}, &shape, {cols});")
+        return
+    tiles = gemm_tiles(k.target)
+    epilogue = conv_epilogue(k, shape)
+    w_panels = k.packed(k.input(1), "panels", lambda a: pack_groups(a, 1, tiles.pack_a))
+    cols = k.scratch(4 * tiles.packed_b_floats(shape.depth, shape.plane_out))
+    k.em.line(f"const graphopt_conv2d_shape shape = {shape.c_struct()};")
+    emit_per_image(k, shape, epilogue, lambda x, y: (
+        f"graphopt_conv2d_gemm({x}, {w_panels}, {y}, &shape, {shape.out_channels}, "
+        f"(float*){cols}, {epilogue});"))
 
 
 def emit_as_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str] | None
@@ -270,8 +285,9 @@ def emit_col2im(k: Kernel) -> None:
     strides = [int(v) for v in k.attr("strides", [1] * rank)]
     dilations = [int(v) for v in k.attr("dilations", [1] * rank)]
     pads = [int(v) for v in k.attr("pads", [0] * (2 * rank))]
-    blocks = [(image[d] + pads[d] + pads[rank + d] - dilations[d] * (block[d] - 1) - 1)
-              // strides[d] + 1 for d in range(rank)]
+    # block positions per dim: the output size of a window op with this geometry on the image
+    blocks = list(ConvGeometry(tuple(block), tuple(strides), tuple(dilations),
+                               tuple(pads[:rank]), tuple(pads[rank:])).output_size(image))
     taps = int(np.prod(block))
     em, X, Y = k.em, k.arg(x), k.arg(y)
     em.line(f"memset({Y}, 0, {y.size * y.dtype.itemsize});")

@@ -1,4 +1,5 @@
-"""Conv on the blocked layout NCHWc (graphopt/backend/c/nchwc.py) and the layout conversions.
+"""Conv and MaxPool on the blocked layout NCHWc (graphopt/backend/c/nchwc.py), and the layout
+conversions.
 
 Layout selection (graphopt/backend/layouts.py) gives a Conv step blocked tensors when the cost
 model says it pays; `blocked_problem` says which steps these kernels can run at all. Three
@@ -7,6 +8,8 @@ algorithms, all csrc/nchwc.c kernels, weights re-packed at compile time:
 - nchwc_pointwise: 1x1, stride 1, unpadded, group 1; W packed as [M/c][C][c];
 - nchwc_direct: any other group-1 window; W packed as [M/c][C][KH][KW][c]; its input may stay
   NCHW (any channel count), so a first layer reads the model's input without a conversion.
+A MaxPool on blocked tensors is a step of node `MaxPool` in DOMAIN (layouts.py renames it):
+csrc's graphopt_nchwc_maxpool, c channels of a pixel per max.
 The epilogue runs in registers when it is bias, at most one residual Add (same blocked shape)
 and at most one activation, Relu/Clip with constant bounds or SiLU (on each tile as soon as it
 is stored); anything else is the generic per-tile callback
@@ -27,6 +30,8 @@ from graphopt.backend.c.nchwc import is_blocked, logical_shape
 from graphopt.backend.c.ops.conv import ConvShape, emit_per_image
 from graphopt.backend.c.registry import register_op
 from graphopt.backend.program import EpilogueOp, Step, Tensor
+from graphopt.ir.conv_geometry import ConvGeometry
+from graphopt.ir.graph import Node
 from graphopt.ir.types import DType
 
 DOMAIN = "graphopt.layout"
@@ -49,6 +54,11 @@ def _kind(shape: ConvShape) -> str | None:
     if shape.group == 1:
         return "pointwise" if shape.pointwise else "direct"
     return None
+
+
+def blocked_algorithm(step: Step) -> str:
+    """The blocked kernel that would run the Conv `step` (one blocked_problem accepts)."""
+    return f"nchwc_{_kind(blocked_conv_shape(step))}"
 
 
 def reads_any_layout(step: Step) -> bool:
@@ -82,6 +92,29 @@ def blocked_problem(step: Step, width: int) -> str | None:
             if isinstance(t, Tensor) and t.size != 1 and t.shape != y.shape:
                 return f"fused {op.op_type} broadcasts {t.describe()} over the output"
     return None
+
+
+def blocked_pool_problem(step: Step, width: int) -> str | None:
+    """Why the MaxPool `step` (NCHW tensors) cannot run on NCHW{width}c, None if it can."""
+    x = step.inputs[0]
+    if x.dtype != DType.FLOAT or x.rank != 4:
+        return "not a 2-D float pooling"
+    if len(step.outputs) > 1:
+        return "MaxPool with an Indices output"
+    if x.shape[1] % width:
+        return f"{x.shape[1]} channels not a multiple of {width}"
+    return None
+
+
+def blocked_maxpool(step: Step) -> Node:
+    """The node of a MaxPool step (NCHW tensors) once they are blocked: emit_blocked_maxpool's,
+    its geometry resolved (auto_pad included) into explicit attributes."""
+    x, y = (logical_shape(t.shape) if is_blocked(t.layout) else t.shape
+            for t in (step.inputs[0], step.outputs[0]))
+    g = ConvGeometry.of(step.node, x[2:], y[2:])
+    attrs = {"kernel_shape": list(g.kernel), "strides": list(g.strides),
+             "pads": list(g.pads_begin) + list(g.pads_end), "dilations": list(g.dilations)}
+    return Node("MaxPool", [], [], attrs=attrs, name=step.node.name, domain=DOMAIN)
 
 
 @dataclass(frozen=True)
@@ -206,6 +239,21 @@ def _emit_nchwc_direct(k: Kernel) -> None:
     k.em.line(f"const graphopt_conv2d_shape s = {shape.c_struct()};")
     _emit_blocked(k, w, f"graphopt_nchwc_conv2d({{x}}, {in_blocked}, {{w}}, {{y}}, &s, {m}, "
                         f"&fe, {{epi}});")
+
+
+@register_op("MaxPool", domain=DOMAIN, dtypes={DType.FLOAT})
+def emit_blocked_maxpool(k: Kernel) -> None:
+    """MaxPool on NCHWc: the window's max of c channels per vector instruction."""
+    k.add_helper(_HEADER)
+    x, y = k.input(0), k.outputs[0]
+    n, channels, h, w = logical_shape(x.shape)
+    oh, ow = logical_shape(y.shape)[2:]
+    (kh, kw), (sh, sw), (dh, dw) = (k.attr(a) for a in ("kernel_shape", "strides", "dilations"))
+    top, left = k.attr("pads")[:2]
+    k.em.line(f"const graphopt_conv2d_shape s = {{0, {h}, {w}, {oh}, {ow}, {kh}, {kw}, {sh}, "
+              f"{sw}, {top}, {left}, {dh}, {dw}}};")
+    k.em.line(f"graphopt_nchwc_maxpool({k.arg(x)}, {k.arg(y)}, "
+              f"{n * channels // x.shape[-1]}, &s);")
 
 
 @register_op(TO_BLOCKED, FROM_BLOCKED, domain=DOMAIN, dtypes={DType.FLOAT})

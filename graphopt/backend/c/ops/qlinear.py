@@ -7,7 +7,7 @@
   layers run `graphopt_qdepthwise`. The algorithm is recorded on the step in lowering.
 - `Int8MatMul` (Gemm/MatMul): Y^T = W [N, K] @ X^T, the kernel writing Y through strides.
 - `Int8Add` (QLinearAdd), `Int8Concat` (requantizing inputs whose parameters differ),
-  `Int8GlobalAveragePool` (QLinearGlobalAveragePool).
+  `Int8GlobalAveragePool` (QLinearGlobalAveragePool), `Int8MaxPool` (MaxPool of 2-D planes).
 Every epilogue parameter is a compile-time constant (float literals in hex, exact).
 """
 from __future__ import annotations
@@ -206,6 +206,21 @@ def emit_int8_global_average_pool(k: Kernel) -> None:
     k.em.line(f"graphopt_qglobal_avgpool({k.arg(x)}, {planes}, {x.size // planes}, "
               f"{int(x.dtype == DType.INT8)}, {int(k.attr('x_zero_point'))}, "
               f"{_f32(k.attr('scale'))}, {int(k.attr('y_zero_point'))}, {k.arg(y)});")
+
+
+@register_op("Int8MaxPool", dtypes=INT8)
+def emit_int8_maxpool(k: Kernel) -> None:
+    """MaxPool of u8/s8 planes: graphopt_qmaxpool per image (explicit pads from lowering)."""
+    _include(k)
+    shape = QConvShape.of(k.step)
+    x, y = k.input(0), k.outputs[0]
+    work = _work(k, shape, packing.qmaxpool_work_bytes)
+    per_in, per_out = shape.channels * shape.plane_in, shape.channels * shape.plane_out
+    k.em.line(f"const graphopt_qconv_shape s = {shape.c_struct()};")
+    with k.em.loops([shape.batch], prefix="n") as (n,):
+        k.em.line(f"graphopt_qmaxpool((const uint8_t*){k.arg(x)} + {n} * {per_in}, &s, "
+                  f"{int(x.dtype == DType.INT8)}, (uint8_t*){k.arg(y)} + {n} * {per_out}, "
+                  f"{work});")
 
 
 @register_op("Int8Concat", dtypes=INT8)
