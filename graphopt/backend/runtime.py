@@ -112,14 +112,10 @@ class Executable:
         # the arrays outlive the call, so the raw pointers stay valid without their cdata
         inputs_ptr, outputs_ptr = self._inputs_ptr, self._outputs_ptr
         from_buffer = self._from_buffer
-        if len(arrays) == 1 and len(outputs) == 1:  # most models: no loop objects per call
-            inputs_ptr[0] = from_buffer(arrays[0])
-            outputs_ptr[0] = from_buffer(outputs[0])
-        else:
-            for i in range(len(arrays)):
-                inputs_ptr[i] = from_buffer(arrays[i])
-            for i in range(len(outputs)):
-                outputs_ptr[i] = from_buffer(outputs[i])
+        for i in range(len(arrays)):
+            inputs_ptr[i] = from_buffer(arrays[i])
+        for i in range(len(outputs)):
+            outputs_ptr[i] = from_buffer(outputs[i])
         status = self._entry(inputs_ptr, outputs_ptr, self._weights_ptr, self._arena_ptr)
         if status:
             step = self.program.steps[status - 1]
