@@ -81,6 +81,12 @@ def openvino_runner(model: Path, threads: int) -> Callable[[dict], object] | Non
     return lambda feeds: request.infer(feeds)
 
 
+# OpenBLAS's and onnxruntime's worker threads keep spinning for ~0.1 s after a call: without a
+# pause, whichever engine runs next at 2 threads shares its cores with them (measured: the
+# engine after numpy lost 10-20% at 2 threads).
+SETTLE_SECONDS = 0.3
+
+
 def numpy_runner(threads: int) -> Callable[[dict], object]:
     """numpy's float32 matmul (OpenBLAS SGEMM) limited to `threads`."""
     from threadpoolctl import threadpool_limits
@@ -94,9 +100,11 @@ def numpy_runner(threads: int) -> Callable[[dict], object]:
 
 def interleaved_ms(runners: dict[str, Callable[[], object]], rounds: int,
                    round_seconds: float,
-                   clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
-    """Median over rounds of each runner's median time in a round; runners alternate. `clock`:
-    wall time by default; time.process_time counts only this process's CPU time."""
+                   clock: Callable[[], float] = time.perf_counter,
+                   gap_seconds: float = SETTLE_SECONDS) -> dict[str, float]:
+    """Median over rounds of each runner's median time in a round; runners alternate, with a
+    pause of `gap_seconds` before each one's turn. `clock`: wall time by default;
+    time.process_time counts only this process's CPU time."""
     calls = {}
     for name, fn in runners.items():  # warm up and size a round to ~round_seconds
         fn()
@@ -106,6 +114,7 @@ def interleaved_ms(runners: dict[str, Callable[[], object]], rounds: int,
     per_round: dict[str, list[float]] = {name: [] for name in runners}
     for _ in range(rounds):
         for name, fn in runners.items():
+            time.sleep(gap_seconds)
             times = []
             for _ in range(calls[name]):
                 start = clock()

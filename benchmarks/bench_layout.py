@@ -5,17 +5,20 @@ threads, with onnxruntime (ORT_ENABLE_ALL) as a reference column, then the layou
 Engines are interleaved per round (auto, nchw, onnxruntime, next round), so load from other
 processes hits them alike; each latency is the median of the round medians. The ratio is
 nchw / auto: above 1, layout selection is faster; "best-round" is the ratio of the fastest
-rounds' medians, the one least disturbed by other load.
+rounds' medians, the one least disturbed by other load. The layouts are chosen for the thread
+count (auto runs the program its set_threads picks), so the report comes once per count.
 
     python benchmarks/bench_layout.py
     python benchmarks/bench_layout.py --models effnet --threads 1 --rounds 3 --explain
     python benchmarks/bench_layout.py --kernels --threads 1   # per-kernel chains
     python benchmarks/bench_layout.py --calibrate --models resnet18   # cost model vs kernels
+    python benchmarks/bench_layout.py --kernel-sums   # sums of per-kernel minima: steadier
 
---calibrate times every Conv and conversion of a model compiled blocked and NCHW (per-kernel
-timings, engines interleaved, the minimum over rounds: the least disturbed by other load) and
-prints each kernel's rate next to the time the cost model predicts for it: the measurements
-graphopt/backend/layouts.py's rate table comes from.
+--calibrate times every Conv, MaxPool and conversion of a model compiled blocked and NCHW
+(per-kernel timings, engines interleaved, the minimum over rounds: the least disturbed by other
+load) and prints each kernel's rate next to the time the cost model predicts for it at that
+thread count: the measurements graphopt/backend/layouts.py's tables come from (KERNEL_GMACS at
+1 thread, THREAD_SPEEDUP from the ratio of the 1- and 2-thread tables).
 """
 from __future__ import annotations
 
@@ -33,9 +36,11 @@ from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import onnxruntime_session
 from graphopt.backend import layouts
 from graphopt.backend.lowering import layout_choice
+from graphopt.backend.c.target import get_target
 from graphopt.backend.program import Step
 from graphopt.layout.choice_report import format_choice, summarize_choice
 from graphopt.layout.examples import conv_chain, depthwise_blocks
+from graphopt.layout.kernels import NCHW, blocked
 from graphopt.layout.select import LayoutChoice
 from graphopt.numerics import random_inputs
 from graphopt.testing import sample_models_dir
@@ -74,17 +79,20 @@ def _median_of_rounds(fns: dict[str, Callable[[], object]], rounds: int, runs: i
 
 def bench_model(name: str, model: "str | onnx.ModelProto", threads: list[int], rounds: int,
                 runs: int) -> tuple[list[list[str]], list[str], "LayoutChoice | None"]:
-    """Table rows (one per thread count), the layout report lines and choice of one model."""
+    """Table rows (one per thread count), the layout report lines (per thread count: the
+    layouts are chosen for it) and the last count's choice of one model."""
     auto = compile_model(model, layout="auto")
     nchw = compile_model(model, layout="nchw")
     feeds = random_inputs(auto.graph, seed=0)
     names = [v.name for v in auto.graph.inputs]
     arrays = [feeds[n] for n in names]
     diff = float(np.max(np.abs(auto.run(arrays)[0] - nchw.run(arrays)[0])))
-    rows = []
+    rows, report, choice = [], [], None
     for count in threads:
         auto.set_threads(count)
         nchw.set_threads(count)
+        choice = layout_choice(auto.executable(arrays)[0].program)
+        report += [] if choice is None else [*summarize_choice(choice)]
         session = onnxruntime_session(model, count)
         ms = _median_of_rounds({"auto": lambda: auto.run(arrays),
                                 "nchw": lambda: nchw.run(arrays),
@@ -94,8 +102,6 @@ def bench_model(name: str, model: "str | onnx.ModelProto", threads: list[int], r
                     [f"{med['nchw'] / med['auto']:.2f}x",
                      f"{ms['nchw'][1] / ms['auto'][1]:.2f}x",
                      f"{med['onnxruntime'] / med['auto']:.2f}x", f"{diff:.1e}"])
-    choice = layout_choice(auto.programs()[0])
-    report = [] if choice is None else [*summarize_choice(choice)]
     return rows, report, choice
 
 
@@ -118,31 +124,47 @@ def _kernel_minima(model: "str | onnx.ModelProto", modes: tuple[str, ...], threa
 
 
 def calibrate(model: "str | onnx.ModelProto", threads: int, rounds: int) -> list[list[str]]:
-    """Rows per Conv: its NCHW and blocked kernels' measured ms and GMAC/s beside the ms the
-    cost model predicts for each (layouts.predicted_seconds); then each conversion's GB/s."""
+    """Rows per Conv and MaxPool: its NCHW and blocked kernels' measured ms (and GMAC/s)
+    beside the ms the cost model predicts for each on `threads` threads (layouts.step_seconds);
+    then each conversion's GB/s and predicted ms."""
     best = _kernel_minima(model, ("nchw", "blocked"), threads, rounds)
+    pricing = layouts.Pricing.of(get_target("native"), threads)
     rows = []
     for key, (step, nchw_s) in best["nchw"].items():
-        if step.op_type != "Conv" or key not in best["blocked"]:
+        if step.op_type not in ("Conv", "MaxPool") or key not in best["blocked"]:
             continue
         blocked_step, blocked_s = best["blocked"][key]
-        macs = layouts.conv_macs(step)
+        macs = layouts.conv_macs(step) if step.op_type == "Conv" else 0
         figures = []
-        for s, seconds in ((step, nchw_s), (blocked_step, blocked_s)):
-            predicted = layouts.predicted_seconds(s)
-            figures += [s.algorithm, f"{seconds * 1e3:.3f}", f"{macs / seconds * 1e-9:.1f}",
-                        "-" if predicted is None else f"{predicted * 1e3:.3f}"]
-        rows.append([step.node.name[-28:], f"{macs * 1e-6:.1f}"] + figures)
+        for s, seconds, layout in ((step, nchw_s, NCHW),
+                                   (blocked_step, blocked_s, blocked(pricing.width))):
+            predicted = layouts.step_seconds(step, layout, pricing)
+            figures += [s.algorithm or s.op_type, f"{seconds * 1e3:.3f}",
+                        f"{macs / seconds * 1e-9:.1f}" if macs else "-", f"{predicted * 1e3:.3f}"]
+        rows.append([step.node.name[-28:], f"{macs * 1e-6:.1f}" if macs else "-"] + figures)
     for key, (step, seconds) in best["blocked"].items():
-        if step.node.domain == layouts.DOMAIN:
+        if step.node.domain == layouts.DOMAIN and step.op_type != "MaxPool":
             moved = step.outputs[0].nbytes
+            predicted = layouts.STEP_SECONDS + pricing.stream_seconds(moved)
             rows.append([step.node.name[-28:], "-", step.op_type, f"{seconds * 1e3:.3f}",
-                         f"{moved / seconds * 1e-9:.1f} GB/s",
-                         f"{moved / layouts.CONVERSION_BYTES_PER_S * 1e3:.3f}"] + [""] * 4)
+                         f"{moved / seconds * 1e-9:.1f} GB/s", f"{predicted * 1e3:.3f}"] +
+                        [""] * 4)
     return rows
 
 
-CALIBRATE_HEADER = ["conv", "MMAC", "nchw kernel", "ms", "GMAC/s", "model ms", "blocked kernel",
+def kernel_sums(name: str, model: "str | onnx.ModelProto", threads: int, rounds: int
+                ) -> list[str]:
+    """A table row: auto's and nchw's sums of per-kernel minima over `rounds` (ms), and their
+    ratio: each kernel's least disturbed time, so a steadier comparison on a loaded machine
+    than whole runs (what it leaves out: the gaps between kernels, alike in both)."""
+    best = _kernel_minima(model, ("auto", "nchw"), threads, rounds)
+    sums = {mode: sum(seconds for _, seconds in steps.values()) * 1e3
+            for mode, steps in best.items()}
+    return [name, str(threads), f"{sums['auto']:.2f}", f"{sums['nchw']:.2f}",
+            f"{sums['nchw'] / sums['auto']:.2f}x"]
+
+
+CALIBRATE_HEADER = ["step", "MMAC", "nchw kernel", "ms", "GMAC/s", "model ms", "blocked kernel",
                     "ms", "GMAC/s", "model ms"]
 
 
@@ -157,8 +179,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="time 8-layer chains of mobilenet_v2's conv shapes instead")
     parser.add_argument("--calibrate", action="store_true",
                         help="per-kernel times against the cost model's predictions")
+    parser.add_argument("--kernel-sums", action="store_true",
+                        help="compare sums of per-kernel minima instead of whole runs")
     args = parser.parse_args(argv)
     print(machine_line())
+    if args.kernel_sums:
+        rows = [kernel_sums(name, MODELS[name](), count, args.rounds)
+                for name in args.models for count in args.threads]
+        print(f"load average: {', '.join(f'{v:.2f}' for v in os.getloadavg())}")
+        print(format_table(["model", "threads", "auto ms", "nchw ms", "nchw/auto"], rows))
+        return 0
     if args.calibrate:
         for name in args.models:
             for count in args.threads:

@@ -9,19 +9,19 @@
  * graphopt_config.h. After the last K slice the epilogue runs on each tile while it is hot.
  *
  * Threads (sgemm_blocked): one parallel region per call. With A packed whole (at compile time
- * as Ap, or here once before the tiles: the one barrier), C is cut into independent items
- * that the threads take dynamically, so a thread the OS preempts does not hold the others at
- * a barrier. A small enough to stay in L2 (at most MC x KC floats): an item is a range of
- * column panels over all rows, and each thread packs the B panels it reads into its own
- * buffer, so nothing about B is shared. A larger A:
- * B is packed whole too (shared, a second barrier) unless it comes packed, and an item is a
- * block of rows whose A panels over all of K stay in L2 by a range of columns, so each B
- * panel is read once per block instead of all of A once per column panel (at 2 threads the
- * two cores would otherwise share the L3 bandwidth streaming A). B packed at compile time
- * (Bp, or im2col written in the panel layout) is read in place. An A too large to pack
- * whole is packed one MC x KC block at a time, shared, between barriers. Calls below the
- * target's grain (GRAPHOPT_WORTH_THREADS) stay on one thread, without opening a parallel
- * region at all.
+ * as Ap, or at run time), C is cut into independent items that the threads take dynamically,
+ * so a thread the OS preempts does not hold the others at a barrier. A small enough to stay
+ * in L2 (at most MC x KC floats): A is packed once before the items (the one barrier), an
+ * item is a range of column panels over all rows, and each thread packs the B panels it
+ * reads into its own buffer, so nothing about B is shared. A larger A: an item is a block of
+ * rows whose A panels over all of K stay in L2 by a range of columns, so each B panel is read
+ * once per block instead of all of A once per column panel (at 2 threads the two cores would
+ * otherwise share the L3 bandwidth streaming A); B is packed whole, shared, unless it comes
+ * packed (Bp, or im2col written in the panel layout: read in place), and what is packed at
+ * run time is packed lazily, each A block and B panel by the first item that needs it, with
+ * no barrier at all (compute_row_items). An A too large to pack whole is packed one MC x KC
+ * block at a time, shared, between barriers. Calls below the target's grain
+ * (GRAPHOPT_WORTH_THREADS) stay on one thread, without opening a parallel region at all.
  *
  * Small M (a few rows, e.g. batch-1 fully connected layers) skips packing A. On B packed at
  * compile time (the usual weight) the product is a stream of B (sgemv_packed, memory-bound:
@@ -56,11 +56,19 @@
 static int64_t min64(int64_t a, int64_t b) { return a < b ? a : b; }
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+/* Whether a GEMM with A packed whole (a_floats of panels) runs by row items (compute_row_items)
+ * rather than column items: A beyond one L2 block, with B packed at compile time or small
+ * enough to pack whole at run time. */
+static int by_row_items(int64_t a_floats, int64_t b_floats, int b_packed) {
+    return a_floats > (int64_t)MC * KC && (b_packed || b_floats <= PACK_WHOLE);
+}
+
 int64_t graphopt_sgemm_scratch(int64_t M, int64_t N, int64_t K) {
     if (M <= 0 || N <= 0 || K <= 0 || M <= SMALL_M) return 0;
     const int64_t a_whole = round_up(M, MR) * K, b_whole = round_up(N, NR) * K;
     if (a_whole > PACK_WHOLE) return round_up(min64(M, MC), MR) * min64(K, KC);
-    return a_whole + (a_whole > MC * KC && b_whole <= PACK_WHOLE ? b_whole : 0);
+    if (!by_row_items(a_whole, b_whole, 0)) return a_whole;
+    return a_whole + b_whole + round_up(M, MR) / MR + round_up(N, NR) / NR; /* + flags */
 }
 
 /* Independent accumulator sets a tile of `rows` rows uses: enough FMA chains in flight to hide
@@ -408,9 +416,14 @@ static void gemv_share(const gemm_call* g, int threads, int t) {
 
 /* C = A Bp for M <= SMALL_M. The grain rule sees its multiply-adds, which for one row are the
  * B floats it streams: at the rule's 20 GMAC/s that is 80 GB/s, about what one core reads
- * from L3 here (55-75 GB/s), whereas its bytes rule assumes a 10 GB/s memory stream and would
- * thread a 1.6 MB layer whose 30 us do not pay for a 15-20 us fork/join (measured: 2 threads
- * ran the mlp's layers 1.5x slower on the shared 2-core EPYC). */
+ * from L3 here, whereas its bytes rule assumes a 10 GB/s memory stream. Measured on the
+ * shared 2-core EPYC (Zen 3): one core streams 55-70 GB/s from L3 (this loop as fast as a
+ * plain read loop; prefetch distance makes no difference), two ~95 GB/s; a fork/join with
+ * the sleeping threads build.py sets up costs 12-18 us (2.6 us with libgomp's spinning ones).
+ * Two threads save S/66 - S/95 GB/s on a stream of S bytes, so they pay from about 3 MB and
+ * by the rule's margin (the fork/join a fifth of the time) from 5-8 MB: the 1.6 MB and 1 MB
+ * layers of an MLP stay on one thread (forced onto two, 784x512 took 31-41 us instead of
+ * 24-28 us; with spinning threads 18-24 us). */
 static void sgemv_packed(const gemm_call* g) {
 #ifdef _OPENMP
     if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0) && omp_get_max_threads() > 1) {
@@ -483,24 +496,102 @@ static void compute_items(const gemm_call* g, const float* a_whole, int64_t mp, 
     }
 }
 
+/* The row items pack what did not come packed lazily, into shared whole panels: each A block
+ * and each B panel by the first item that needs it, which claims it through a flag (in
+ * scratch, zeroed before the parallel region); an item finding it claimed waits until it is
+ * published (one panel or block: microseconds). So the threads never meet at a barrier,
+ * where a thread the OS stopped would hold the others, and a panel is packed by the thread
+ * about to read it, into its own cache. */
+#define PACKED (1 << 30)
+
+/* 1 if the caller is to pack what `flag` guards (and then publish it); 0 once it is packed. */
+static int claim(int* flag) {
+#ifdef _OPENMP
+    int seen;
+#pragma omp atomic read seq_cst
+    seen = *flag;
+    if (seen >= PACKED) return 0;
+#pragma omp atomic capture seq_cst
+    {
+        seen = *flag;
+        *flag += 1;
+    }
+    if (seen == 0) return 1;
+    while (seen < PACKED) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+        __builtin_ia32_pause();
+#endif
+#pragma omp atomic read seq_cst
+        seen = *flag;
+    }
+    return 0;
+#else
+    return *flag < PACKED;
+#endif
+}
+
+static void publish(int* flag) {
+#ifdef _OPENMP
+#pragma omp atomic write seq_cst
+#endif
+    *flag = PACKED;
+}
+
+/* Row panels [ip0, ip1) of A over all of K into their place in a_whole, once. */
+static void ensure_a_block(const gemm_call* g, float* a_whole, int* flag, int64_t ip0,
+                           int64_t ip1) {
+    if (!claim(flag)) return;
+    for (int64_t ip = ip0; ip < ip1; ++ip)
+        pack_panel(min64(MR, g->M - ip * MR), g->K, g->A + ip * MR * g->rsa, g->rsa, g->csa, MR,
+                   a_whole + ip * g->K * MR);
+    publish(flag);
+}
+
+/* Column panel jp of B over all of K into its place in b_whole, once. */
+static void ensure_b_panel(const gemm_call* g, float* b_whole, int* flag, int64_t jp) {
+    if (!claim(flag)) return;
+    pack_panel(min64(NR, g->N - jp * NR), g->K, g->B + jp * NR * g->csb, g->csb, g->rsb, NR,
+               b_whole + jp * g->K * NR);
+    publish(flag);
+}
+
 /* A larger than an L2 block (MC x KC floats), B whole as panels: items are blocks of rows few
  * enough that their A panels over all of K stay in L2, by a range of columns; each B panel is
- * read from L3 once per block instead of all of A once per column panel. */
-static void compute_row_items(const gemm_call* g, const float* a_whole, const float* b_whole,
-                              int64_t mp, int64_t np, int threads) {
+ * read from L3 once per block instead of all of A once per column panel (at 2 threads the two
+ * cores would otherwise share the L3 bandwidth streaming A). Ap / Bp are read in place, else
+ * A goes to a_whole and B to b_whole lazily (flags: one per row block, then one per column
+ * panel). Items go along the columns of a row block, whose A stays in L2 from one to the
+ * next, unless A is packed here: then down the rows, so that items running at once pack
+ * different A blocks instead of one waiting for the other's. Each item starts on its own
+ * share of the columns (by row block modulo the threads), so that concurrent items pack
+ * different B panels. */
+static void compute_row_items(const gemm_call* g, const float* Ap, float* a_whole,
+                              float* b_whole, int* flags, int64_t mp, int64_t np, int threads) {
     int64_t height = (int64_t)MC * KC / ((int64_t)MR * g->K);
     height = height < 1 ? 1 : height;
-    const int64_t rows = (mp + height - 1) / height, wanted = (int64_t)ITEMS_PER_THREAD * threads;
+    /* twice the items of compute_items: B panels come packed or shared, so a finer cut costs
+     * no packing, only A blocks read again from L3, and leaves a shorter tail at the end */
+    const int64_t rows = (mp + height - 1) / height;
+    const int64_t wanted = (int64_t)2 * ITEMS_PER_THREAD * threads;
     const int64_t cols = rows >= wanted ? 1 : min64(np, (wanted + rows - 1) / rows);
     const int64_t width = (np + cols - 1) / cols;
+    const float* a = Ap ? Ap : a_whole;
+    const float* b = g->Bp ? g->Bp : b_whole;
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic, 1) nowait
 #endif
     for (int64_t item = 0; item < rows * cols; ++item) {
-        const int64_t r = item / cols, c = item % cols;
-        const tile_share s = {r * height, min64(mp, (r + 1) * height), c * width,
-                              min64(np, (c + 1) * width)};
-        compute_block(g, a_whole, g->K * MR, 0, b_whole, &s, 0, g->K, NULL);
+        const int64_t r = Ap ? item / cols : item % rows, c = Ap ? item % cols : item / rows;
+        const int64_t ip0 = r * height, ip1 = min64(mp, ip0 + height);
+        const int64_t jp0 = c * width, span = min64(np, jp0 + width) - jp0;
+        const int64_t first = span * (r % threads) / threads;
+        if (!Ap) ensure_a_block(g, a_whole, flags + r, ip0, ip1);
+        for (int64_t q = 0; q < span; ++q) {
+            const int64_t jp = jp0 + (first + q) % span;
+            const tile_share s = {ip0, ip1, jp, jp + 1};
+            if (!g->Bp) ensure_b_panel(g, b_whole, flags + mp + jp, jp);
+            compute_block(g, a, g->K * MR, 0, b, &s, 0, g->K, NULL);
+        }
     }
 }
 
@@ -523,44 +614,54 @@ static void compute_by_blocks(const gemm_call* g, int64_t mp, int64_t np, int th
     }
 }
 
-/* Thread t of `threads`' share of the packed GEMM; see the file comment. */
-static void blocked_share(const gemm_call* g, const float* Ap, float* scratch, int threads,
-                          int t) {
+/* The flags of the row items' lazy packing (zeroed), or NULL when the call runs otherwise or
+ * packs nothing at run time. Scratch holds A's panels (unless Ap), B's (unless Bp), then
+ * mp + np flags: the layout graphopt_sgemm_scratch and GemmTiles.scratch_bytes size. */
+static int* row_item_flags(const gemm_call* g, const float* Ap, float* scratch) {
     const int64_t mp = (g->M + MR - 1) / MR, np = (g->N + NR - 1) / NR;
-    const int whole = Ap != NULL || round_up(g->M, MR) * g->K <= PACK_WHOLE;
+    const int64_t a_floats = mp * MR * g->K, b_floats = np * NR * g->K;
+    if ((Ap && g->Bp) || (!Ap && a_floats > PACK_WHOLE) ||
+        !by_row_items(a_floats, b_floats, g->Bp != NULL))
+        return NULL;
+    int* flags = (int*)(scratch + (Ap ? 0 : a_floats) + (g->Bp ? 0 : b_floats));
+    memset(flags, 0, (size_t)(mp + np) * sizeof(int));
+    return flags;
+}
+
+/* Thread t of `threads`' share of the packed GEMM; see the file comment. */
+static void blocked_share(const gemm_call* g, const float* Ap, float* scratch, int* flags,
+                          int threads, int t) {
+    const int64_t mp = (g->M + MR - 1) / MR, np = (g->N + NR - 1) / NR;
     float b_raw[KC * NR + 64 / sizeof(float)]; /* 64-byte aligned below: no split loads */
     float* b_buffer = (float*)(((uintptr_t)b_raw + 63) & ~(uintptr_t)63);
-    if (!whole) {
+    if (!Ap && mp * MR * g->K > PACK_WHOLE) {
         compute_by_blocks(g, mp, np, threads, t, scratch, b_buffer);
+    } else if (by_row_items(mp * MR * g->K, np * NR * g->K, g->Bp != NULL)) {
+        compute_row_items(g, Ap, scratch, scratch + (Ap ? 0 : mp * MR * g->K), flags, mp, np,
+                          threads);
     } else {
-        const float* a = Ap ? Ap : scratch;
-        float* b = Ap ? scratch : scratch + round_up(g->M, MR) * g->K;
         if (!Ap) pack_panels(g->M, g->K, g->A, g->rsa, g->csa, MR, scratch); /* barrier */
-        if (mp * MR * g->K > MC * KC && (g->Bp || np * NR * g->K <= PACK_WHOLE)) {
-            if (!g->Bp) pack_panels(g->N, g->K, g->B, g->csb, g->rsb, NR, b);
-            compute_row_items(g, a, g->Bp ? g->Bp : b, mp, np, threads);
-        } else {
-            compute_items(g, a, mp, np, threads, b_buffer);
-        }
+        compute_items(g, Ap ? Ap : scratch, mp, np, threads, b_buffer);
     }
 }
 
 /* The packed GEMM in one parallel region (one fork/join per call) when it is worth threads;
  * below the grain no region at all (even an `if (0)` region costs a team setup per call). */
 static void sgemm_blocked(const gemm_call* g, const float* Ap, float* scratch) {
+    int* flags = row_item_flags(g, Ap, scratch);
 #ifdef _OPENMP
     if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0) && omp_get_max_threads() > 1) {
 #pragma omp parallel
-        blocked_share(g, Ap, scratch, omp_get_num_threads(), omp_get_thread_num());
+        blocked_share(g, Ap, scratch, flags, omp_get_num_threads(), omp_get_thread_num());
         return;
     }
     if (omp_get_level() > 0) { /* inside a caller's region (Winograd points, conv blocks), */
 #pragma omp parallel num_threads(1) /* even a team of one: the loops inside must bind to */
-        blocked_share(g, Ap, scratch, 1, 0); /* their own team, not to the caller's */
+        blocked_share(g, Ap, scratch, flags, 1, 0); /* their own team, not to the caller's */
         return;
     }
 #endif
-    blocked_share(g, Ap, scratch, 1, 0);
+    blocked_share(g, Ap, scratch, flags, 1, 0);
 }
 
 void graphopt_sgemm(int64_t M, int64_t N, int64_t K,

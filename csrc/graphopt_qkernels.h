@@ -1,6 +1,7 @@
 /* Integer (INT8) kernels: u8 x s8 GEMM with int32 accumulation and a fused requantizing
- * epilogue, the im2col that feeds it, depthwise convolution, and the int8 elementwise ops whose
- * rounding must match onnxruntime (QLinearAdd, requantizing copy, average pooling).
+ * epilogue, convolution on it (im2col packed block by block), depthwise convolution, pooling,
+ * and the int8 elementwise ops whose rounding must match onnxruntime (QLinearAdd, requantizing
+ * copy, average pooling). Implemented by csrc/q*.c (graphopt_qinternal.h: what they share).
  *
  * Arithmetic (graphopt/quantization/rounding.py is the definition; every path here gives the
  * same integers):
@@ -60,13 +61,18 @@ typedef struct {
 /* Work memory: the kernels below never allocate. `work` holds `slots` slots of the size the
  * *_work function gives (graphopt/backend/int8/packing.py computes the same), one per thread:
  * a call runs on at most `slots` threads (1 without OpenMP). `work` is 8-byte aligned. */
-int64_t graphopt_qim2col_work(const graphopt_qconv_shape* s);
 int64_t graphopt_qdepthwise_work(const graphopt_qconv_shape* s);
 
-/* im2col of u8 X (channels x height x width) into packed B panels; pad = x zero point (as u8,
- * after the flip). */
-void graphopt_qim2col_packed(const uint8_t* X, const graphopt_qconv_shape* s, uint8_t pad,
-                             int flip, uint8_t* panels, void* work, int slots);
+/* Bytes of work memory graphopt_qconv needs with `slots` slots (padded planes shared by the
+ * threads, then a slot each). */
+int64_t graphopt_qconv_work(const graphopt_qconv_shape* s, int slots);
+
+/* Convolution of one image and group: Y (M x out_height*out_width, contiguous) =
+ * epilogue(W * im2col(X)), W the M x (channels*kh*kw) weights packed as A panels, X u8 (or s8
+ * with flip) planes; pad = the x zero point (as u8, after the flip). */
+void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
+                    const int8_t* Ap, uint8_t pad, int flip, const graphopt_qepilogue* e,
+                    void* Y, void* work, int slots);
 
 /* C[r*rs + c*cs] = epilogue(acc[r, c]) for r < M, c < N: C is uint8_t, int8_t or float. */
 void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uint8_t* Bp,

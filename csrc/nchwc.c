@@ -13,6 +13,10 @@
 #include "graphopt_nchwc.h"
 #include "graphopt_simd.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #define B GRAPHOPT_NCHWC
 
 #if GRAPHOPT_GEMM_VLEN > 1
@@ -121,17 +125,58 @@ static bvec bias_block(const graphopt_nchwc_epi* fe, int64_t block) {
     return fe && fe->bias ? BV_LOAD(fe->bias + block * B) : BV_ZERO();
 }
 
-/* Parallel loops hand out their iterations in NCHWC_PARTS dynamic chunks, as the GEMM and
- * Winograd kernels do: a thread the OS holds back (2 cores shared with other processes) then
- * delays a call by one chunk, not by its static half of the work; 16 chunks keep the
- * imbalance under 1/16 with one atomic increment per chunk. */
+/* Split n items into `parts` near-equal contiguous parts: the first item of part i. Pixel
+ * chunks and register tiles are split so, not as full ones plus a remainder: a 49-pixel plane
+ * is 2 chunks of 25 and 24 (not 48 and 1, which left one thread idle) and 5- and 6-pixel
+ * tiles (not a 1-pixel tile that runs the whole weight panel for 2 accumulators). */
+static int64_t even_split(int64_t n, int64_t parts, int64_t i) {
+    return n / parts * i + (i < n % parts ? i : n % parts);
+}
+
+/* NCHWC_FOR(n, worth, body...) runs `body` once per part of the iterations 0..n, with
+ * `begin` and `end` the part's range. Parallel loops hand out NCHWC_PARTS near-equal dynamic
+ * parts, as the GEMM and Winograd kernels do: a thread the OS holds back (2 cores shared with
+ * other processes) then delays a call by one part, not by its static half of the work; 16
+ * parts keep the imbalance under 1/16 with one atomic increment each. A loop the grain rule
+ * keeps serial (`worth` false), or one run with one thread, never enters OpenMP: opening a
+ * team costs 1-2 us even when its if() clause is false, more than a small kernel's whole
+ * work (digits_cnn's 8x8 planes). */
 #ifdef _OPENMP
 #define NCHWC_PARTS 16
-
-static int nchwc_chunk(int64_t iterations) {
-    return (int)((iterations + NCHWC_PARTS - 1) / NCHWC_PARTS);
-}
+#define NCHWC_FOR(n, worth, ...)                                                   \
+    do {                                                                           \
+        const int64_t n_ = (n);                                                    \
+        if ((worth) && n_ > 1 && omp_get_max_threads() > 1) {                      \
+            const int64_t parts_ = n_ < NCHWC_PARTS ? n_ : NCHWC_PARTS;            \
+            _Pragma("omp parallel for schedule(dynamic, 1)")                       \
+            for (int64_t part_ = 0; part_ < parts_; ++part_) {                     \
+                const int64_t begin = even_split(n_, parts_, part_);               \
+                const int64_t end = even_split(n_, parts_, part_ + 1);             \
+                __VA_ARGS__                                                        \
+            }                                                                      \
+        } else {                                                                   \
+            const int64_t begin = 0, end = n_;                                     \
+            __VA_ARGS__                                                            \
+        }                                                                          \
+    } while (0)
+#else
+#define NCHWC_FOR(n, worth, ...)                                                   \
+    do {                                                                           \
+        const int64_t begin = 0, end = (n);                                        \
+        __VA_ARGS__                                                                \
+    } while (0)
 #endif
+
+/* [lo, hi): the output columns whose whole window row lies inside the input row. */
+static void inside_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t* hi) {
+    const int64_t last_tap = s->width - 1 - (s->kernel_w - 1) * s->dilation_w + s->pad_left;
+    int64_t first = (s->pad_left + s->stride_w - 1) / s->stride_w;
+    int64_t end = last_tap >= 0 ? last_tap / s->stride_w + 1 : 0;
+    if (end > s->out_width) end = s->out_width;
+    if (first > end) first = end;
+    *lo = first;
+    *hi = end;
+}
 
 /* ---- layout conversions ------------------------------------------------------------------ */
 
@@ -139,21 +184,18 @@ static int nchwc_chunk(int64_t iterations) {
 static void reorder(const float* X, float* Y, int64_t n, int64_t channels, int64_t plane,
                     int to_blocked) {
     const int64_t blocks = n * (channels / B);
-#ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, nchwc_chunk(blocks)) \
-    if (GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B))
-#endif
-    for (int64_t q = 0; q < blocks; ++q) {
-        const float* x = X + q * B * plane; /* images are whole multiples of B planes */
-        float* restrict y = Y + q * B * plane;
-        if (to_blocked) {
-            for (int64_t p = 0; p < plane; ++p)
-                for (int l = 0; l < B; ++l) y[p * B + l] = x[l * plane + p];
-        } else {
-            for (int l = 0; l < B; ++l)
-                for (int64_t p = 0; p < plane; ++p) y[l * plane + p] = x[p * B + l];
-        }
-    }
+    NCHWC_FOR(blocks, GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B),
+        for (int64_t q = begin; q < end; ++q) {
+            const float* x = X + q * B * plane; /* images are whole multiples of B planes */
+            float* restrict y = Y + q * B * plane;
+            if (to_blocked) {
+                for (int64_t p = 0; p < plane; ++p)
+                    for (int l = 0; l < B; ++l) y[p * B + l] = x[l * plane + p];
+            } else {
+                for (int l = 0; l < B; ++l)
+                    for (int64_t p = 0; p < plane; ++p) y[l * plane + p] = x[p * B + l];
+            }
+        });
 }
 
 void graphopt_nchw_to_nchwc(const float* X, float* Y, int64_t n, int64_t channels,
@@ -223,16 +265,36 @@ GRAPHOPT_INLINE void dw_row_interior(const int step, const float* x, const bvec*
     }
 }
 
-/* First output column whose window starts inside the row, and one past the last whose window
- * ends inside it. */
-static void dw_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t* hi) {
-    int64_t first = (s->pad_left + s->stride_w - 1) / s->stride_w;
-    int64_t last = s->width - 3 + s->pad_left >= 0
-                       ? (s->width - 3 + s->pad_left) / s->stride_w + 1 : 0;
-    if (last > s->out_width) last = s->out_width;
-    if (first > last) first = last;
-    *lo = first;
-    *hi = last;
+/* Output row oy of channel block cb. */
+static void dw_row(const float* X, const float* W, float* Y, const graphopt_conv2d_shape* s,
+                   const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi,
+                   const finisher* f, int64_t lo, int64_t hi, int64_t cb, int64_t oy) {
+    const int64_t h = s->height, wd = s->width, oh = s->out_height, ow = s->out_width;
+    const int64_t sw = s->stride_w, plane_out = oh * ow;
+    const float* x = X + cb * h * wd * B;
+    float* yr = Y + (cb * plane_out + oy * ow) * B;
+    const float* rr = fe && fe->residual ? fe->residual + (cb * plane_out + oy * ow) * B : NULL;
+    bvec w[9];
+    for (int t = 0; t < 9; ++t) w[t] = BV_LOAD(W + (cb * 9 + t) * B);
+    const bvec bias = bias_block(fe, cb);
+    const int64_t iy0 = oy * s->stride_h - s->pad_top;
+    int64_t ox = 0;
+    if (iy0 >= 0 && iy0 + 2 < h) {
+        for (; ox < lo; ++ox)
+            BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left, h, wd),
+                                         f, rr ? rr + ox * B : NULL));
+        const int64_t origin = iy0 * wd - s->pad_left;
+        if (sw == 1)
+            dw_row_interior(1, x, w, bias, origin, wd, ox, hi, yr, rr, f);
+        else
+            dw_row_interior(2, x, w, bias, origin, wd, ox, hi, yr, rr, f);
+        ox = hi > ox ? hi : ox;
+    }
+    for (; ox < ow; ++ox)
+        BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left, h, wd), f,
+                                     rr ? rr + ox * B : NULL));
+    silu_rows(fe, yr, 0, 1, ow * B);
+    if (epi) epi->fn(epi, yr, plane_out * B, cb, oy * ow * B, 1, ow * B);
 }
 
 /* Parallel over channel blocks x output rows (a row is one block's ow pixels: enough work per
@@ -242,44 +304,15 @@ static void dw_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t* hi)
 void graphopt_nchwc_depthwise3x3(const float* X, const float* W, float* Y,
                                  const graphopt_conv2d_shape* s, const graphopt_nchwc_epi* fe,
                                  const graphopt_epilogue* epi) {
-    const int64_t blocks = s->channels / B, h = s->height, wd = s->width;
-    const int64_t oh = s->out_height, ow = s->out_width, sh = s->stride_h, sw = s->stride_w;
-    const int64_t plane_in = h * wd, plane_out = oh * ow;
+    const int64_t blocks = s->channels / B, oh = s->out_height;
+    const int64_t plane_out = oh * s->out_width;
     int64_t lo, hi;
-    dw_columns(s, &lo, &hi);
+    inside_columns(s, &lo, &hi);
     const finisher f = make_finisher(fe);
-#ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(blocks * oh)) \
-    if (GRAPHOPT_WORTH_THREADS(blocks * plane_out * 9 * B, 8 * blocks * plane_out * B))
-#endif
-    for (int64_t cb = 0; cb < blocks; ++cb)
-        for (int64_t oy = 0; oy < oh; ++oy) {
-            const float* x = X + cb * plane_in * B;
-            float* yr = Y + (cb * plane_out + oy * ow) * B;
-            const float* rr =
-                fe && fe->residual ? fe->residual + (cb * plane_out + oy * ow) * B : NULL;
-            bvec w[9];
-            for (int t = 0; t < 9; ++t) w[t] = BV_LOAD(W + (cb * 9 + t) * B);
-            const bvec bias = bias_block(fe, cb);
-            const int64_t iy0 = oy * sh - s->pad_top;
-            int64_t ox = 0;
-            if (iy0 >= 0 && iy0 + 2 < h) {
-                for (; ox < lo; ++ox)
-                    BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
-                                                           h, wd), &f, rr ? rr + ox * B : NULL));
-                const int64_t origin = iy0 * wd - s->pad_left;
-                if (sw == 1)
-                    dw_row_interior(1, x, w, bias, origin, wd, ox, hi, yr, rr, &f);
-                else
-                    dw_row_interior(2, x, w, bias, origin, wd, ox, hi, yr, rr, &f);
-                ox = hi > ox ? hi : ox;
-            }
-            for (; ox < ow; ++ox)
-                BV_STORE(yr + ox * B, finish(dw_border(x, w, bias, iy0, ox * sw - s->pad_left,
-                                                       h, wd), &f, rr ? rr + ox * B : NULL));
-            silu_rows(fe, yr, 0, 1, ow * B);
-            if (epi) epi->fn(epi, yr, plane_out * B, cb, oy * ow * B, 1, ow * B);
-        }
+    NCHWC_FOR(blocks * oh,
+              GRAPHOPT_WORTH_THREADS(blocks * plane_out * 9 * B, 8 * blocks * plane_out * B),
+        for (int64_t r = begin; r < end; ++r)
+            dw_row(X, W, Y, s, fe, epi, &f, lo, hi, r / oh, r % oh););
 }
 
 /* ---- pointwise (1x1) --------------------------------------------------------------------- */
@@ -360,47 +393,43 @@ static void pw_tile_any(int count, int nb, const float* x, const float* w, float
 #undef PW_CASE
 }
 
-/* Split n items into `parts` near-equal contiguous parts: the first item of part i. Pixel
- * chunks and register tiles are split so, not as full ones plus a remainder: a 49-pixel plane
- * is 2 chunks of 25 and 24 (not 48 and 1, which left one thread idle) and 5- and 6-pixel
- * tiles (not a 1-pixel tile that runs the whole weight panel for 2 accumulators). */
-static int64_t even_split(int64_t n, int64_t parts, int64_t i) {
-    return n / parts * i + (i < n % parts ? i : n % parts);
+/* Output blocks 2q, 2q + 1 over pixel chunk `chunk` of `chunks`, every input channel. */
+static void pw_item(const float* X, const float* W, float* Y, int64_t channels,
+                    int64_t out_channels, int64_t plane, const graphopt_nchwc_epi* fe,
+                    const graphopt_epilogue* epi, const finisher* f, int64_t chunks,
+                    int64_t chunk, int64_t q) {
+    const int64_t blocks = out_channels / B, in_blocks = channels / B, kc = PW_KC / B;
+    const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
+    const int64_t first = even_split(plane, chunks, chunk);
+    const int64_t size = even_split(plane, chunks, chunk + 1) - first;
+    const int64_t tiles = (size + PW_PIXELS - 1) / PW_PIXELS;
+    for (int64_t cb0 = 0; cb0 < in_blocks; cb0 += kc) {
+        const int64_t cb1 = cb0 + kc < in_blocks ? cb0 + kc : in_blocks;
+        const int last = cb1 == in_blocks;
+        for (int64_t t = 0; t < tiles; ++t) {
+            const int64_t p0 = first + even_split(size, tiles, t);
+            const int count = (int)(first + even_split(size, tiles, t + 1) - p0);
+            const int64_t at = mb * plane * B + p0 * B;
+            pw_tile_any(count, (int)nb, X + p0 * B, W + mb * channels * B, Y + at, channels,
+                        plane, mb, cb0, cb1, last, fe, f,
+                        fe && fe->residual ? fe->residual + at : NULL);
+            if (last) silu_rows(fe, Y + at, plane * B, nb, (int64_t)count * B);
+            if (last && epi) epi->fn(epi, Y + at, plane * B, mb, p0 * B, nb, (int64_t)count * B);
+        }
+    }
 }
 
+/* Parallel over chunk x pair iterations of equal work. */
 void graphopt_nchwc_pointwise(const float* X, const float* W, float* Y, int64_t channels,
                               int64_t out_channels, int64_t plane,
                               const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
-    const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2, in_blocks = channels / B;
-    const int64_t chunks = (plane + PW_CHUNK - 1) / PW_CHUNK, kc = PW_KC / B;
+    const int64_t pairs = (out_channels / B + 1) / 2;
+    const int64_t chunks = (plane + PW_CHUNK - 1) / PW_CHUNK;
     const finisher f = make_finisher(fe);
-    /* chunk x pair iterations of equal work */
-#ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(chunks * pairs)) \
-    if (GRAPHOPT_WORTH_THREADS(plane * channels * out_channels, 0))
-#endif
-    for (int64_t chunk = 0; chunk < chunks; ++chunk)
-        for (int64_t q = 0; q < pairs; ++q) {
-            const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
-            const int64_t begin = even_split(plane, chunks, chunk);
-            const int64_t size = even_split(plane, chunks, chunk + 1) - begin;
-            const int64_t tiles = (size + PW_PIXELS - 1) / PW_PIXELS;
-            for (int64_t cb0 = 0; cb0 < in_blocks; cb0 += kc) {
-                const int64_t cb1 = cb0 + kc < in_blocks ? cb0 + kc : in_blocks;
-                const int last = cb1 == in_blocks;
-                for (int64_t t = 0; t < tiles; ++t) {
-                    const int64_t p0 = begin + even_split(size, tiles, t);
-                    const int count = (int)(begin + even_split(size, tiles, t + 1) - p0);
-                    const int64_t at = mb * plane * B + p0 * B;
-                    pw_tile_any(count, (int)nb, X + p0 * B, W + mb * channels * B, Y + at,
-                                channels, plane, mb, cb0, cb1, last, fe, &f,
-                                fe && fe->residual ? fe->residual + at : NULL);
-                    if (last) silu_rows(fe, Y + at, plane * B, nb, (int64_t)count * B);
-                    if (last && epi)
-                        epi->fn(epi, Y + at, plane * B, mb, p0 * B, nb, (int64_t)count * B);
-                }
-            }
-        }
+    NCHWC_FOR(chunks * pairs, GRAPHOPT_WORTH_THREADS(plane * channels * out_channels, 0),
+        for (int64_t r = begin; r < end; ++r)
+            pw_item(X, W, Y, channels, out_channels, plane, fe, epi, &f, chunks, r / pairs,
+                    r % pairs););
 }
 
 /* ---- direct convolution (group 1, any window) -------------------------------------------- */
@@ -493,79 +522,102 @@ static void conv_tile_any(int count, int nb, int check, int in_blocked, const fl
 #undef CONV_CASE
 #undef CONV_TILE
 
-/* Parallel over output block pairs x output rows; each row is split into near-equal tiles of
- * at most PW_PIXELS pixels (a 7-pixel row is 4 + 3, not 6 + 1), border tiles included. */
+/* Output row oy of output blocks 2q, 2q + 1, split into near-equal tiles of at most
+ * PW_PIXELS pixels (a 7-pixel row is 4 + 3, not 6 + 1), border tiles included; [lo, hi):
+ * the output columns whose whole window row lies inside the input row. */
+static void conv_row(const float* X, int in_blocked, const float* W, float* Y,
+                     const graphopt_conv2d_shape* s, int64_t out_channels,
+                     const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi,
+                     const finisher* f, int64_t lo, int64_t hi, int64_t q, int64_t oy) {
+    const int64_t blocks = out_channels / B, mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
+    const int64_t ow = s->out_width, plane_out = s->out_height * ow;
+    const int64_t tiles = (ow + PW_PIXELS - 1) / PW_PIXELS;
+    const int64_t iy0 = oy * s->stride_h - s->pad_top;
+    const int rows_inside = iy0 >= 0 && iy0 + (s->kernel_h - 1) * s->dilation_h < s->height;
+    const float* w = W + mb * s->channels * s->kernel_h * s->kernel_w * B;
+    for (int64_t t = 0; t < tiles; ++t) {
+        const int64_t ox = even_split(ow, tiles, t);
+        const int count = (int)(even_split(ow, tiles, t + 1) - ox);
+        const int inside = rows_inside && ox >= lo && ox + count <= hi;
+        const int64_t at = mb * plane_out * B + (oy * ow + ox) * B;
+        conv_tile_any(count, (int)nb, !inside, in_blocked, X, w, Y + at, s, iy0,
+                      ox * s->stride_w - s->pad_left, plane_out, mb, fe, f,
+                      fe && fe->residual ? fe->residual + at : NULL);
+        silu_rows(fe, Y + at, plane_out * B, nb, (int64_t)count * B);
+        if (epi)
+            epi->fn(epi, Y + at, plane_out * B, mb, (oy * ow + ox) * B, nb, (int64_t)count * B);
+    }
+}
+
+/* Parallel over output block pairs x output rows. */
 void graphopt_nchwc_conv2d(const float* X, int in_blocked, const float* W, float* Y,
                            const graphopt_conv2d_shape* s, int64_t out_channels,
                            const graphopt_nchwc_epi* fe, const graphopt_epilogue* epi) {
-    const int64_t blocks = out_channels / B, pairs = (blocks + 1) / 2;
-    const int64_t oh = s->out_height, ow = s->out_width, plane_out = oh * ow;
-    const int64_t tiles = (ow + PW_PIXELS - 1) / PW_PIXELS;
-    /* output columns whose whole window row lies inside the input row */
-    const int64_t span = (s->kernel_w - 1) * s->dilation_w;
-    int64_t lo = (s->pad_left + s->stride_w - 1) / s->stride_w;
-    int64_t hi = s->width - 1 - span + s->pad_left >= 0
-                     ? (s->width - 1 - span + s->pad_left) / s->stride_w + 1 : 0;
-    if (hi > ow) hi = ow;
-    if (lo > hi) lo = hi;
+    const int64_t pairs = (out_channels / B + 1) / 2;
+    const int64_t oh = s->out_height, ow = s->out_width;
+    int64_t lo, hi;
+    inside_columns(s, &lo, &hi);
     const finisher f = make_finisher(fe);
-    const int64_t taps = s->kernel_h * s->kernel_w;
-#ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(pairs * oh)) \
-    if (GRAPHOPT_WORTH_THREADS(plane_out * s->channels * taps * out_channels, 0))
-#endif
-    for (int64_t q = 0; q < pairs; ++q)
-        for (int64_t oy = 0; oy < oh; ++oy) {
-            const int64_t mb = 2 * q, nb = blocks - mb < 2 ? blocks - mb : 2;
-            const int64_t iy0 = oy * s->stride_h - s->pad_top;
-            const int rows_inside =
-                iy0 >= 0 && iy0 + (s->kernel_h - 1) * s->dilation_h < s->height;
-            const float* w = W + mb * s->channels * taps * B;
-            for (int64_t t = 0; t < tiles; ++t) {
-                const int64_t ox = even_split(ow, tiles, t);
-                const int count = (int)(even_split(ow, tiles, t + 1) - ox);
-                const int inside = rows_inside && ox >= lo && ox + count <= hi;
-                const int64_t at = mb * plane_out * B + (oy * ow + ox) * B;
-                conv_tile_any(count, (int)nb, !inside, in_blocked, X, w, Y + at, s, iy0,
-                              ox * s->stride_w - s->pad_left, plane_out, mb, fe, &f,
-                              fe && fe->residual ? fe->residual + at : NULL);
-                silu_rows(fe, Y + at, plane_out * B, nb, (int64_t)count * B);
-                if (epi) epi->fn(epi, Y + at, plane_out * B, mb, (oy * ow + ox) * B, nb,
-                                 (int64_t)count * B);
-            }
-        }
+    const int64_t macs = oh * ow * s->channels * s->kernel_h * s->kernel_w * out_channels;
+    NCHWC_FOR(pairs * oh, GRAPHOPT_WORTH_THREADS(macs, 0),
+        for (int64_t r = begin; r < end; ++r)
+            conv_row(X, in_blocked, W, Y, s, out_channels, fe, epi, &f, lo, hi, r / oh, r % oh););
 }
 
 /* ---- max pooling ------------------------------------------------------------------------- */
 
+/* One output pixel's window, taps outside the image skipped (`check`), or all inside: then
+ * the first tap seeds the maximum and is taken again (max(v, v) is v, NaN included). */
+GRAPHOPT_INLINE bvec pool_window(const int check, const float* x, const graphopt_conv2d_shape* s,
+                                 int64_t iy0, int64_t ix0) {
+    if (!check) {
+        const float* p = x + (iy0 * s->width + ix0) * B;
+        const int64_t row = s->dilation_h * s->width * B, col = s->dilation_w * B;
+        bvec acc = BV_LOAD(p);
+        for (int64_t ky = 0; ky < s->kernel_h; ++ky)
+            for (int64_t kx = 0; kx < s->kernel_w; ++kx)
+                acc = BV_MAX(BV_LOAD(p + ky * row + kx * col), acc);
+        return acc;
+    }
+    bvec acc = BV_SET1(-INFINITY);
+    int first = 1;
+    for (int64_t ky = 0; ky < s->kernel_h; ++ky) {
+        const int64_t iy = iy0 + ky * s->dilation_h;
+        if (check && (iy < 0 || iy >= s->height)) continue;
+        for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
+            const int64_t ix = ix0 + kx * s->dilation_w;
+            if (check && (ix < 0 || ix >= s->width)) continue;
+            const bvec v = BV_LOAD(x + (iy * s->width + ix) * B);
+            acc = first ? v : BV_MAX(v, acc);
+            first = 0;
+        }
+    }
+    return acc;
+}
+
+/* Output row oy of block q: border pixels tap by tap, the interior [lo, hi) without checks. */
+static void pool_row(const float* X, float* Y, const graphopt_conv2d_shape* s, int64_t lo,
+                     int64_t hi, int64_t q, int64_t oy) {
+    const int64_t ow = s->out_width, sw = s->stride_w;
+    const float* x = X + q * s->height * s->width * B;
+    float* y = Y + (q * s->out_height + oy) * ow * B;
+    const int64_t iy0 = oy * s->stride_h - s->pad_top;
+    const int rows_inside = iy0 >= 0 && iy0 + (s->kernel_h - 1) * s->dilation_h < s->height;
+    int64_t ox = 0;
+    if (rows_inside) {
+        for (; ox < lo; ++ox)
+            BV_STORE(y + ox * B, pool_window(1, x, s, iy0, ox * sw - s->pad_left));
+        for (; ox < hi; ++ox)
+            BV_STORE(y + ox * B, pool_window(0, x, s, iy0, ox * sw - s->pad_left));
+    }
+    for (; ox < ow; ++ox) BV_STORE(y + ox * B, pool_window(1, x, s, iy0, ox * sw - s->pad_left));
+}
+
 void graphopt_nchwc_maxpool(const float* X, float* Y, int64_t blocks,
                             const graphopt_conv2d_shape* s) {
     const int64_t h = s->height, wd = s->width, oh = s->out_height, ow = s->out_width;
-#ifdef _OPENMP
-#pragma omp parallel for collapse(2) schedule(dynamic, nchwc_chunk(blocks * oh)) \
-    if (GRAPHOPT_WORTH_THREADS(0, 4 * blocks * (h * wd + oh * ow) * B))
-#endif
-    for (int64_t q = 0; q < blocks; ++q)
-        for (int64_t oy = 0; oy < oh; ++oy) {
-            const float* x = X + q * h * wd * B;
-            float* y = Y + (q * oh + oy) * ow * B;
-            const int64_t iy0 = oy * s->stride_h - s->pad_top;
-            for (int64_t ox = 0; ox < ow; ++ox) {
-                const int64_t ix0 = ox * s->stride_w - s->pad_left;
-                bvec acc = BV_SET1(-INFINITY);
-                int first = 1;
-                for (int64_t ky = 0; ky < s->kernel_h; ++ky) {
-                    const int64_t iy = iy0 + ky * s->dilation_h;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int64_t kx = 0; kx < s->kernel_w; ++kx) {
-                        const int64_t ix = ix0 + kx * s->dilation_w;
-                        if (ix < 0 || ix >= wd) continue;
-                        const bvec v = BV_LOAD(x + (iy * wd + ix) * B);
-                        acc = first ? v : BV_MAX(v, acc);
-                        first = 0;
-                    }
-                }
-                BV_STORE(y + ox * B, acc);
-            }
-        }
+    int64_t lo, hi;
+    inside_columns(s, &lo, &hi);
+    NCHWC_FOR(blocks * oh, GRAPHOPT_WORTH_THREADS(0, 4 * blocks * (h * wd + oh * ow) * B),
+        for (int64_t r = begin; r < end; ++r) pool_row(X, Y, s, lo, hi, r / oh, r % oh););
 }

@@ -1,5 +1,6 @@
 """Layout choice by cost (graphopt.layout.select): decisions follow the declared kernel costs and
 the bytes conversions move; the solver is exact for two layouts and never worse than all-NCHW."""
+import dataclasses
 import itertools
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ import pytest
 from graphopt import onnx_io
 from graphopt.layout.choice_report import format_choice
 from graphopt.layout.kernels import NCHW, KernelDecl, KernelTable, Target, default_kernels
-from graphopt.layout.select import build_problem, choose_layouts, solve
+from graphopt.layout.select import build_problem, choose, choose_layouts, solve
 
 sys.path.insert(0, str(Path(__file__).parent / "passes"))
 from _fuse_testlib import build  # noqa: E402
@@ -79,6 +80,19 @@ def test_blocked_layout_refused_when_conversions_cost_more_than_it_saves():
     lines = list(format_choice(choice))
     assert any("kept NCHW: NCHW8c would save 2.50 KiB-eq" in line and "8.00 KiB of conversions"
                in line for line in lines), lines
+
+
+def test_a_fixed_cost_per_conversion_refuses_a_gain_larger_than_the_bytes():
+    # the conv saves 10 KiB-eq blocked and its two conversions move 8 KiB (it goes blocked);
+    # a backend's kernel call per conversion (1.5 KiB-eq each) makes them cost 11 KiB-eq
+    graph = _small_conv()
+    problem = build_problem(graph, _table(flops_per_byte=4))
+    assert set(solve(problem).values()) == {NCHW, BLOCKED}
+    problem.edges = [dataclasses.replace(e, fixed=1536.0) for e in problem.edges]
+    choice = choose(problem)
+    assert set(choice.labels.values()) == {NCHW} and choice.conversions == []
+    [decision] = choice.decisions
+    assert decision.alternative == BLOCKED and decision.conversion_bytes == 8192 + 2 * 1536
 
 
 def test_same_conv_goes_blocked_when_compute_dominates():

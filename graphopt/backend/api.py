@@ -27,7 +27,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence, Union
+from typing import Callable, Mapping, Sequence, Union
 
 import numpy as np
 import onnx
@@ -43,7 +43,7 @@ from graphopt.backend.lowering import choose_algorithms, fuse_epilogues
 from graphopt.ir.fusion import ensure_fusion_groups
 from graphopt.backend.planner import get_planner
 from graphopt.backend.program import Program, Step
-from graphopt.backend.runtime import Executable, Report
+from graphopt.backend.runtime import Executable, NotContiguousError, Report
 from graphopt.backend.specialize import check_emitters, specialize, value_inputs
 from graphopt.errors import BadInputError, CodegenError, GraphoptError, UnsupportedError
 from graphopt.inputs import Inputs, check_inputs
@@ -78,6 +78,7 @@ class Specialization:
 
     shapes: tuple[tuple[int, ...], ...]
     values: tuple[tuple[int, bytes], ...] = ()
+    threads: int = 0  # the thread count its layouts were chosen for (0: none depends on it)
 
 
 def compile(model: ModelLike,  # noqa: A001
@@ -241,21 +242,30 @@ class CompiledModel:
         overlapping no input; then no output memory is allocated and these arrays are what
         is returned (zero-copy).
 
-        Cost: the first call with a new input signature (types, dtypes and shapes) checks the
-        inputs and finds or builds the program; later calls with C-contiguous ndarrays of that
-        signature do one dict lookup and call the C: about 4 us of Python per call on a
-        Zen 3 core (docs/BACKEND.md; `graphopt bench` prints it for a model)."""
-        executable, arrays = self._known_signature(inputs)
-        if executable is None:
+        Cost: the first call with a new input signature (dtypes and shapes) checks the inputs
+        and finds or builds the program; later calls with C-contiguous ndarrays of that
+        signature do one dict lookup and run a prebuilt closure around the C call: about
+        2.6 us of Python per call on a Zen 3 core (docs/BACKEND.md; `graphopt bench` prints
+        it for a model)."""
+        known, arrays = self._known_signature(inputs)
+        results = None
+        if known is not None:
+            try:
+                if outputs is None:
+                    results = known[1](arrays)
+                else:
+                    with self._lock:
+                        results = self._run_locked(known[0], arrays, outputs)
+            except NotContiguousError:  # the checked path copies it
+                pass
+        if results is None:
             arrays = self._check_inputs(inputs)
-        with self._lock:
-            if executable is None:
+            with self._lock:
                 executable = self._executable(self._specialization(arrays))
                 if not self.value_inputs:
-                    self._signatures[_signature(arrays)] = executable
-            if self.options.threads:
-                executable.set_threads(self.options.threads)
-            results = executable.run(arrays, outputs)
+                    self._signatures[_signature(arrays)] = (
+                        executable, executable.runner(self._lock, self._threads))
+                results = self._run_locked(executable, arrays, outputs)
         if output_names is None:
             return results
         unknown = [n for n in output_names if n not in self.output_names]
@@ -264,9 +274,24 @@ class CompiledModel:
                                 f"are {', '.join(self.output_names)}")
         return [results[self.output_names.index(n)] for n in output_names]
 
+    def _threads(self) -> int | None:
+        return self.options.threads
+
+    def _run_locked(self, executable: Executable, arrays: Sequence[np.ndarray],
+                    outputs: Sequence[np.ndarray] | None) -> list[np.ndarray]:
+        """Executable.run at this model's thread count; the caller holds the lock."""
+        if self.options.threads:
+            executable.set_threads(self.options.threads)
+        return executable.run(arrays, outputs)
+
     def set_threads(self, threads: int) -> None:
-        """OpenMP threads used by later runs (native target; the portable build is serial)."""
+        """OpenMP threads used by later runs (native target; the portable build is serial).
+        With layout="auto" a later run may use another program: the layouts are chosen for
+        the thread count (backend/layouts.py), one program per count, built when first run."""
+        before = self._layout_threads()
         self.options = dataclasses.replace(self.options, threads=int(threads))
+        if self._layout_threads() != before:
+            self._signatures.clear()  # their programs were chosen for the old count
 
     def executable(self, inputs: Inputs) -> tuple[Executable, list[np.ndarray]]:
         """The program that runs `inputs` (built now if need be) and the checked inputs."""
@@ -287,6 +312,7 @@ class CompiledModel:
                                            build_default=False)
         twin = self._profiled
         twin.options = dataclasses.replace(twin.options, threads=self.options.threads)
+        twin._signatures.clear()  # the thread count may pick another program (set_threads)
         executable, arrays = twin.executable(inputs)  # builds (or loads) the profile program
         twin.run(arrays)  # warm-up
         samples = []
@@ -328,11 +354,21 @@ class CompiledModel:
     def _default_specialization(self) -> Specialization:
         if self.value_inputs:
             raise BadInputError("the model is specialized on input values; give sample inputs")
-        return Specialization(tuple(self._default_shape(v) for v in self.inputs))
+        return Specialization(tuple(self._default_shape(v) for v in self.inputs),
+                              threads=self._layout_threads())
 
     def _specialization(self, arrays: Sequence[np.ndarray]) -> Specialization:
         return Specialization(tuple(a.shape for a in arrays),
-                              tuple((i, arrays[i].tobytes()) for i in self.value_inputs))
+                              tuple((i, arrays[i].tobytes()) for i in self.value_inputs),
+                              self._layout_threads())
+
+    def _layout_threads(self) -> int:
+        """The thread count the layout choice prices kernels for: the runs' (unset: OpenMP's
+        default, every core); 0 when no choice depends on it (a forced layout, a serial
+        target)."""
+        if self.options.layout != "auto" or not self.options.target.openmp:
+            return 0
+        return self.options.threads or os.cpu_count() or 1
 
     def _default_shape(self, value: Value) -> tuple[int, ...]:
         if value.default is not None:  # an overridable input: the shape of its default
@@ -367,7 +403,7 @@ class CompiledModel:
         lower_int8(program, self.graph)  # Value.quant-annotated groups -> integer steps
         if self.options.fuse_epilogues:
             fuse_epilogues(program)
-        assign_layouts(program, self.options.target, self.options.layout)
+        assign_layouts(program, self.options.target, self.options.layout, spec.threads or 1)
         choose_algorithms(program)
         code = generate(program, self.options.target, get_planner(self.options.planner), prefix,
                         self.options.profile)
@@ -380,11 +416,12 @@ class CompiledModel:
         log.info("compiled %s for input shapes %s in %.2fs (arena %d bytes)",
                  self.graph.info.graph_name, spec.shapes, seconds, code.arena_bytes)
 
-    def _known_signature(self, inputs: Inputs) -> tuple[Executable | None, Sequence[np.ndarray]]:
-        """The program for inputs of a signature checked before (every input given as a
-        C-contiguous ndarray), so a repeated call skips the checks; (None, ()) otherwise.
-        Models specialized on input values always take the checked path. This is the hot path
-        of a tiny model: one dict lookup, no Python-level loop over the checks."""
+    def _known_signature(self, inputs: Inputs
+                         ) -> tuple[tuple[Executable, Callable] | None, Sequence[np.ndarray]]:
+        """The program and its Executable.runner for inputs of a signature checked before
+        (every input a plain ndarray), so a repeated call skips the checks; (None, ())
+        otherwise. Models specialized on input values always take the checked path. This is
+        the hot path of a tiny model: one dict lookup, no Python-level loop over the checks."""
         signatures = self._signatures
         if not signatures:
             return None, ()
@@ -404,14 +441,13 @@ class CompiledModel:
             values = (inputs,)
         else:
             return None, ()
-        try:
-            if len(values) == 1:  # most models: no comprehension (a frame per call in 3.11)
-                a = values[0]
-                key: tuple = ((type(a), a.dtype, a.shape, a.flags.c_contiguous),)
-            else:
-                key = _signature(values)
-        except (AttributeError, TypeError):  # not arrays: the checked path converts or refuses
-            return None, ()
+        if len(values) == 1:  # most models: no comprehension (a frame per call in 3.11)
+            a = values[0]
+            if type(a) is not np.ndarray:  # anything else: the checked path converts or refuses
+                return None, ()
+            key: tuple | None = (a.dtype, a.shape)
+        else:
+            key = _signature(values)
         return signatures.get(key), values
 
     def _check_inputs(self, inputs: Inputs) -> list[np.ndarray]:
@@ -419,7 +455,13 @@ class CompiledModel:
         return check_inputs(self.inputs, inputs)
 
 
-def _signature(arrays: Sequence[np.ndarray]) -> tuple:
+def _signature(arrays: Sequence[np.ndarray]) -> tuple | None:
     """The key of checked inputs in CompiledModel._signatures (as _known_signature builds it):
-    what the checks depend on, plus the type and contiguity the C call needs."""
-    return tuple([(type(a), a.dtype, a.shape, a.flags.c_contiguous) for a in arrays])
+    what the checks depend on: dtype and shape of each plain ndarray (a bare pair for one
+    input), None if one is anything else. Contiguity is not part of it: Executable.run
+    refuses a non-contiguous input (the checked path copies it)."""
+    if any(type(a) is not np.ndarray for a in arrays):
+        return None
+    if len(arrays) == 1:
+        return (arrays[0].dtype, arrays[0].shape)
+    return tuple([(a.dtype, a.shape) for a in arrays])

@@ -50,8 +50,9 @@ log = logging.getLogger(__name__)
 # the top level.
 _PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
 CSRC_DIR = _PACKAGED_CSRC if _PACKAGED_CSRC.is_dir() else Path(__file__).resolve().parents[2] / "csrc"
-CSRC_SOURCES = ("gemm.c", "conv.c", "qgemm.c", "winograd.c", "im2col_gather.c",
-                "nchwc.c")
+CSRC_SOURCES = ("gemm.c", "conv.c", "winograd.c", "im2col_gather.c", "nchwc.c",
+                "qgemm.c", "qgemm_tile.c", "qepilogue.c", "qpack.c", "qplane.c", "qconv.c",
+                "qdepthwise.c", "qpool.c", "qeltwise.c")
 ABI_VERSION = "1"  # bump when the entry point's signature or calling convention changes
 
 _LOADED: dict[str, ModuleType] = {}

@@ -3,9 +3,11 @@
 The choice is graphopt.layout.select's whole-graph min-cut over two layouts, NCHW and the
 target's NCHWc (c = block_width: one SIMD register of floats): every step touching a rank-4
 activation is a site whose cost per layout is its kernel's predicted time (KERNEL_GMACS, rates
-measured per kernel; infinite where the backend has no blocked kernel, with the reason kept for
-the report), and every producer -> reader edge costs the bytes a conversion moves when the two
-differ. Graph inputs and outputs stay NCHW. Then the program is rewritten: blocked steps' rank-4
+measured per kernel, plus STEP_SECONDS a call; infinite where the backend has no blocked
+kernel, with the reason kept for the report), and every producer -> reader edge costs, when
+the two differ, the bytes a conversion moves plus its call. Times are for the thread count the
+program will run with (THREAD_SPEEDUP per kernel; the caller builds one program per count).
+Graph inputs and outputs stay NCHW. Then the program is rewritten: blocked steps' rank-4
 outputs become blocked tensors, and a conversion step (ops/conv_blocked.py) is inserted before
 the first reader that wants the other layout, shared by later readers. Weights are re-packed by
 the blocked emitters at compile time; layout-agnostic elementwise steps (all operands
@@ -17,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import weakref
+from dataclasses import dataclass
 
 from graphopt.backend.c.nchwc import block_width, blocked_shape, is_blocked, logical_shape
 from graphopt.backend.c.algorithms import choose as choose_algorithm
@@ -29,6 +32,7 @@ from graphopt.backend.c.target import Target
 from graphopt.backend.program import Program, Step, Tensor, step_reads
 from graphopt.errors import BadInputError
 from graphopt.ir import ops
+from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Node
 from graphopt.ir.types import DType
 from graphopt.layout.kernels import NCHW, blocked
@@ -38,8 +42,9 @@ from graphopt.layout.select import Edge, LayoutChoice, Problem, choose
 # blocked kernel runs it, whatever the conversions cost (to test and measure the kernels)
 LAYOUT_MODES = ("auto", "nchw", "blocked")
 
-# The cost model, in seconds on one core (the selection's unit is bytes-equivalent: seconds x
-# CONVERSION_BYTES_PER_S, so a conversion costs the bytes it moves). Measured on the 2-core
+# The cost model, in seconds on one core, divided by THREAD_SPEEDUP for a run on more (the
+# selection's unit is bytes-equivalent: seconds x CONVERSION_BYTES_PER_S, so a conversion on one
+# core costs the bytes it moves, plus STEP_SECONDS of a call). Measured on the 2-core
 # Zen 3 (AVX2) with `benchmarks/bench_layout.py --calibrate` (per-kernel minimum over rounds of
 # resnet18, mobilenet_v2 and effnet, every conv timed in both layouts), which prints these
 # predictions next to the measured times.
@@ -50,29 +55,56 @@ CONVERSION_BYTES_PER_S = 4.0e9
 # direct convolution's MACs (its transforms do fewer). Keyed by algorithm, or algorithm +
 # " shallow" for an image's first layer (fewer than SHALLOW_CHANNELS input channels per group:
 # im2col then copies a thin, very wide matrix) and + " 1x1" for a strided 1x1 window (a short
-# reduction per register tile). Measured (minimum over rounds, load average 5-7, so the lower
-# figures are the disturbed ones; the ratios between kernels timed in one run are what count):
-#   im2col 3x3 s2 20-33, 1x1 s2 17-27, shallow 17-26; im2col_gather 7x7 ~30 (~35 on digits_cnn's
-#   8x8 and 4x4 planes, whole rows copied as vectors); Winograd 4x4
-#   40-78 (56x56 to 14x14), 2x2 ~53 (7x7); pointwise 1x1 25-31 (15-25 on 112x112);
-#   nchwc_direct 36-38 x tile fill (29 at 14x14, 20 at 7x7 s2), 1x1 s2 14-21, shallow 15-32
-#   (resnet18's stem: 3.7 ms against im2col's 4.5 in the same run);
-#   nchwc_pointwise 32-39; nchwc_depthwise 11-23; NCHW depthwise 9 at 112x112, 1-3 below
-#   (KERNEL_PLANE_SECONDS: its per-plane setup dominates small planes).
+# reduction per register tile). Measured (minimum over rounds; the ratios between kernels timed
+# in one run are what count). Session 5, load average ~2 (resnet18 | mobilenet_v2, effnet):
+#   im2col 3x3 s2 21-24, 1x1 s2 14-20, shallow 18-22 (resnet18's stem: 5.3-6.7 ms against
+#   nchwc_direct's 3.7-5.9 in the same runs); im2col_gather 23-30 on 7x7 planes (~35 on
+#   digits_cnn's 8x8 and 4x4, whole rows copied as vectors); Winograd 4x4 29-40 on 56x56, 49-58
+#   on 28x28 and 14x14, 2x2 38-39 (7x7); nchwc_direct 25 at 56x56 and 28x28 (tile fill 0.93),
+#   20-23 at 14x14, 14 at 7x7, 1x1 s2 13-16, shallow 20-32 | pointwise 8-12 on 112x112, 17-21 on
+#   56x56, 23-32 below; nchwc_pointwise 19-24 on 112x112, 24-34 below; NCHW depthwise 7 at
+#   112x112, 1-5 below (KERNEL_PLANE_SECONDS: its per-plane setup dominates small planes),
+#   nchwc_depthwise 17 at 112x112, 6-17 below. direct (small convs, csrc/im2col_gather.c) 28-33
+#   on digits_cnn's 8x8 and 4x4 maps, 10 on its 1-channel first layer, where nchwc_direct
+#   reaches 14-15 and 4.5. Session 4 (load average 5-7) had Winograd 4x4 at
+#   40-78 and nchwc_direct at 36-38: the same order between kernels.
 KERNEL_GMACS: dict[str, float] = {
     # NCHW (graphopt/backend/c/ops/conv.py, winograd.py)
-    "im2col": 28.0, "im2col 1x1": 22.0, "im2col shallow": 24.0, "im2col_gather": 35.0,
-    "pointwise": 27.0, "depthwise": 10.0, "winograd4x4": 60.0, "winograd2x2": 50.0,
+    "im2col": 24.0, "im2col 1x1": 18.0, "im2col shallow": 20.0, "im2col_gather": 30.0,
+    "pointwise": 27.0, "depthwise": 10.0, "winograd4x4": 50.0, "winograd2x2": 45.0,
+    "direct": 30.0, "direct shallow": 10.0,
     # NCHWc (ops/conv_blocked.py); direct scaled by its register tiles' fill (_tile_fill)
-    "nchwc_direct": 36.0, "nchwc_direct 1x1": 17.0, "nchwc_direct shallow": 30.0,
-    "nchwc_pointwise": 35.0, "nchwc_depthwise": 16.0,
+    "nchwc_direct": 27.0, "nchwc_direct 1x1": 15.0, "nchwc_direct shallow": 24.0,
+    "nchwc_pointwise": 32.0, "nchwc_depthwise": 16.0,
 }
-# Bytes per second (read + written) of memory-bound kernels whose speed differs by layout; any
-# other step streams at CONVERSION_BYTES_PER_S in both. MaxPool 3x3 s2 on resnet18's
-# 64x112x112: 1.7-1.9 ms in NCHW (a scalar loop per output), 0.44 ms blocked (a vector per
-# pixel's 8 channels).
-STREAM_BYTES_PER_S: dict[tuple[str, bool], float] = {
-    ("MaxPool", False): 2.3e9, ("MaxPool", True): 8.0e9}
+# MaxPool: the NCHW kernel (ops/pool.py) loops over each output's window, seconds per tap:
+# with padding a bounds test per tap (resnet18's 3x3 s2 pad 1 on 64x112x112: 1.7-1.9 ms,
+# 0.9-1.1 ns a tap; 0.5-0.7 on 64x14x14), without it the compiler vectorizes the loop (2x2 s2:
+# 64x28x28 in 7-10 us, 32x8x8 in 0.4). The blocked one (csrc/nchwc.c) takes one vector per
+# pixel's 8 channels and streams: 64x112x112 in 0.2-0.45 ms (input + output, 9-19 GB/s).
+POOL_TAP_SECONDS = {True: 0.9e-9, False: 0.2e-9}  # by "the window can cross a padded border"
+BLOCKED_POOL_BYTES_PER_S = 10.0e9
+# Seconds one kernel call costs besides its work: its loop nests' set-up and a first touch of
+# its operands; a ToBlocked, FromBlocked, blocked or NCHW MaxPool of a 32x8x8 tensor takes
+# 0.3-0.6 us in all (csrc/nchwc.c opens no OpenMP team below the grain rule: that alone cost
+# 1-2 us). Every step pays it in either layout, every conversion adds it: what keeps a tiny
+# tensor's op in NCHW (digits_cnn's 32x8x8 MaxPool: 0.4 us, 2.5 blocked with its conversions).
+STEP_SECONDS = 0.3e-6
+# Speedup of each kernel on 2 threads over 1, keyed as KERNEL_GMACS ("stream": every
+# memory-bound step and the conversions), from
+# `benchmarks/bench_layout.py --calibrate --threads 1 2` (ratio of per-kernel minima, load
+# average ~2 on the 2 cores, so these are the figures other processes leave, not the cores'):
+#   im2col 1.5-1.9 (the stem 1.56), Winograd 1.3-1.7, nchwc_direct 1.3-1.6 (the stem 1.4-1.6),
+#   1x1 s2 1.0-1.3, winograd2x2 / im2col_gather (7x7 planes) 1.1-1.3; mobilenet_v2's and
+#   effnet's kernels 1.0-1.2 in a run where another process held a core (load average 1).
+# Kernels below the grain rule (Target.parallel_min_macs / _bytes) stay on one thread.
+THREAD_SPEEDUP: dict[str, float] = {
+    "im2col": 1.6, "im2col 1x1": 1.15, "im2col shallow": 1.6, "im2col_gather": 1.25,
+    "pointwise": 1.6, "depthwise": 1.6, "winograd4x4": 1.5, "winograd2x2": 1.2,
+    "nchwc_direct": 1.45, "nchwc_direct 1x1": 1.15, "nchwc_direct shallow": 1.45,
+    "nchwc_pointwise": 1.6, "nchwc_depthwise": 1.6, "stream": 1.5,
+}
+DEFAULT_SPEEDUP = 1.4
 # Seconds a kernel spends per channel plane besides its multiply-adds.
 KERNEL_PLANE_SECONDS: dict[str, float] = {"depthwise": 0.4e-6}
 SHALLOW_CHANNELS = 8
@@ -84,6 +116,36 @@ _TILE_PIXELS, _TILE_ACCUMULATORS = 6, 12
 _CHOICES: dict[int, tuple[weakref.ref, LayoutChoice]] = {}
 
 
+@dataclass(frozen=True)
+class Pricing:
+    """What the cost model prices steps for: the block width, the threads the program will
+    run with, and the grain rule under which a kernel stays on one thread (its Target)."""
+
+    width: int
+    threads: int = 1
+    min_macs: int = 0
+    min_bytes: int = 0
+
+    @classmethod
+    def of(cls, target: Target, threads: int = 1) -> "Pricing":
+        return cls(block_width(target), max(1, threads) if target.openmp else 1,
+                   target.parallel_min_macs, target.parallel_min_bytes)
+
+    def speedup(self, key: str, macs: int = 0, nbytes: int = 0) -> float:
+        """How much faster than on one core the kernel `key` runs, doing `macs` multiply-adds
+        and moving `nbytes` (under both thresholds it stays on one thread): the 2-thread
+        figure, extrapolated linearly beyond (a 2-core machine measured it), at most threads."""
+        if self.threads == 1 or (macs < self.min_macs and nbytes < self.min_bytes):
+            return 1.0
+        gain = THREAD_SPEEDUP.get(key, DEFAULT_SPEEDUP) - 1.0
+        return min(float(self.threads), 1.0 + gain * (self.threads - 1))
+
+    def stream_seconds(self, nbytes: int) -> float:
+        """A memory-bound kernel's time for `nbytes` read and written (a conversion: twice
+        its tensor's bytes count for the grain rule, once for the time, as measured)."""
+        return nbytes / (CONVERSION_BYTES_PER_S * self.speedup("stream", nbytes=2 * nbytes))
+
+
 def check_layout_mode(mode: str) -> str:
     if mode not in LAYOUT_MODES:
         raise BadInputError(f"unknown layout mode '{mode}'; choose one of "
@@ -91,16 +153,20 @@ def check_layout_mode(mode: str) -> str:
     return mode
 
 
-def assign_layouts(program: Program, target: Target, mode: str = "auto") -> LayoutChoice | None:
-    """Choose and apply each activation's layout (see LAYOUT_MODES)."""
+def assign_layouts(program: Program, target: Target, mode: str = "auto",
+                   threads: int = 1) -> LayoutChoice | None:
+    """Choose and apply each activation's layout (see LAYOUT_MODES), pricing the kernels for
+    a run on `threads` threads."""
     if check_layout_mode(mode) == "nchw":
         return None
-    width = block_width(target)
-    problem = build_program_problem(program, width)
-    choice = choose(problem, forced=_all_blocked(problem) if mode == "blocked" else None)
+    pricing = Pricing.of(target, threads)
+    problem = build_program_problem(program, pricing)
+    choice = choose(problem, forced=_all_blocked(problem) if mode == "blocked" else None,
+                    explained_ops=("MaxPool",))
     choice.seconds_per_byte = 1.0 / CONVERSION_BYTES_PER_S
+    choice.priced_for = f"{pricing.threads} thread{'s' if pricing.threads > 1 else ''}"
     if any(label != NCHW for label in choice.labels.values()):
-        apply_layouts(program, choice.labels, width)
+        apply_layouts(program, choice.labels, pricing.width)
     _CHOICES[id(program)] = (weakref.ref(program), choice)
     weakref.finalize(program, _CHOICES.pop, id(program), None)
     return choice
@@ -176,41 +242,57 @@ def _rate_key(shape: ConvShape, algorithm: str) -> str:
     return algorithm
 
 
-def kernel_seconds(step: Step, algorithm: str, width: int) -> float:
-    """What the cost model predicts a Conv step takes on one core with `algorithm`."""
+def kernel_seconds(step: Step, algorithm: str, pricing: Pricing) -> float:
+    """What the cost model predicts a Conv step takes with `algorithm` (a kernel call)."""
     shape = blocked_conv_shape(step)
-    rate = KERNEL_GMACS.get(_rate_key(shape, algorithm), DEFAULT_GMACS) * 1e9
+    key = _rate_key(shape, algorithm)
+    rate = KERNEL_GMACS.get(key, DEFAULT_GMACS) * 1e9
     if algorithm == "nchwc_direct":
-        rate *= _tile_fill(step, width)
-    planes = shape.batch * shape.out_channels
-    return conv_macs(step) / rate + planes * KERNEL_PLANE_SECONDS.get(algorithm, 0.0)
+        rate *= _tile_fill(step, pricing.width)
+    macs = conv_macs(step)
+    one_core = macs / rate + shape.batch * shape.out_channels * KERNEL_PLANE_SECONDS.get(
+        algorithm, 0.0)
+    return STEP_SECONDS + one_core / pricing.speedup(key, macs, step.outputs[0].nbytes)
 
 
-def predicted_seconds(step: Step) -> float | None:
-    """The cost model's time for a lowered Conv step with its recorded algorithm (None for
-    other steps): what --calibrate compares with the measured one."""
-    if step.op_type != "Conv" or step.node.domain or not step.algorithm:
-        return None
-    y = step.outputs[0]
-    width = y.shape[-1] if is_blocked(y.layout) else 1
-    return kernel_seconds(step, step.algorithm, width)
+def _pool_seconds(step: Step, blocked_kernel: bool, pricing: Pricing) -> float:
+    """A MaxPool step's time in either layout (see POOL_TAP_SECONDS)."""
+    x, y = step.inputs[0], step.outputs[0]
+    geometry = ConvGeometry.of(step.node, x.shape[2:], y.shape[2:])
+    taps = y.size * math.prod(geometry.kernel)
+    if blocked_kernel:
+        one_core, grain = (x.nbytes + y.nbytes) / BLOCKED_POOL_BYTES_PER_S, x.nbytes + y.nbytes
+    else:  # ops/pool.py's grain: 4 bytes per tap
+        padded = any(geometry.pads_begin) or any(geometry.pads_end)
+        one_core, grain = taps * POOL_TAP_SECONDS[padded], 4 * taps
+    return STEP_SECONDS + one_core / pricing.speedup("stream", nbytes=grain)
 
 
-def _step_cost(step: Step, layout: str, width: int) -> float:
-    """Bytes-equivalent of the step's kernel in `layout`: a Conv's predicted seconds times
-    CONVERSION_BYTES_PER_S; any other step the activation bytes it reads and writes, alike in
-    both layouts (elementwise kernels stream either)."""
+def step_seconds(step: Step, layout: str, pricing: Pricing) -> float:
+    """What the cost model predicts `step` (NCHW tensors) takes in `layout`: a Conv by its
+    kernel's rate, a MaxPool by its window taps or bytes, any other step its activation bytes
+    streamed alike in both layouts (elementwise kernels stream either)."""
+    blocked_kernel = layout != NCHW
     if step.op_type == "Conv" and not step.node.domain and step.inputs[0].rank == 4:
-        algorithm = blocked_algorithm(step) if layout != NCHW else choose_algorithm(step)
-        return kernel_seconds(step, algorithm, width) * CONVERSION_BYTES_PER_S
+        algorithm = blocked_algorithm(step) if blocked_kernel else choose_algorithm(step)
+        return kernel_seconds(step, algorithm, pricing)
+    if step.op_type == "MaxPool" and not step.node.domain and step.inputs[0].rank == 4:
+        return _pool_seconds(step, blocked_kernel, pricing)
     traffic = sum(t.nbytes for t in (*step_reads(step), *step.outputs) if not t.is_const)
-    rate = STREAM_BYTES_PER_S.get((step.op_type, layout != NCHW), CONVERSION_BYTES_PER_S)
-    return traffic * CONVERSION_BYTES_PER_S / rate
+    return STEP_SECONDS + pricing.stream_seconds(traffic)
 
 
-def build_program_problem(program: Program, width: int) -> Problem:
+def build_program_problem(program: Program, pricing: Pricing) -> Problem:
     """The sites (graph inputs/outputs and steps touching rank-4 activations), their costs in
-    NCHW and NCHW{width}c, and the producer -> reader edges."""
+    NCHW and NCHW{width}c (step_seconds in bytes-equivalent), and the producer -> reader edges
+    (a conversion: its bytes plus a kernel call)."""
+    width, unit = pricing.width, CONVERSION_BYTES_PER_S
+    call = STEP_SECONDS * unit
+
+    def edge(src: str, dst: str, t: Tensor, free: str = "") -> Edge:
+        per_byte = pricing.stream_seconds(t.nbytes) * unit / t.nbytes if t.nbytes else 1.0
+        return Edge(src, dst, t.name, t.nbytes, t.shape, free, call, per_byte)
+
     layout = blocked(width)
     problem = Problem((NCHW, layout))
     pinned = {NCHW: 0.0, layout: math.inf}
@@ -227,25 +309,28 @@ def build_program_problem(program: Program, width: int) -> Problem:
         site = f"step:{i}"
         problem.nodes[site] = step.node
         reason = blocked_reason(step, width)
-        problem.unary[site] = {NCHW: _step_cost(step, NCHW, width),
-                               layout: math.inf if reason else _step_cost(step, layout, width)}
+        problem.unary[site] = {NCHW: step_seconds(step, NCHW, pricing) * unit,
+                               layout: math.inf if reason else
+                               step_seconds(step, layout, pricing) * unit}
         if reason:
             problem.reasons[site] = reason
         elif step.op_type == "Conv":
             problem.notes[site] = (f"NCHW runs it as {choose_algorithm(step)}, {layout} as "
                                    f"{blocked_algorithm(step)}")
+        elif step.op_type == "MaxPool":
+            problem.notes[site] = (f"NCHW loops over each output's window taps, {layout} "
+                                   f"takes {width} channels per vector")
         free = layout if not reason and _reads_any(step, width) else ""
         for t in reads:
             if id(t) in site_of:
-                problem.edges.append(Edge(site_of[id(t)], site, t.name, t.nbytes, t.shape,
+                problem.edges.append(edge(site_of[id(t)], site, t,
                                           free if t is step.inputs[0] else ""))
         for t in outs:
             site_of[id(t)] = site
     for t in program.outputs:
         if _activation(t) and id(t) in site_of:
             problem.unary[f"output:{t.name}"] = dict(pinned)
-            problem.edges.append(Edge(site_of[id(t)], f"output:{t.name}", t.name, t.nbytes,
-                                      t.shape))
+            problem.edges.append(edge(site_of[id(t)], f"output:{t.name}", t))
     return problem
 
 

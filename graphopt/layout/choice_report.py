@@ -45,10 +45,11 @@ def format_choice(choice: LayoutChoice) -> Iterator[str]:
     convs with why; then the totals."""
     saved = choice.baseline - choice.cost
     share = f" ({saved / choice.baseline:.0%})" if choice.baseline > 0 else ""
-    yield (f"layout choice: cost {_amount(choice, choice.cost)}, all-NCHW "
+    priced = f" (priced for {choice.priced_for})" if choice.priced_for else ""
+    yield (f"layout choice{priced}: cost {_amount(choice, choice.cost)}, all-NCHW "
            f"{_amount(choice, choice.baseline)}, saves {_amount(choice, saved)}{share}")
     by_name = {d.node: d for d in choice.decisions}
-    in_chains = set()
+    in_chains: set[str] = set()
     for i, chain in enumerate(choice.chains, 1):
         others = f" + {', '.join(chain.others)}" if chain.others else ""
         yield (f"  chain {i}: {chain.layout}, {len(chain.convs)} conv(s){others}; kernels save "
@@ -56,19 +57,23 @@ def format_choice(choice: LayoutChoice) -> Iterator[str]:
                f"{_moved(chain.inserted)}: net {_amount(choice, chain.net_saving)}")
         for c in chain.inserted:
             yield f"    convert %{c.value}: {c.src} -> {c.dst}, {human_bytes(c.bytes)}"
+        if any(c.cost != c.bytes for c in chain.inserted):
+            yield (f"    conversions' cost, their bytes at their speed plus a kernel call "
+                   f"each: {_amount(choice, sum(c.cost for c in chain.inserted))}")
         for c in chain.read_as_is:
             yield f"    read %{c.value} as {c.src} (its kernel reads either layout): 0 B"
         if chain.inner_values:
             yield (f"    {chain.inner_values} value(s) pass inside in {chain.layout}, "
                    f"{human_bytes(chain.inner_bytes)}: the conversions per-conv choices would "
                    "insert around each (2 per value) are not needed")
-        for name in chain.convs:
+        for name in chain.nodes:
             if name in by_name:
                 in_chains.add(name)
                 yield from _decision_lines(choice, by_name[name])
     rest = [d for d in choice.decisions if d.node not in in_chains]
     if rest:
-        yield f"  {NCHW} ({len(rest)} conv(s)):"
+        counts = Counter("conv(s)" if d.op == "Conv" else d.op for d in rest)
+        yield f"  {NCHW} ({', '.join(f'{n} {op}' for op, n in counts.items())}):"
         for d in rest:
             yield from _decision_lines(choice, d)
     yield (f"layout: {len(choice.conversions)} conversions inserted moving "
@@ -77,24 +82,29 @@ def format_choice(choice: LayoutChoice) -> Iterator[str]:
 
 
 def summarize_choice(choice: LayoutChoice) -> Iterator[str]:
-    """A few lines: convs per layout, the conversions inserted, and why the NCHW ones stayed
-    (grouped: a missing blocked kernel, or conversions that cost more than the kernel saves)."""
+    """A few lines: convs per layout, the conversions inserted, and why each conv or MaxPool
+    kept its layout where that is not evident (grouped: a missing blocked kernel, conversions
+    that cost more than the other layout's kernel saves, a cheaper NCHW kernel)."""
     if not choice.decisions:
         yield "layout: every tensor NCHW (no convolution to choose a layout for)"
         return
-    layouts = Counter(d.layout for d in choice.decisions)
+    layouts = Counter(d.layout for d in choice.decisions if d.op == "Conv")
     moved = sum(c.bytes for c in choice.conversions)
     saved = choice.baseline - choice.cost
     yield (f"layout: {', '.join(f'{n} {layout}' for layout, n in layouts.most_common())} "
            f"convs; {len(choice.conversions)} conversions moving {human_bytes(moved)}; cost "
-           f"model saves {human_bytes(saved)}-eq of {human_bytes(choice.baseline)}-eq")
-    reasons: Counter[str] = Counter()
+           f"model saves {human_bytes(saved)}-eq of {human_bytes(choice.baseline)}-eq"
+           + (f" at {choice.priced_for}" if choice.priced_for else ""))
+    reasons: Counter[tuple[str, str, str]] = Counter()  # (op, layout kept, why)
     for d in choice.decisions:
         if d.reason:
-            reasons[d.reason] += 1
+            reasons[d.op, d.layout, d.reason] += 1
         elif d.alternative is not None:
-            reasons[f"{d.alternative} conversions would cost more than the kernel saves"] += 1
+            reasons[d.op, d.layout, f"{d.alternative} conversions would cost more than the "
+                    "kernel saves"] += 1
         elif d.layout == NCHW:
-            reasons["its NCHW kernel is cheaper" + (f" ({d.note})" if d.note else "")] += 1
-    for reason, count in reasons.most_common():
-        yield f"  kept NCHW ({count} conv{'s' if count > 1 else ''}): {reason}"
+            reasons[d.op, d.layout, "its NCHW kernel is cheaper" +
+                    (f" ({d.note})" if d.note else "")] += 1
+    for (op, layout, reason), count in reasons.most_common():
+        what = f"conv{'s' if count > 1 else ''}" if op == "Conv" else op
+        yield f"  kept {layout} ({count} {what}): {reason}"

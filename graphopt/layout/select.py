@@ -2,7 +2,8 @@
 one layout, minimizing  sum of kernel costs + sum of conversion costs  over the graph.
 
 Kernel costs come from the declarations (graphopt.layout.kernels); a conversion costs the bytes
-it moves (the value's size, padded when a blocked layout is involved), paid on each producer ->
+it moves (the value's size, padded when a blocked layout is involved; a backend may price each
+byte and add a fixed cost per conversion, its kernel call: Edge), paid on each producer ->
 consumer edge whose two ends differ (a value read in another layout by two consumers counts twice,
 an upper bound). Graph inputs and outputs are pinned to their declared layout (NCHW) and nodes no
 kernel is declared for are pinned to NCHW, ONNX's order; weights take their consumer's layout at
@@ -40,15 +41,22 @@ class Edge:
     nbytes: float
     shape: Sequence | None
     free_into: str = ""  # a layout whose kernel at dst reads the value in any layout
+    fixed: float = 0.0  # what a conversion costs besides its bytes (a kernel call)
+    per_byte: float = 1.0  # what each byte it moves costs (a backend prices them by threads)
 
     @classmethod
     def of(cls, src: Site, dst: Site, value: Value) -> "Edge":
         return cls(src, dst, value.name, nbytes(value), value.shape)
 
-    def cost(self, a: str, b: str) -> float:
+    def moved(self, a: str, b: str) -> float:
+        """Bytes a conversion from `a` to `b` moves (0 when none is needed)."""
         if a == b or b == self.free_into:
             return 0.0
         return self.nbytes * max(padding_factor(self.shape, a), padding_factor(self.shape, b))
+
+    def cost(self, a: str, b: str) -> float:
+        moved = self.moved(a, b)
+        return moved * self.per_byte + self.fixed if moved else 0.0
 
 
 @dataclass
@@ -137,7 +145,8 @@ def solve(problem: Problem, max_rounds: int = 10) -> dict[Site, str]:
     """Alpha-expansion from all-NCHW until no expansion lowers the energy."""
     labels = {site: NCHW for site in problem.unary}
     finite = [c for costs in problem.unary.values() for c in costs.values() if not math.isinf(c)]
-    big = 10 * (sum(finite) + sum(e.nbytes * 64 for e in problem.edges)) + 1
+    big = 10 * (sum(finite) + sum(e.nbytes * e.per_byte * 64 + e.fixed
+                                  for e in problem.edges)) + 1
     best = problem.energy(labels)
     for _ in range(max_rounds):
         improved = False
@@ -156,7 +165,8 @@ class Conversion:
     value: str
     src: str
     dst: str
-    bytes: float
+    bytes: float  # moved
+    cost: float  # the bytes at the edge's per_byte plus its fixed cost
 
 
 @dataclass(frozen=True)
@@ -172,10 +182,11 @@ class Chain:
     inner_values: int  # values passed inside it: no conversion, where per-node choices convert
     inner_bytes: float
     kernel_saving: float  # sum over its sites of cost[NCHW] - cost[layout]
+    nodes: tuple[str, ...] = ()  # every node in it, in graph order
 
     @property
     def net_saving(self) -> float:
-        return self.kernel_saving - sum(c.bytes for c in self.inserted)
+        return self.kernel_saving - sum(c.cost for c in self.inserted)
 
 
 @dataclass(frozen=True)
@@ -203,6 +214,7 @@ class LayoutChoice:
     chains: list[Chain] = field(default_factory=list)
     read_as_is: list[Conversion] = field(default_factory=list)  # read unconverted (bytes 0)
     seconds_per_byte: float = 0.0  # when costs are times (a backend's model): seconds per unit
+    priced_for: str = ""  # what the times are for, e.g. "2 threads"
 
 
 def choose_layouts(graph: Graph, table: KernelTable, compute_ops: Sequence[str] = ("Conv",),
@@ -212,23 +224,25 @@ def choose_layouts(graph: Graph, table: KernelTable, compute_ops: Sequence[str] 
 
 
 def choose(problem: Problem, compute_ops: Sequence[str] = ("Conv",),
-           forced: dict[Site, str] | None = None) -> LayoutChoice:
+           forced: dict[Site, str] | None = None, explained_ops: Sequence[str] = ()
+           ) -> LayoutChoice:
     """Solve `problem` (or take the `forced` labels) and explain the choice for each
-    `compute_ops` node."""
+    `compute_ops` node, and each `explained_ops` node (counted with the others in chains)."""
     labels = forced if forced is not None else solve(problem)
     crossing = [e for e in problem.edges if labels[e.src] != labels[e.dst]]
     conversions = list({(e.name, labels[e.dst]): _conversion(e, labels)
                         for e in crossing if labels[e.dst] != e.free_into}.values())
     read_as_is = [_conversion(e, labels) for e in crossing if labels[e.dst] == e.free_into]
     decisions = [_decide(problem, labels, site, node) for site, node in problem.nodes.items()
-                 if node.op_type in compute_ops]
+                 if node.op_type in compute_ops or node.op_type in explained_ops]
     return LayoutChoice(labels, problem.energy(labels),
                         problem.energy({s: NCHW for s in problem.unary}), conversions, decisions,
                         chains(problem, labels, compute_ops), read_as_is)
 
 
 def _conversion(e: Edge, labels: dict[Site, str]) -> Conversion:
-    return Conversion(e.name, labels[e.src], labels[e.dst], e.cost(labels[e.src], labels[e.dst]))
+    src, dst = labels[e.src], labels[e.dst]
+    return Conversion(e.name, src, dst, e.moved(src, dst), e.cost(src, dst))
 
 
 def chains(problem: Problem, labels: dict[Site, str], compute_ops: Sequence[str] = ("Conv",)
@@ -246,16 +260,16 @@ def chains(problem: Problem, labels: dict[Site, str], compute_ops: Sequence[str]
         inner = {e.name: e.nbytes for e in problem.edges if e.src in sites and e.dst in sites}
         inserted = {(e.name, labels[e.dst]): _conversion(e, labels) for e in boundary
                     if labels[e.dst] != e.free_into}
-        convs = tuple(problem.nodes[s].name for s in sorted(sites, key=order.__getitem__)
-                      if s in problem.nodes and problem.nodes[s].op_type in compute_ops)
-        others = tuple(dict.fromkeys(
-            problem.nodes[s].op_type for s in sorted(sites, key=order.__getitem__)
-            if s in problem.nodes and problem.nodes[s].op_type not in compute_ops))
+        nodes = [problem.nodes[s] for s in sorted(sites, key=order.__getitem__)
+                 if s in problem.nodes]
+        convs = tuple(n.name for n in nodes if n.op_type in compute_ops)
+        others = tuple(dict.fromkeys(n.op_type for n in nodes if n.op_type not in compute_ops))
         result.append(Chain(
             layout, convs, others, tuple(inserted.values()),
             tuple(_conversion(e, labels) for e in boundary if labels[e.dst] == e.free_into),
             len(inner), float(sum(inner.values())),
-            sum(problem.unary[s][NCHW] - problem.unary[s][layout] for s in sites)))
+            sum(problem.unary[s][NCHW] - problem.unary[s][layout] for s in sites),
+            tuple(n.name for n in nodes)))
     return result
 
 

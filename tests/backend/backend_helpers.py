@@ -71,3 +71,17 @@ def check_against_onnxruntime(model: onnx.ModelProto, feeds: Mapping[str, np.nda
     assert_outputs_match(names, want, got, tolerance_from(rtol, atol),
                          context="C backend vs onnxruntime")
     return got
+
+
+def scaled_weights(rng: np.random.Generator, *shape: int) -> np.ndarray:
+    """float32 weights ~N(0, 1/fan_in) (fan_in: the product of shape[1:]), so each layer's
+    outputs keep the scale of its inputs."""
+    return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[1:]))).astype(np.float32)
+
+
+def conv_algorithms(model: onnx.ModelProto, **compile_options) -> dict[str, str]:
+    """The algorithm lowering chose for each Conv of `model` (compiled without graphopt's
+    passes), by output name."""
+    compiled = compile_model(model, optimize=False, **compile_options)
+    return {step.outputs[0].name: step.algorithm for step in compiled.programs()[0].steps
+            if step.op_type == "Conv"}

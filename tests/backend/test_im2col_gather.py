@@ -10,6 +10,7 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 from graphopt.backend import compile as compile_model
+from graphopt.backend.c.ops import im2col_gather
 
 RNG = np.random.default_rng(23)
 
@@ -38,6 +39,12 @@ def _model():
              "W1": _w(4, 3, 3, 3), "W3": _w(3, 2, 3, 3)}
     return make_model(nodes, inputs, ["w8", "w4_strided", "w2_dilated", "w1", "w3_gathered"],
                       inits)
+
+
+@pytest.fixture(autouse=True)
+def no_direct(monkeypatch):
+    """These convolutions are small enough for the direct kernel: leave it out."""
+    monkeypatch.setattr(im2col_gather, "DIRECT_MAX_MACS", 0)
 
 
 @pytest.mark.parametrize("target", ["native", "portable"])

@@ -1,4 +1,4 @@
-"""csrc/qgemm.c: every micro-kernel path gives the integers of the numpy reference (rounding.py).
+"""csrc/q*.c: every micro-kernel path gives the integers of the numpy reference (rounding.py).
 
 The kernels are compiled alone (ctypes) once per path: scalar, AVX2 (vpmaddubsw for narrow
 weights, int16-widened vpmaddwd for full 8-bit ones), AVX-512 VNNI and NEON. A path this CPU
@@ -15,13 +15,15 @@ import subprocess
 import numpy as np
 import pytest
 
-from graphopt.backend.build import CSRC_DIR
+from graphopt.backend.build import CSRC_DIR, CSRC_SOURCES
 from graphopt.backend.c.config import HEADER_NAME, config_header
 from graphopt.backend.c.target import PORTABLE
 from graphopt.backend.c.tiles import cpu_flags
 from graphopt.backend.int8 import packing, reference
 from graphopt.quantization.rounding import requant_multiplier
 
+# The integer kernels' sources (csrc/q*.c: they need no other csrc file).
+Q_SOURCES = [str(CSRC_DIR / n) for n in CSRC_SOURCES if n.startswith("q")]
 PATHS = {  # name -> (compiler flags, CPU flags needed to run, expected graphopt_qgemm_isa)
     "scalar": (["-O2"], (), 0),
     "avx2": (["-O3", "-mavx2", "-mfma"], ("avx2",), 1),
@@ -52,7 +54,7 @@ def libraries(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
 
 
 def _includes(directory) -> list[str]:
-    """-I flags for compiling qgemm.c alone: csrc and a generated graphopt_config.h (its grain
+    """-I flags for compiling the integer kernels alone: csrc and a generated graphopt_config.h (its grain
     rule) written into `directory`."""
     (directory / HEADER_NAME).write_text(config_header(PORTABLE))
     return ["-I", str(CSRC_DIR), "-I", str(directory)]
@@ -61,7 +63,7 @@ def _includes(directory) -> list[str]:
 def _build(out, name: str, flags: list[str]):
     lib = out / f"{name}.so"
     subprocess.run(["gcc", "-std=c99", "-shared", "-fPIC", *flags, *_includes(out),
-                    str(CSRC_DIR / "qgemm.c"), "-o", str(lib), "-lm"], check=True)
+                    *Q_SOURCES, "-o", str(lib), "-lm"], check=True)
     return lib
 
 
@@ -122,7 +124,7 @@ def _case(seed: int, m: int, n: int, k: int, wmax: int):
 
 @pytest.mark.parametrize("path", list(PATHS))
 @pytest.mark.parametrize("shape", [(1, 1, 1), (5, 17, 7), (16, 33, 64), (37, 70, 129),
-                                   (64, 49, 576)])
+                                   (64, 49, 576), (37, 1, 129), (6, 1, 12)])  # N 1: GEMV
 @pytest.mark.parametrize("wmax", [64, 127])
 def test_qgemm_matches_reference(libraries, path, shape, wmax):
     lib = _lib(libraries, path)
@@ -207,22 +209,63 @@ def _work(lib: ctypes.CDLL, kernel: str, case: tuple, shape: QConvShape) -> np.n
     return np.full(size, 0xCD, np.uint8)
 
 
-@pytest.mark.parametrize("path", list(PATHS))
-@pytest.mark.parametrize("case", CONV_CASES)
-@pytest.mark.parametrize("flip", [0, 1])
-def test_im2col_packs_the_windows(libraries, path, case, flip):
-    """graphopt_qim2col_packed equals the numpy im2col packed by graphopt_qgemm_pack_b."""
-    lib = _lib(libraries, path)
-    shape, x, x_pad, cols, _ = _conv_case(case, 7, flip)
+def _qconv_work(lib: ctypes.CDLL, case: tuple, shape: QConvShape, slots: int) -> np.ndarray:
+    """graphopt_qconv's work memory, sized by the C function, which must agree with
+    packing.py's; garbage-filled (see _work)."""
+    lib.graphopt_qconv_work.restype = ctypes.c_int64
+    size = int(lib.graphopt_qconv_work(ctypes.byref(shape), slots))
+    c, h, w, k, stride, pad, dil = case
+    assert size == packing.qconv_work_bytes(c, (h, w), (shape.out_height, shape.out_width),
+                                            (k, k), (stride, stride), (pad, pad), (dil, dil),
+                                            slots)
+    return np.full(size, 0xCD, np.uint8)
+
+
+def _run_qconv(lib: ctypes.CDLL, case: tuple, m: int, seed: int, flip: int, slots: int = 1,
+               work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """graphopt_qconv's output for random weights, and reference.py's (the numpy im2col
+    through reference.qgemm)."""
+    shape, x, x_pad, cols, rng = _conv_case(case, seed, flip)
     kdim, n = cols.shape[0] * cols.shape[1] * cols.shape[2], cols.shape[3] * cols.shape[4]
-    expected = np.zeros(lib_bytes(lib, kdim, n), np.uint8)
-    matrix = np.ascontiguousarray(cols.reshape(kdim, n).astype(np.uint8))
-    lib.graphopt_qgemm_pack_b(_ptr(matrix), ctypes.c_int64(n), ctypes.c_int64(1),
-                              ctypes.c_int64(kdim), ctypes.c_int64(n), 0, _ptr(expected))
-    got = np.full_like(expected, 0xAB)  # padding must be written, not left over
-    work = _work(lib, "im2col", case, shape)
-    lib.graphopt_qim2col_packed(_ptr(x), ctypes.byref(shape), ctypes.c_uint8(x_pad), flip,
-                                _ptr(got), _ptr(work), 1)
+    w = rng.integers(-64, 65, (m, kdim)).astype(np.int8)
+    bias = rng.integers(-3000, 3000, m).astype(np.int32)
+    acc = w.astype(np.int64) @ (cols.reshape(kdim, n) - x_pad)
+    mult = (rng.uniform(0.5, 2.0, m) / (np.std(acc) + 1.0) * 150).astype(np.float32)
+    expected = reference.qgemm(w, cols.reshape(kdim, n) - x_pad, bias, mult, np.uint8(7))
+    folded = packing.folded_bias(w, bias, x_pad)
+    e = QEpilogue(bias=folded.ctypes.data, mult=mult.ctypes.data, out_type=0, zero_point=7,
+                  lo=0, hi=255, narrow=1)
+    got = np.zeros((m, n), np.uint8)
+    work = _qconv_work(lib, case, shape, slots) if work is None else work
+    ap = packing.pack_a(w)  # alive during the call (x: s8 bits when flip, as the model's)
+    lib.graphopt_qconv(_ptr(x), ctypes.byref(shape), ctypes.c_int64(m), _ptr(ap),
+                       ctypes.c_uint8(x_pad), flip, ctypes.byref(e), _ptr(got), _ptr(work), slots)
+    return got, expected
+
+
+# pointwise (1x1 stride 1: B packed from the planes): columns and depth off the tile sizes
+POINTWISE_CASES = [(5, 9, 13, 1, 1, 0, 1), (8, 4, 4, 1, 1, 0, 1), (3, 1, 1, 1, 1, 0, 1),
+                   (2, 3, 7, 1, 1, 0, 1)]
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", CONV_CASES + POINTWISE_CASES + [(4, 16, 16, 1, 2, 0, 1)])
+@pytest.mark.parametrize("flip", [0, 1])
+def test_qconv_matches_reference(libraries, path, case, flip):
+    """graphopt_qconv (im2col or planes, packed block by block, then the GEMM) against the
+    numpy im2col through reference.qgemm: u8 and flipped s8 activations, padding, strides,
+    dilation, output rows not a multiple of 4, outputs saturating at both ends."""
+    got, expected = _run_qconv(_lib(libraries, path), case, 6, 7, flip)
+    np.testing.assert_array_equal(got, expected)
+    assert ((expected == 0).any() and (expected == 255).any()) or expected.size < 100
+
+
+def test_qconv_blocks_of_a_large_layer(libraries):
+    """Enough columns and depth for several column blocks (GRAPHOPT_QBLOCK_BYTES), each
+    packed and run on its own."""
+    case = (64, 40, 40, 3, 1, 1, 1)  # K = 576: 3 panels a block, 100 panels
+    got, expected = _run_qconv(_lib(libraries, "avx2" if "avx2" in cpu_flags() else "scalar"),
+                               case, 9, 5, 0)
     np.testing.assert_array_equal(got, expected)
 
 
@@ -290,11 +333,11 @@ def test_threads_use_their_own_work_slots(libraries, tmp_path):
     single-threaded build when given 2 slots, and write nothing past those slots."""
     lib = ctypes.CDLL(str(_build(tmp_path, "omp", ["-O2", "-fopenmp"])))
     single = _lib(libraries, "scalar")
-    # the grain rule (GRAPHOPT_WORTH_THREADS): im2col moves 2 * K * N = 2 * 576 * 1024 bytes,
-    # depthwise does 256 * 1024 * 9 MACs, both past the thresholds
+    # the grain rule (GRAPHOPT_WORTH_THREADS): the conv does 64 * 576 * 1024 MACs (a third
+    # counts, QMACS_PER_MAC), depthwise 256 * 1024 * 9, both past the threshold
     grain = PORTABLE.grain
-    assert 2 * 576 * 1024 >= grain.min_bytes and 256 * 1024 * 9 >= grain.min_macs
-    for kernel, case in [("im2col", (64, 32, 32, 3, 1, 1, 1)),
+    assert 64 * 576 * 1024 // 3 >= grain.min_macs and 256 * 1024 * 9 >= grain.min_macs
+    for kernel, case in [("conv", (64, 32, 32, 3, 1, 1, 1)),
                          ("depthwise", (256, 32, 32, 3, 1, 1, 1))]:
         shape, x, x_pad, cols, rng = _conv_case(case, 3, 0)
         c, n = case[0], cols.shape[3] * cols.shape[4]
@@ -302,14 +345,16 @@ def test_threads_use_their_own_work_slots(libraries, tmp_path):
         mult = np.ones(c, np.float32)
         outs = []
         for library, slots in [(single, 1), (lib, 2)]:
-            work = np.tile(_work(library, kernel, case, shape), slots + 1)
-            guard = work[-work.size // (slots + 1):].copy()
-            if kernel == "im2col":
-                out = np.zeros(lib_bytes(library, c * 9, n), np.uint8)
-                library.graphopt_qim2col_packed(_ptr(x), ctypes.byref(shape),
-                                                ctypes.c_uint8(x_pad), 0, _ptr(out), _ptr(work),
-                                                slots)
+            if kernel == "conv":  # shared padded planes, then a slot per thread
+                slot = _qconv_work(library, case, shape, 2).size - \
+                    _qconv_work(library, case, shape, 1).size
+                work = np.full(_qconv_work(library, case, shape, slots).size + slot, 0xCD,
+                               np.uint8)
+                guard = work[-slot:].copy()
+                out, _ = _run_qconv(library, case, 64, 3, 0, slots, work)
             else:
+                work = np.tile(_work(library, kernel, case, shape), slots + 1)
+                guard = work[-work.size // (slots + 1):].copy()
                 e = QEpilogue(mult=mult.ctypes.data, out_type=2)  # exact accumulators
                 out = np.zeros((c, n), np.float32)
                 library.graphopt_qdepthwise(_ptr(x), _ptr(w), ctypes.byref(shape),
@@ -318,7 +363,7 @@ def test_threads_use_their_own_work_slots(libraries, tmp_path):
             np.testing.assert_array_equal(work[-guard.size:], guard)
             threads = int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1))
             if slots == 2 and threads >= 2:  # the second thread used its own slot
-                assert (work[guard.size:2 * guard.size] != 0xCD).any()
+                assert (work[-2 * guard.size:-guard.size] != 0xCD).any()
             outs.append(out)
         np.testing.assert_array_equal(outs[0], outs[1])
 
@@ -377,7 +422,7 @@ def test_neon_path_under_qemu(tmp_path):
     driver.write_text(NEON_DRIVER)
     exe = tmp_path / "qgemm_neon"
     subprocess.run([cross, "-std=c99", "-O2", "-static", *_includes(tmp_path), str(driver),
-                    str(CSRC_DIR / "qgemm.c"), "-o", str(exe), "-lm"], check=True)
+                    *Q_SOURCES, "-o", str(exe), "-lm"], check=True)
     for seed, (m, n, k) in enumerate([(5, 17, 7), (37, 70, 129), (64, 49, 576)]):
         w, x, bias, mult, x_zp = _case(seed, m, n, k, 127)
         zp, lo = 100, 100  # a fused Relu: clamp at the zero point
@@ -395,17 +440,27 @@ def test_neon_path_under_qemu(tmp_path):
 def test_simd_paths_compile_for_other_isas(tmp_path):
     """The VNNI path always compiles here; the NEON path with the aarch64 cross compiler."""
     flags = PATHS["vnni"][0]
-    subprocess.run(["gcc", "-std=c99", "-Werror", "-Wall", *flags, *_includes(tmp_path), "-c",
-                    str(CSRC_DIR / "qgemm.c"), "-o", str(tmp_path / "vnni.o")], check=True)
+    vnni = _compile_each(["gcc", "-std=c99", "-Werror", "-Wall", *flags, *_includes(tmp_path)],
+                         tmp_path / "vnni")
     if shutil.which("objdump") is not None:  # the VNNI kernel itself, not only the scalar one
-        code = subprocess.run(["objdump", "-d", str(tmp_path / "vnni.o")], check=True,
-                              capture_output=True, text=True).stdout
+        code = subprocess.run(["objdump", "-d", *vnni], check=True, capture_output=True,
+                              text=True).stdout
         assert "vpdpbusd" in code
     cross = shutil.which("aarch64-linux-gnu-gcc")
     if cross is None:
         pytest.skip("aarch64-linux-gnu-gcc is not installed: NEON path not compiled")
-    subprocess.run([cross, "-std=c99", "-O3", "-Werror", "-Wall", *_includes(tmp_path), "-c",
-                    str(CSRC_DIR / "qgemm.c"), "-o", str(tmp_path / "neon.o")], check=True)
-    symbols = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(tmp_path / "neon.o")],
-                             check=False, capture_output=True, text=True).stdout
+    neon = _compile_each([cross, "-std=c99", "-O3", "-Werror", "-Wall", *_includes(tmp_path)],
+                         tmp_path / "neon")
+    symbols = subprocess.run(["aarch64-linux-gnu-objdump", "-d", *neon], check=False,
+                             capture_output=True, text=True).stdout
     assert "smlal" in symbols or shutil.which("aarch64-linux-gnu-objdump") is None
+
+
+def _compile_each(command: list[str], out) -> list[str]:
+    """Compile every integer kernel source with `command` into objects under `out`."""
+    out.mkdir()
+    objects = []
+    for source in Q_SOURCES:
+        objects.append(str(out / (os.path.basename(source)[:-2] + ".o")))
+        subprocess.run([*command, "-c", source, "-o", objects[-1]], check=True)
+    return objects

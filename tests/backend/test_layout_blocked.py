@@ -22,7 +22,7 @@ from graphopt.layout.choice_report import format_choice, summarize_choice
 from graphopt.layout.examples import depthwise_blocks
 from graphopt.layout.kernels import NCHW, blocked
 from graphopt.numerics import run_onnxruntime
-from graphopt.testing import assert_outputs_match
+from graphopt.testing import assert_outputs_match, sample_model
 
 FLOAT = TensorProto.FLOAT
 
@@ -168,9 +168,9 @@ def test_cost_model_refuses_blocked_when_conversions_cost_more_than_it_saves():
     assert not any(name.endswith("Blocked") for name in _kernels(compiled))
     assert any(f"kept NCHW: {decision.alternative} would save" in line and
                "of conversions" in line for line in format_choice(choice))
-    # 12 such convs, twice as wide (twice the multiply-adds per byte converted): the kernels'
-    # savings now pay for the two conversions
-    assert _kernels(_checked(_pointwise_chain(12, 8, channels=32)))["nchwc_pointwise"] == 12
+    # 16 such convs, twice as wide (twice the multiply-adds per byte converted): the kernels'
+    # savings now pay for the two conversions and their calls
+    assert _kernels(_checked(_pointwise_chain(16, 8, channels=32)))["nchwc_pointwise"] == 16
 
 
 def _stem_model() -> onnx.ModelProto:
@@ -211,6 +211,8 @@ def test_bench_layout_times_both_layouts_and_reports(monkeypatch):
     assert row[:2] == ["tiny", "1"] and float(row[2]) > 0
     assert row[5].endswith("x") and row[6].endswith("x")  # nchw/auto, best-round nchw/auto
     assert report[0].startswith("layout: ") and choice is not None
+    sums = bench.kernel_sums("tiny", model, 1, rounds=1)
+    assert sums[:2] == ["tiny", "1"] and float(sums[2]) > 0 and sums[4].endswith("x")
 
 
 def test_nan_passes_through_the_blocked_relu_as_in_nchw():
@@ -221,3 +223,57 @@ def test_nan_passes_through_the_blocked_relu_as_in_nchw():
                for layout in ("blocked", "nchw")]
     np.testing.assert_array_equal(np.isnan(outputs[0]), np.isnan(outputs[1]))
     assert np.isnan(outputs[0]).sum() == 16  # every output channel reads channel 0
+
+
+def test_tiny_maxpool_between_nchw_convs_stays_nchw_and_the_report_says_why():
+    # digits_cnn's 32x8x8 MaxPool between NCHW convs: blocked, it took a conversion on each
+    # side (7 us of a 38 us model, where the NCHW pool takes under 1)
+    path = sample_model("digits_cnn.onnx")
+    compiled = compile_model(str(path))
+    feeds = random_feeds(onnx.load(str(path)))
+    assert_outputs_match([o.name for o in compiled.graph.outputs],
+                         run_onnxruntime(onnx.load(str(path)), feeds), compiled.run(feeds))
+    choice = layout_choice(compiled.programs()[0])
+    assert choice.conversions == [] and not any(k.endswith("Blocked") for k in _kernels(compiled))
+    [pool] = [d for d in choice.decisions if d.op == "MaxPool"]
+    assert pool.layout == NCHW
+    assert "kept NCHW (1 MaxPool): " in "\n".join(summarize_choice(choice))
+    assert any(line.startswith("    MaxPool ") for line in format_choice(choice))
+
+
+def _maxpool(size: int) -> onnx.ModelProto:
+    """resnet18's stem MaxPool (3x3 s2 pad 1) on 64 channels of size x size, alone."""
+    node = helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
+                            pads=[1] * 4)
+    return make_model([node], {"x": (FLOAT, [1, 64, size, size])}, ["y"])
+
+
+def test_conversion_calls_keep_a_small_maxpool_nchw_while_a_large_one_goes_blocked():
+    small = layout_choice(_checked(_maxpool(4)).programs()[0])
+    [decision] = small.decisions
+    assert decision.layout == NCHW and decision.alternative is not None
+    # the blocked kernel saves more than its two conversions move (64x4x4 in, 64x2x2 out),
+    # but not once each conversion's kernel call is priced
+    gain = decision.kernel_costs[NCHW] - decision.kernel_costs[decision.alternative]
+    assert 64 * (16 + 4) * 4 < gain < decision.conversion_bytes
+    large = _checked(_maxpool(56))
+    assert layout_choice(large.programs()[0]).decisions[0].layout != NCHW
+    assert _kernels(large)["ToBlocked"] == _kernels(large)["FromBlocked"] == 1
+
+
+def test_layouts_are_chosen_for_the_thread_count_one_program_per_count():
+    model = _maxpool(56)
+    compiled = compile_model(model, optimize=False, threads=1)
+    feeds = random_feeds(model)
+    outputs = [compiled.run(feeds)[0]]
+    compiled.set_threads(2)
+    outputs.append(compiled.run(feeds)[0])
+    compiled.set_threads(1)
+    outputs.append(compiled.run(feeds)[0])  # the 1-thread program again, not a third one
+    assert [layout_choice(p).priced_for for p in compiled.programs()] == ["1 thread", "2 threads"]
+    np.testing.assert_array_equal(outputs[0], outputs[1])
+    np.testing.assert_array_equal(outputs[0], outputs[2])
+    portable = compile_model(model, optimize=False, target="portable", threads=1)
+    portable.set_threads(2)
+    portable.run(feeds)
+    assert len(portable.programs()) == 1  # serial: nothing depends on the count

@@ -129,3 +129,28 @@ def test_run_overhead_is_measured_against_the_bare_entry(compiled):
     overhead = run_overhead(model, {"x": np.ones((3, 6), np.float32)}, rounds=2, calls=20)
     assert overhead.run_us > 0 and overhead.entry_us > 0
     assert overhead.python_us == pytest.approx(overhead.run_us - overhead.entry_us)
+
+
+def test_fresh_outputs_outlive_their_chunk(compiled):
+    """Fresh outputs are cut from chunks of FreshOutputs.per_chunk runs: results kept across
+    more runs than a chunk holds stay intact and never share memory."""
+    model, w = compiled
+    xs = [np.full((2, 6), i, np.float32) for i in range(3)]
+    fresh = model.executable([xs[0]])[0]._fresh
+    kept = [model.run([xs[i % 3]]) for i in range(fresh.per_chunk + 5)]
+    for i, (y, z) in enumerate(kept):
+        np.testing.assert_allclose(z, -(xs[i % 3] @ w), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(y, np.maximum(xs[i % 3] @ w, 0), rtol=1e-5, atol=1e-6)
+        assert y.flags.c_contiguous and y.flags.writeable and y.shape == (2, 5)
+    arrays = [a for run in kept for a in run]
+    assert not any(np.may_share_memory(a, b) for i, a in enumerate(arrays) for b in arrays[:i])
+
+
+def test_scalar_outputs_come_back_as_arrays():
+    nodes = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+             helper.make_node("Neg", ["x"], ["n"])]
+    model = compile_model(make_model(nodes, {"x": (TP.FLOAT, [3])}, ["s", "n"]), optimize=False)
+    for i in range(70):  # past a chunk
+        total, negated = model.run([np.full(3, i, np.float32)])
+        assert isinstance(total, np.ndarray) and total.shape == () and total == 3 * i
+        np.testing.assert_array_equal(negated, np.full(3, -i, np.float32))

@@ -61,8 +61,8 @@ def test_winograd_matches_onnxruntime_on_odd_sizes(target):
     chosen = _algorithms(compiled)
     assert chosen["fused"] == chosen["valid"] == chosen["asymmetric"] == "winograd4x4"
     assert chosen["small_relu"] == "winograd2x2"  # 7x9: F(4x4) would have 6 tiles
-    assert chosen["strided"] == "im2col_gather"  # output rows of 8 columns
-    assert chosen["few_outputs"] == chosen["wide"] == "im2col"  # rows of 15 and 37 columns
+    # too small for Winograd's transforms to pay: the direct small-conv kernel
+    assert chosen["strided"] == chosen["few_outputs"] == chosen["wide"] == "direct"
     assert compiled.report.fused_epilogues == 3  # the residual Add and both Relus
     want = run_onnxruntime(model, feeds)
     got = compiled.run(feeds)

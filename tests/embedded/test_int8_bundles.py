@@ -98,8 +98,9 @@ def test_host_bundle_matches_the_host_c_backend_bit_for_bit(host_bundle, digits_
 def test_activations_stay_int8_in_the_arena(host_bundle, tmp_path):
     fp32 = emit_c(digits_model(), tmp_path / "fp32", prefix="digits")
     fp = host_bundle.footprint
-    # uint8 activations: a quarter of the fp32 arena, a quarter of the fp32 weights (+ biases)
-    assert fp.arena * 3 < fp32.footprint.arena and fp.weights * 3 < fp32.footprint.weights
+    # uint8 activations and a quarter of the fp32 weights (+ biases); both arenas are now mostly
+    # GEMM scratch (the int8 one: digits' conv packed B, 9 KiB), so the int8 arena is only smaller
+    assert fp.arena < fp32.footprint.arena and fp.weights * 3 < fp32.footprint.weights
     assert sum(layer.macs for layer in fp.layers) == fp32.footprint.macs
 
 
@@ -110,7 +111,7 @@ def test_aarch64_bundle_gives_the_same_bits_under_qemu(digits_int8, sample, tmp_
     output = run_check(bundle.directory, "aarch64")
     assert "max abs error 0 vs the host C backend (INT8), bit for bit" in output
     disassembly = subprocess.run(
-        ["aarch64-linux-gnu-objdump", "-d", str(bundle.directory / "build/aarch64/qgemm.o")],
+        ["aarch64-linux-gnu-objdump", "-d", str(bundle.directory / "build/aarch64/qgemm_tile.o")],
         capture_output=True, text=True).stdout
     assert "smlal" in disassembly  # the NEON micro-kernel (vmlal_s16), not the scalar one
 

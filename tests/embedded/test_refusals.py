@@ -63,11 +63,11 @@ def test_unsupported_model_is_refused_naming_the_node(case, tmp_path):
 
 def test_ram_budget_below_need_fails_naming_contributors(tmp_path):
     out = tmp_path / "out"
-    result = emit_cli(str(digits_model()), "-o", str(out), "--target", "cortex-m4", "--max-ram", "40000")
+    result = emit_cli(str(digits_model()), "-o", str(out), "--target", "cortex-m4", "--max-ram", "10000")
     assert result.exit_code == BudgetError.exit_code, result.output
     message = result.output.strip()
     assert len(message.splitlines()) == 1
-    assert "RAM > --max-ram 40000" in message and "arena" in message and "stack" in message
+    assert "RAM > --max-ram 10000" in message and "arena" in message and "stack" in message
     assert "scratch:" in message or "_output_" in message  # the largest arena buffers
     assert not out.exists()
 

@@ -97,8 +97,9 @@ class GemmTiles:
         """Bytes of scratch graphopt_sgemm_ex needs: none when both operands come packed or
         M is small and A does not (no packing: the small-M loops read A in place). Else A's
         panels unless A comes packed: the whole of A when it fits `pack_whole`, else one
-        MC x KC block (and nothing for B). With A whole but larger than an MC x KC block, also
-        B's panels unless B comes packed, when they fit `pack_whole` (the threads share them);
+        MC x KC block (and nothing for B). With A whole but larger than an MC x KC block and B
+        packed or fitting `pack_whole` (the row items), also B's panels unless B comes packed
+        (the threads share them) and a flag per row and column panel (which are packed yet);
         otherwise each thread packs the B panels it reads into a buffer of its own."""
         if m <= 0 or n <= 0 or k <= 0 or (a_packed and b_packed):
             return 0
@@ -107,8 +108,11 @@ class GemmTiles:
         a_whole, b_whole = self.packed_a_floats(m, k), self.packed_b_floats(k, n)
         if not a_packed and a_whole > self.pack_whole:
             return 4 * _round_up(min(m, self.mc), self.mr) * min(k, self.kc)
-        shared_b = not b_packed and a_whole > self.mc * self.kc and b_whole <= self.pack_whole
-        return 4 * ((0 if a_packed else a_whole) + (b_whole if shared_b else 0))
+        row_items = a_whole > self.mc * self.kc and (b_packed or b_whole <= self.pack_whole)
+        if not row_items:
+            return 4 * (0 if a_packed else a_whole)
+        flags = _round_up(m, self.mr) // self.mr + _round_up(n, self.nr) // self.nr  # int32s
+        return 4 * ((0 if a_packed else a_whole) + (0 if b_packed else b_whole) + flags)
 
     def packed_a_floats(self, m: int, k: int) -> int:
         """Size of an [M, K] A operand packed by pack_a."""

@@ -16,11 +16,12 @@ import numpy as np
 from graphopt.quantization.rounding import requant_multiplier
 
 # The integer kernels' tile and slack, emitted into graphopt_config.h (c/config.py) for
-# csrc/qgemm.c: one definition for both languages.
+# csrc/q*.c: one definition for both languages.
 QMR = 4   # rows of a weight panel (GRAPHOPT_QMR); the AVX2 micro-kernels are written for 4 x 16
 QNR = 16  # columns of an activation panel (GRAPHOPT_QNR)
 PLANE_SLACK = 96  # bytes after a padded plane or gathered rows (vector over-reads/-writes)
 NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
+BLOCK_BYTES = 128 * 1024  # packed B of a block of column panels, an L2 share (QBLOCK_BYTES)
 
 Pair = tuple[int, int]
 
@@ -31,8 +32,8 @@ def packed_a_bytes(rows: int, depth: int) -> int:
 
 
 def packed_b_bytes(depth: int, columns: int) -> int:
-    """Size of u8 [depth, columns] activations packed into B panels (graphopt_qgemm_pack_b,
-    graphopt_qim2col_packed); csrc's graphopt_qgemm_packed_b_bytes computes the same."""
+    """Size of u8 [depth, columns] activations packed into B panels (graphopt_qgemm_pack_b);
+    csrc's graphopt_qgemm_packed_b_bytes computes the same."""
     return -(-columns // QNR) * QNR * -(-depth // 4) * 4
 
 
@@ -47,12 +48,26 @@ def _padded_plane(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) ->
     return ph * pw
 
 
-def qim2col_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
-    """One thread's work memory of graphopt_qim2col_packed (graphopt_qim2col_work): 4 gathered
-    rows and the padded plane, each with slack for the vector over-reads."""
-    span = _round_up(out_hw[0] * out_hw[1], QNR)
+def qconv_work_bytes(channels: int, in_hw: Pair, out_hw: Pair, kernel: Pair, strides: Pair,
+                     pads: Pair, dilations: Pair, slots: int) -> int:
+    """Work memory of graphopt_qconv with `slots` slots (graphopt_qconv_work). B small (up to 4
+    blocks): the whole packed B, then per slot the gathered rows and one padded plane. Else:
+    the padded planes of every channel, then per slot a block of B panels and its gathered
+    rows. A 1x1 stride-1 window without padding has no padded plane."""
+    k4 = -(-channels * kernel[0] * kernel[1] // 4)
+    panels = -(-out_hw[0] * out_hw[1] // QNR)
+    whole = panels * k4 * QNR * 4 <= 4 * BLOCK_BYTES  # B packed once, shared by the threads
+    per = min(max((panels * k4 * QNR * 4 if whole else BLOCK_BYTES) // (k4 * QNR * 4), 1),
+              panels)
+    flat = (tuple(kernel) == (1, 1) and tuple(strides) == (1, 1) and tuple(pads) == (0, 0)
+            and tuple(out_hw) == tuple(in_hw))
+    block = _round_up(per * k4 * QNR * 4, 64)
     plane = _padded_plane(out_hw, kernel, strides, dilations)
-    return _round_up(4 * span + PLANE_SLACK + plane + PLANE_SLACK, 64)
+    shared = 0 if flat or whole else _round_up(channels * plane + PLANE_SLACK, 64)
+    shared += block if whole else 0
+    own = 0 if flat or not whole else _round_up(plane + PLANE_SLACK, 64)
+    slot = (0 if whole else block) + _round_up(4 * per * QNR + PLANE_SLACK, 64) + own
+    return shared + max(slots, 1) * slot
 
 
 def qdepthwise_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:

@@ -1,10 +1,11 @@
-"""Integer (INT8) steps made by graphopt/backend/int8/lowering.py, run by csrc/qgemm.c.
+"""Integer (INT8) steps made by graphopt/backend/int8/lowering.py, run by csrc/q*.c.
 
 - `Int8Conv` (inputs: u8/s8 X, int8 weight rows [M, K], folded int32 bias [M], float32
-  multipliers [M], optional residual): per image and group, the activations are packed into
-  the GEMM's u8 panels (im2col with the zero point as padding, or the planes as they are for a
-  1x1 stride-1 window) and `graphopt_qgemm` runs on weights packed at compile time; depthwise
-  layers run `graphopt_qdepthwise`. The algorithm is recorded on the step in lowering.
+  multipliers [M], optional residual): per image and group, `graphopt_qconv` packs the
+  activations into the GEMM's u8 panels block by block (im2col with the zero point as padding,
+  or the planes as they are for a 1x1 stride-1 window) and runs the GEMM on weights packed at
+  compile time; depthwise layers run `graphopt_qdepthwise`. The algorithm is recorded on the
+  step in lowering.
 - `Int8MatMul` (Gemm/MatMul): Y^T = W [N, K] @ X^T, the kernel writing Y through strides.
 - `Int8Add` (QLinearAdd), `Int8Concat` (requantizing inputs whose parameters differ),
   `Int8GlobalAveragePool` (QLinearGlobalAveragePool), `Int8MaxPool` (MaxPool of 2-D planes).
@@ -124,48 +125,43 @@ def _pad(k: Kernel) -> int:
     return int(k.attr("x_zero_point"))
 
 
+# Both run graphopt_qconv, which packs the planes as they are when the window is 1x1 stride 1;
+# the names tell the layer reports which packing ran.
 @register_algorithm("Int8Conv", "pointwise", applies=_int8_conv_applies(lambda s: s.pointwise))
 def _emit_pointwise(k: Kernel) -> None:
-    _emit_conv_gemm(k, im2col=False)
+    _emit_conv_gemm(k)
 
 
 @register_algorithm("Int8Conv", "im2col", applies=_int8_conv_applies(lambda s: True))
 def _emit_im2col(k: Kernel) -> None:
-    _emit_conv_gemm(k, im2col=True)
+    _emit_conv_gemm(k)
 
 
-def _emit_conv_gemm(k: Kernel, im2col: bool) -> None:
-    """Per image n and group g: pack X[n, g] (im2col or planes) into u8 panels, then qgemm."""
+def _emit_conv_gemm(k: Kernel) -> None:
+    """Per image n and group g: graphopt_qconv on X[n, g] with the group's packed weights."""
     shape = QConvShape.of(k.step)
     x, w, y = k.input(0), k.input(1), k.outputs[0]
     em, X, Y = k.em, k.arg(x), k.arg(y)
-    mg, depth, plane = shape.mg, shape.depth, shape.plane_out
+    mg, plane = shape.mg, shape.plane_out
     group = shape.group
     panels = k.packed(w, "qpanels", lambda a: pack_groups(a, group, packing.pack_a))
-    a_step = packing.packed_a_bytes(mg, depth)
-    cols = k.scratch(packing.packed_b_bytes(depth, plane))
-    work = _work(k, shape, packing.qim2col_work_bytes) if im2col else ""
+    a_step = packing.packed_a_bytes(mg, shape.depth)
+    slots = packing.work_slots(k.target.openmp)
+    work = k.scratch(packing.qconv_work_bytes(shape.cg, shape.in_hw, shape.out_hw, shape.kernel,
+                                              shape.strides, shape.pads, shape.dilations, slots))
     residual = _residual(k)
     _epilogue(k, residual, (plane, 1))
     em.line("const int32_t* bias0 = e.bias; const float* mult0 = e.mult;")
-    if im2col:
-        em.line(f"const graphopt_qconv_shape s = {shape.c_struct()};")
-    flip = int(k.attr("flip"))
+    em.line(f"const graphopt_qconv_shape s = {shape.c_struct()};")
     with em.loops([shape.batch, group], prefix="n") as (n, g):
         x_block = f"(const uint8_t*){X} + ({n} * {shape.channels} + {g} * {shape.cg}) * " \
                   f"{shape.plane_in}"
-        if im2col:
-            em.line(f"graphopt_qim2col_packed({x_block}, &s, {_pad(k)}, {flip}, "
-                    f"(uint8_t*){cols}, {work});")
-        else:
-            em.line(f"graphopt_qgemm_pack_b({x_block}, {plane}, 1, {depth}, {plane}, {flip}, "
-                    f"(uint8_t*){cols});")
         out = f"({n} * {shape.out_channels} + {g} * {mg}) * {plane}"
         em.line(f"e.bias = bias0 + {g} * {mg}; e.mult = mult0 + {g} * {mg};")
         if residual != "NULL":
             em.line(f"e.add = {residual} + {out};")
-        em.line(f"graphopt_qgemm({mg}, {plane}, {depth}, {panels} + {g} * {a_step}, "
-                f"(const uint8_t*){cols}, &e, {Y} + {out}, {plane}, 1);")
+        em.line(f"graphopt_qconv({x_block}, &s, {mg}, {panels} + {g} * {a_step}, {_pad(k)}, "
+                f"{int(k.attr('flip'))}, &e, {Y} + {out}, {work}, {slots});")
 
 
 @register_op("Int8MatMul", dtypes=INT8)

@@ -1,0 +1,160 @@
+/* The epilogue every integer kernel stores through: int32 accumulators -> requantized u8/s8
+ * (or float) outputs, with a fused Relu/Clip and residual QLinearAdd (graphopt_qkernels.h has
+ * the arithmetic). The vector forms give the scalar form's integers: clamp in float,
+ * cvtps2dq rounds half to even like nearbyintf, fused multiply-adds only where explicit. */
+#include <math.h>
+
+#include "graphopt_qinternal.h"
+
+/* The float is clamped first (exact: rint is monotone and the bounds are integers), so the
+ * conversion never overflows. */
+int32_t graphopt_q_requant(int32_t acc, float m, int32_t zp, int32_t lo, int32_t hi) {
+    float v = (float)acc * m;
+    const float flo = (float)(lo - zp), fhi = (float)(hi - zp);
+    v = v < flo ? flo : (v > fhi ? fhi : v);
+    return (int32_t)nearbyintf(v) + zp;
+}
+
+/* As onnxruntime's x86-64 kernel computes it (MLAS AVX2, two fused multiply-adds); fmaf rounds
+ * once on every target (hardware or libm). */
+int32_t graphopt_q_ladd(int32_t a, int32_t b, float ra, float rb, float fixed, int32_t lo,
+                        int32_t hi) {
+    float v = fmaf((float)a, ra, fmaf((float)b, rb, fixed));
+    const float flo = (float)lo, fhi = (float)hi;
+    v = v < flo ? flo : (v > fhi ? fhi : v);
+    return (int32_t)nearbyintf(v);
+}
+
+#if QX86
+static graphopt_qconsts vector_consts(const graphopt_qepilogue* e) {
+    graphopt_qconsts k;
+    k.lo = _mm256_set1_ps((float)(e->lo - e->zero_point));
+    k.hi = _mm256_set1_ps((float)(e->hi - e->zero_point));
+    k.zp = _mm256_set1_epi32(e->zero_point);
+    k.ra = _mm256_set1_ps(e->ratio_a);
+    k.rb = _mm256_set1_ps(e->ratio_b);
+    k.fixed = _mm256_set1_ps(e->fixed);
+    k.add_lo = _mm256_set1_ps((float)e->add_lo);
+    k.add_hi = _mm256_set1_ps((float)e->add_hi);
+    k.u8 = e->out_type == GRAPHOPT_Q_U8;
+#ifdef __FMA__
+    k.fused = e->add != NULL && e->add_cs == 1;
+#else
+    k.fused = 0;
+#endif
+    k.low_free = !k.fused && e->lo == (k.u8 ? 0 : -128) && e->zero_point >= 0;
+    return k;
+}
+
+/* Whether the vector epilogue can store this one (a residual needs FMA and contiguous rows). */
+static int vector_epilogue(const graphopt_qepilogue* e, int64_t cs) {
+    if (cs != 1 || e->out_type == GRAPHOPT_Q_F32) return 0;
+#ifdef __FMA__
+    return !e->add || e->add_cs == 1;
+#else
+    return !e->add;
+#endif
+}
+
+/* The rows of graphopt_q_store_full_tile, the output type and the lower clamp constants at
+ * each call. */
+QINLINE void full_tile_rows(const int32_t* acc, const graphopt_qepilogue* e,
+                            const graphopt_qconsts* k, int64_t r0, int64_t c0, int8_t* out,
+                            int64_t rs, int u8, int clamp_low) {
+    for (int r = 0; r < QMR; ++r) {
+        const int8_t* add = k->fused ? (const int8_t*)e->add + (r0 + r) * e->add_rs + c0 : NULL;
+        q_requant_store16(_mm256_loadu_si256((const __m256i*)(acc + r * QNR)),
+                        _mm256_loadu_si256((const __m256i*)(acc + r * QNR + 8)),
+                        _mm256_set1_epi32(e->bias ? e->bias[r0 + r] : 0),
+                        _mm256_set1_ps(e->mult[r0 + r]), k, add, u8, clamp_low, out + r * rs);
+    }
+}
+
+void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
+                                const graphopt_qconsts* k, int64_t r0, int64_t c0, int8_t* out,
+                                int64_t rs) {
+    if (k->u8 && k->low_free)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 0);
+    else if (k->u8)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 1);
+    else if (k->low_free)
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 0);
+    else
+        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 1);
+}
+
+/* One output row c0 .. c0 + n (contiguous) from acc: 16, then 8 at a time; returns the count
+ * stored (the rest is left to the scalar loop). */
+QINLINE int64_t store_row_vec(const int32_t* acc, int32_t bias, float mult,
+                              const graphopt_qconsts* k, const graphopt_qepilogue* e, int64_t row,
+                              int64_t c0, int64_t n, int8_t* out) {
+    const __m256i bv = _mm256_set1_epi32(bias);
+    const __m256 mv = _mm256_set1_ps(mult);
+    const int8_t* add = k->fused ? (const int8_t*)e->add + row * e->add_rs + c0 : NULL;
+    int64_t c = 0;
+    for (; c + 16 <= n; c += 16)
+        q_requant_store16(_mm256_loadu_si256((const __m256i*)(acc + c)),
+                        _mm256_loadu_si256((const __m256i*)(acc + c + 8)), bv, mv, k,
+                        add ? add + c : NULL, k->u8, 1, out + c);
+    for (; c + 8 <= n; c += 8) {
+        const __m256i q = q_requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv,
+                                        k, add ? add + c : NULL, 1);
+        _mm_storel_epi64((__m128i*)(out + c), q_narrow16(q, q, k->u8));
+    }
+    return c;
+}
+#endif
+
+const graphopt_qconsts* graphopt_q_epilogue_consts(const graphopt_qepilogue* e, int64_t cs,
+                                                   graphopt_qconsts* out) {
+#if QX86
+    if (vector_epilogue(e, cs)) {
+        *out = vector_consts(e);
+        return out;
+    }
+#else
+    (void)e;
+    (void)cs;
+    (void)out;
+#endif
+    return NULL;
+}
+
+void graphopt_q_store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t c0, int64_t m,
+                           int64_t n, const graphopt_qepilogue* e, const graphopt_qconsts* k,
+                           void* C, int64_t rs, int64_t cs) {
+    for (int64_t r = 0; r < m; ++r) {
+        const int32_t bias = e->bias ? e->bias[r0 + r] : 0;
+        const float mult = e->mult[r0 + r];
+        const int32_t* a = acc + r * lda;
+        int64_t c = 0;
+        if (e->out_type == GRAPHOPT_Q_F32) {
+            for (; c < n; ++c)
+                ((float*)C)[(r0 + r) * rs + (c0 + c) * cs] = (float)(a[c] + bias) * mult;
+            continue;
+        }
+#if QX86
+        if (k)
+            c = store_row_vec(a, bias, mult, k, e, r0 + r, c0, n, (int8_t*)C + (r0 + r) * rs + c0);
+#else
+        (void)k;
+#endif
+        const int32_t zp = e->zero_point, lo = e->lo, hi = e->hi;
+        const int32_t u8 = e->out_type == GRAPHOPT_Q_U8;
+        const void* add = e->add;
+        for (; c < n; ++c) {
+            const int64_t at = (r0 + r) * rs + (c0 + c) * cs;
+            int32_t q = graphopt_q_requant(a[c] + bias, mult, zp, lo, hi);
+            if (add) {
+                const int64_t bt = (r0 + r) * e->add_rs + (c0 + c) * e->add_cs;
+                const int32_t b = u8 ? ((const uint8_t*)add)[bt] : ((const int8_t*)add)[bt];
+                q = graphopt_q_ladd(q, b, e->ratio_a, e->ratio_b, e->fixed, e->add_lo,
+                                    e->add_hi);
+            }
+            if (u8)
+                ((uint8_t*)C)[at] = (uint8_t)q;
+            else
+                ((int8_t*)C)[at] = (int8_t)q;
+        }
+    }
+}
