@@ -18,6 +18,11 @@ T = TypeVar("T")
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
+# OpenBLAS's and onnxruntime's worker threads keep spinning for ~0.1 s after a call: without a
+# pause, whichever engine runs next at 2 threads shares its cores with them (measured: the
+# engine after numpy lost 10-20% at 2 threads, graphopt's mobilenet_v2 after onnxruntime 2x).
+SETTLE_SECONDS = 0.3
+
 
 def _lscpu_fields() -> dict[str, str]:
     try:

@@ -31,7 +31,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from _common import machine_line
+from _common import SETTLE_SECONDS, machine_line
 from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import onnxruntime_session, step_flops
 from graphopt.backend.program import Program
@@ -79,12 +79,6 @@ def openvino_runner(model: Path, threads: int) -> Callable[[dict], object] | Non
     compiled = core.compile_model(core.read_model(str(model)), "CPU", config)
     request = compiled.create_infer_request()
     return lambda feeds: request.infer(feeds)
-
-
-# OpenBLAS's and onnxruntime's worker threads keep spinning for ~0.1 s after a call: without a
-# pause, whichever engine runs next at 2 threads shares its cores with them (measured: the
-# engine after numpy lost 10-20% at 2 threads).
-SETTLE_SECONDS = 0.3
 
 
 def numpy_runner(threads: int) -> Callable[[dict], object]:

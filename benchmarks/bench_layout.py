@@ -31,7 +31,7 @@ from typing import Callable
 import numpy as np
 import onnx
 
-from _common import format_table, machine_line
+from _common import SETTLE_SECONDS, format_table, machine_line
 from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import onnxruntime_session
 from graphopt.backend import layouts
@@ -61,12 +61,14 @@ ENGINES = ("auto", "nchw", "onnxruntime")
 def _median_of_rounds(fns: dict[str, Callable[[], object]], rounds: int, runs: int
                       ) -> dict[str, tuple[float, float]]:
     """Per engine, the median and the minimum over rounds of the median of `runs` timed calls
-    (ms): on a loaded machine the minimum is the round least disturbed."""
+    (ms): on a loaded machine the minimum is the round least disturbed. Each engine's turn
+    starts after a pause (SETTLE_SECONDS) for the previous one's worker threads to go idle."""
     per_round: dict[str, list[float]] = {name: [] for name in fns}
     for fn in fns.values():
         fn()
     for _ in range(rounds):
         for name, fn in fns.items():
+            time.sleep(SETTLE_SECONDS)
             times = []
             for _ in range(runs):
                 start = time.perf_counter()
