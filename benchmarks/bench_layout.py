@@ -162,7 +162,7 @@ def kernel_sums(name: str, model: "str | onnx.ModelProto", threads: int, rounds:
     best = _kernel_minima(model, ("auto", "nchw"), threads, rounds)
     sums = {mode: sum(seconds for _, seconds in steps.values()) * 1e3
             for mode, steps in best.items()}
-    return [name, str(threads), f"{sums['auto']:.2f}", f"{sums['nchw']:.2f}",
+    return [name, str(threads), f"{sums['auto']:.3g}", f"{sums['nchw']:.3g}",
             f"{sums['nchw'] / sums['auto']:.2f}x"]
 
 

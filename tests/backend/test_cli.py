@@ -74,15 +74,16 @@ def test_bench_layers_refuses_a_bad_count():
 
 
 def _conv_models(tmp_path):
-    """A MobileNetV2-like depthwise stack and a single 3x3 conv on a 4x4 plane, as files."""
+    """A MobileNetV2-like depthwise stack and a single 3x3 conv on a 4x4 plane, as files (16
+    channels: a multiple of every block width, so the tiny conv could be blocked)."""
     from graphopt.layout.examples import depthwise_blocks
 
     rng = np.random.default_rng(0)
-    w = onnx.numpy_helper.from_array(rng.standard_normal((8, 8, 3, 3)).astype(np.float32), "w")
+    w = onnx.numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32), "w")
     tiny = onnx.helper.make_model(onnx.helper.make_graph(
         [onnx.helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)], "tiny",
-        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 8, 4, 4])],
-        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 8, 4, 4])], [w]),
+        [onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 16, 4, 4])],
+        [onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 16, 4, 4])], [w]),
         opset_imports=[onnx.helper.make_opsetid("", 17)])
     paths = tmp_path / "mbv2.onnx", tmp_path / "tiny.onnx"
     onnx.save(depthwise_blocks(channels=16, size=16, activation="relu6"), str(paths[0]))
