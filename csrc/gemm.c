@@ -414,19 +414,14 @@ static void gemv_share(const gemm_call* g, int threads, int t) {
                    min64(g->N, p1 * NR) - p0 * NR);
 }
 
-/* C = A Bp for M <= SMALL_M. The grain rule sees its multiply-adds, which for one row are the
- * B floats it streams: at the rule's 20 GMAC/s that is 80 GB/s, about what one core reads
- * from L3 here, whereas its bytes rule assumes a 10 GB/s memory stream. Measured on the
- * shared 2-core EPYC (Zen 3): one core streams 55-70 GB/s from L3 (this loop as fast as a
- * plain read loop; prefetch distance makes no difference), two ~95 GB/s; a fork/join with
- * the sleeping threads build.py sets up costs 12-18 us (2.6 us with libgomp's spinning ones).
- * Two threads save S/66 - S/95 GB/s on a stream of S bytes, so they pay from about 3 MB and
- * by the rule's margin (the fork/join a fifth of the time) from 5-8 MB: the 1.6 MB and 1 MB
- * layers of an MLP stay on one thread (forced onto two, 784x512 took 31-41 us instead of
- * 24-28 us; with spinning threads 18-24 us). */
+/* C = A Bp for M <= SMALL_M: a stream of B, so the grain rule is given its bytes too. One
+ * core streams 55-70 GB/s from L3 (Zen 3; ~92 GB/s on Zen 4), two ~95 GB/s (Zen 3). With
+ * build.py's bounded spin the team is awake within a run (fork/join ~1 us instead of 12-40 us
+ * asleep), so an MLP's 1.6 MB and 1 MB layers pay on two threads: 784x512 took 10-12 us
+ * instead of 17 us on the Zen 4 guest (`graphopt bench mlp.onnx --layers 3`). */
 static void sgemv_packed(const gemm_call* g) {
 #ifdef _OPENMP
-    if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 0) && omp_get_max_threads() > 1) {
+    if (GRAPHOPT_WORTH_THREADS(g->M * g->N * g->K, 4 * g->K * g->N) && omp_get_max_threads() > 1) {
 #pragma omp parallel
         gemv_share(g, omp_get_num_threads(), omp_get_thread_num());
         return;

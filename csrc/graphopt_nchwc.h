@@ -3,7 +3,10 @@
  *
  * A 1x1 convolution then reads B input channels of a pixel in one vector and a depthwise
  * convolution computes B channels of a pixel in one FMA, which plain NCHW cannot do on small
- * planes. Blocked tensors always have C divisible by B (lowering keeps the others in NCHW).
+ * planes. A channel count C that is not a multiple of B is padded to whole blocks whose pad
+ * lanes hold zeros: ToBlocked writes them, and the kernels keep them zero because layout
+ * selection zero-pads the weights and bias (graphopt/backend/layouts.py); the kernels below
+ * see the padded count.
  * B = GRAPHOPT_NCHWC of graphopt_config.h: the SIMD width of the GEMM family (4 on the scalar
  * path, where the lanes are plain C loops).
  */
@@ -34,7 +37,8 @@ typedef struct {
     int silu;
 } graphopt_nchwc_epi;
 
-/* NCHW [n, C, plane] -> NCHWc [n, C/B, plane, B], and back. */
+/* NCHW [n, C, plane] -> NCHWc [n, ceil(C/B), plane, B] (pad lanes zeroed), and back (pad
+ * lanes dropped); `channels` is C, the NCHW side's count. */
 void graphopt_nchw_to_nchwc(const float* X, float* Y, int64_t n, int64_t channels,
                             int64_t plane);
 void graphopt_nchwc_to_nchw(const float* X, float* Y, int64_t n, int64_t channels,

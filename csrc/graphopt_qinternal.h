@@ -49,11 +49,33 @@
 /* Slack after a padded plane and after gathered rows for the vector over-reads/-writes
  * (int8/packing.py's, through graphopt_config.h). */
 #define PLANE_SLACK GRAPHOPT_QPLANE_SLACK
-/* The grain rule counts fp32 multiply-adds (Target.grain: ~20 GMAC/s a core); the AVX2 int8
- * conv runs ~60-75 GMAC/s on the same Zen 3 core (vpmaddubsw: four products per 32-bit lane,
- * less the widening add and the epilogue), so integer MACs are scaled down by 3 before the
- * rule sees them. */
+/* The register tile in panels: QTILE_A row panels (QMR rows each) x QTILE_B column panels (QNR
+ * columns each). The packed layouts are those of one panel on every ISA (weights are packed
+ * once, whatever the target); a micro-kernel reads the panels of its tile as separate streams.
+ * VNNI: 8 x 48, 24 zmm accumulators (qgemm_tile.c); AVX2 and NEON: 4 x 16, what their 16
+ * (AVX2) vector registers hold with the widening temporaries. */
+#if QISA == 2
+#define QTILE_A 2
+#define QTILE_B 3
+#else
+#define QTILE_A 1
+#define QTILE_B 1
+#endif
+#define QTM (QTILE_A * QMR) /* rows of a register tile */
+#define QTN (QTILE_B * QNR) /* columns of a register tile: the accumulators' row stride */
+/* Column panels per block of packed B are a multiple of this (when a block holds that many):
+ * every ISA's QTILE_B divides it, and the work size (int8/packing.py) stays ISA-independent. */
+#define QBLOCK_PANELS 6
+
+/* The grain rule counts fp32 multiply-adds (Target.grain: ~20 GMAC/s a core); the int8 conv
+ * runs faster on the same core, so integer MACs are scaled down before the rule sees them:
+ * AVX2 ~60-75 GMAC/s on Zen 3 (vpmaddubsw: four products per 32-bit lane, less the widening
+ * add and the epilogue): 3; VNNI ~150-200 GMAC/s on Zen 4 (vpdpbusd, 64 a cycle): 8. */
+#if QISA == 2
+#define QMACS_PER_MAC 8
+#else
 #define QMACS_PER_MAC 3
+#endif
 
 #if defined(__GNUC__)
 #define QINLINE static inline __attribute__((always_inline))
@@ -127,20 +149,26 @@ static inline __m128i q_narrow16(__m256i q0, __m256i q1, int u8) {
 
 /* ---- packed B panels (qpack.c) ------------------------------------------------------------ */
 
-/* Store 4 rows of 16 bytes (k = 4g .. 4g+3 of 16 columns) as one panel group [c][t]. */
-static inline void q_interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2,
-                                    const uint8_t* r3, uint8_t* o) {
 #if QX86
-    const __m128i a0 = _mm_loadu_si128((const __m128i*)r0);
-    const __m128i a1 = _mm_loadu_si128((const __m128i*)r1);
-    const __m128i a2 = _mm_loadu_si128((const __m128i*)r2);
-    const __m128i a3 = _mm_loadu_si128((const __m128i*)r3);
+/* Store 4 rows of 16 bytes in registers (k = 4g .. 4g+3) as one panel group [c][t]. */
+static inline void q_interleave4x16_regs(__m128i a0, __m128i a1, __m128i a2, __m128i a3,
+                                         uint8_t* o) {
     const __m128i lo01 = _mm_unpacklo_epi8(a0, a1), lo23 = _mm_unpacklo_epi8(a2, a3);
     const __m128i hi01 = _mm_unpackhi_epi8(a0, a1), hi23 = _mm_unpackhi_epi8(a2, a3);
     _mm_storeu_si128((__m128i*)o, _mm_unpacklo_epi16(lo01, lo23));
     _mm_storeu_si128((__m128i*)(o + 16), _mm_unpackhi_epi16(lo01, lo23));
     _mm_storeu_si128((__m128i*)(o + 32), _mm_unpacklo_epi16(hi01, hi23));
     _mm_storeu_si128((__m128i*)(o + 48), _mm_unpackhi_epi16(hi01, hi23));
+}
+#endif
+
+/* Store 4 rows of 16 bytes (k = 4g .. 4g+3 of 16 columns) as one panel group [c][t]. */
+static inline void q_interleave4x16(const uint8_t* r0, const uint8_t* r1, const uint8_t* r2,
+                                    const uint8_t* r3, uint8_t* o) {
+#if QX86
+    q_interleave4x16_regs(_mm_loadu_si128((const __m128i*)r0), _mm_loadu_si128((const __m128i*)r1),
+                          _mm_loadu_si128((const __m128i*)r2), _mm_loadu_si128((const __m128i*)r3),
+                          o);
 #else
     for (int c = 0; c < QNR; ++c) {
         o[c * 4] = r0[c];
@@ -229,19 +257,27 @@ void graphopt_q_store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t 
                            void* C, int64_t rs, int64_t cs);
 
 #if QX86
-/* A whole QMR x QNR tile of acc (rows r0.., columns c0.. of the output, `out` its first byte,
- * rows rs apart) with the vector epilogue (k not NULL): no bounds or layout checks per row. */
+/* m rows of n columns (a multiple of 16) of acc (row stride QTN; rows r0.., columns c0.. of the
+ * output, `out` its first byte, rows rs apart) with the vector epilogue (k not NULL): no bounds
+ * or layout checks per row. */
 void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
-                                const graphopt_qconsts* k, int64_t r0, int64_t c0, int8_t* out,
-                                int64_t rs);
+                                const graphopt_qconsts* k, int64_t r0, int64_t c0, int m, int n,
+                                int8_t* out, int64_t rs);
 #endif
 
 /* ---- the micro-kernel (qgemm_tile.c) and the tile loop (qgemm.c) ------------------------- */
 
-/* acc[r*QNR + c] = sum_k A[r, k] * B[k, c] over one QMR x QNR tile of K4 groups of 4;
- * narrow: the weights fit vpmaddubsw; n: the tile's valid columns. */
-void graphopt_q_compute_tile(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
-                             int narrow, int64_t n);
+/* acc[r*QTN + c] = sum_k A[r, k] * B[k, c] over one register tile of ma <= QTILE_A row panels
+ * (a: the first; the next ones follow, K4 * QMR * 4 bytes apart) and nb <= QTILE_B column panels
+ * (b: the first, K4 * QNR * 4 bytes apart) of K4 groups of 4; narrow: the weights fit
+ * vpmaddubsw; n: the tile's valid columns. */
+void graphopt_q_compute_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
+                             int32_t* acc, int narrow, int64_t n);
+
+/* acc[r*QTN] = sum_k A[r, k] * B[k, 0]: column 0 of b only, ma row panels. Returns 0 (nothing
+ * done) where this ISA has no such kernel (then a whole tile is computed). */
+int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int narrow,
+                         int32_t* acc);
 
 /* Tiles of row panels [ip0, ip1) x column panels [jp0, jp1) of C = epilogue(A B), each
  * computed and stored (C[r*rs + c*cs]); Bp: column panel jp0 of the packed B (the others

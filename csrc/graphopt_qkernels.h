@@ -15,6 +15,8 @@
  *     Ap[((p * K4 + g) * QMR + r) * 4 + t] = W[p*QMR + r, 4*g + t]
  *   B (activations, u8, packed per call):
  *     Bp[((p * K4 + g) * QNR + c) * 4 + t] = X[4*g + t, p*QNR + c]
+ * A micro-kernel's register tile is a whole number of these panels (graphopt_qinternal.h: 8 x 48
+ * on AVX-512 VNNI, 4 x 16 elsewhere), so the layouts do not depend on the ISA.
  * The micro-kernel path is chosen from the compiler's macros: AVX-512 VNNI (vpdpbusd), AVX2
  * (vpmaddubsw when every weight is in [-64, 64] so its int16 pair sums cannot saturate,
  * else activations and weights widened to int16 for vpmaddwd), NEON (widened, vmlal), scalar.

@@ -14,6 +14,22 @@
 
 #include "graphopt_kernels.h"
 
+/* AVX-512 builds run Winograd on their own lane path (csrc/winograd.c): 16 tiles per vector
+ * and a 16 x 16 tile GEMM, U packed in 16-row panels; other builds go through
+ * graphopt_sgemm_ex's micro-kernel, U in its MR-row panels. ops/winograd.py `panel_rows`
+ * mirrors this choice. */
+#if GRAPHOPT_GEMM_ISA == GRAPHOPT_ISA_AVX512
+#define GRAPHOPT_WINOGRAD_LANES 16
+
+/* The lane path's GEMM on its own: C (M x N, row stride ldc) = A @ B with A as 16-row panels
+ * over all of K (Ap[(p*K + k)*16 + r] = A[p*16 + r, k]) and B as graphopt_sgemm_ex's NR-column
+ * panels (Bp). Columns go 16 per register tile and the last <= 8 one by one, so N = 49 (a
+ * 7x7 plane) costs 49 columns' work where the 32-column panels compute 64; threads share the
+ * row panels, epi runs on each panel's rows once they are done. */
+void graphopt_lane_sgemm(int64_t M, int64_t N, int64_t K, const float* Ap, const float* Bp,
+                         float* C, int64_t ldc, const graphopt_epilogue* epi);
+#endif
+
 /* Scratch floats graphopt_winograd_conv2d needs for `out_channels` outputs of shape `s` with
  * tiles of `tile`: the transformed input (alpha^2 x C x tiles rounded up to NR, GEMM B panels)
  * and the alpha^2 GEMM products (alpha^2 x M x tiles). Python mirrors this in

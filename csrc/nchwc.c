@@ -180,19 +180,34 @@ static void inside_columns(const graphopt_conv2d_shape* s, int64_t* lo, int64_t*
 
 /* ---- layout conversions ------------------------------------------------------------------ */
 
-/* Each block of B planes of one image <-> its plane of B-float pixels (to_blocked: NCHW in). */
+/* Each block of B planes of one image <-> its plane of B-float pixels (to_blocked: NCHW in).
+ * `channels` is the NCHW side's count: with C % B != 0 the last block of each image has
+ * C % B real lanes, and ToBlocked writes zeros into its pad lanes (what every blocked kernel
+ * relies on: graphopt/backend/layouts.py keeps them zero), FromBlocked drops them. */
 static void reorder(const float* X, float* Y, int64_t n, int64_t channels, int64_t plane,
                     int to_blocked) {
-    const int64_t blocks = n * (channels / B);
+    const int64_t per_image = (channels + B - 1) / B;
+    const int64_t blocks = n * per_image;
     NCHWC_FOR(blocks, GRAPHOPT_WORTH_THREADS(0, 8 * blocks * plane * B),
         for (int64_t q = begin; q < end; ++q) {
-            const float* x = X + q * B * plane; /* images are whole multiples of B planes */
-            float* restrict y = Y + q * B * plane;
+            const int64_t first = (q % per_image) * B;
+            const int lanes = (int)(channels - first < B ? channels - first : B);
+            const int64_t nchw = ((q / per_image) * channels + first) * plane;
             if (to_blocked) {
-                for (int64_t p = 0; p < plane; ++p)
-                    for (int l = 0; l < B; ++l) y[p * B + l] = x[l * plane + p];
+                const float* x = X + nchw;
+                float* restrict y = Y + q * B * plane;
+                if (lanes == B) {
+                    for (int64_t p = 0; p < plane; ++p)
+                        for (int l = 0; l < B; ++l) y[p * B + l] = x[l * plane + p];
+                } else {
+                    for (int64_t p = 0; p < plane; ++p)
+                        for (int l = 0; l < B; ++l)
+                            y[p * B + l] = l < lanes ? x[l * plane + p] : 0.0f;
+                }
             } else {
-                for (int l = 0; l < B; ++l)
+                const float* x = X + q * B * plane;
+                float* restrict y = Y + nchw;
+                for (int l = 0; l < lanes; ++l)
                     for (int64_t p = 0; p < plane; ++p) y[l * plane + p] = x[p * B + l];
             }
         });

@@ -1,15 +1,18 @@
 /* Integer convolution as GEMM (graphopt_qconv in graphopt_qkernels.h), in one parallel region:
  *
  *   1. (windows with padding, strides or s8 activations) the input is copied once into planes
- *      padded with the zero point, every tap of every output inside, so the gathers below
- *      have no bounds checks; the threads share the channels, then meet at the one barrier.
- *      When B is packed whole (small B, below) a thread pads each channel it gathers into a
- *      plane of its slot instead: each channel is then padded about once anyway, and the
- *      work memory stays that of one plane (bundles for small devices).
+ *      padded with the zero point, every tap of every output inside, so the packing below
+ *      has no bounds checks; the threads share the channels (dynamically), then wait until
+ *      all are padded (a count, not a barrier: a thread another process delays does not hold
+ *      the other until it arrives). When B is packed whole (small B, below) a thread pads
+ *      each channel it packs into one of two planes of its slot instead: each channel is then
+ *      padded about once anyway, and the work memory stays that of two planes (bundles for
+ *      small devices).
  *   2. The output columns are cut into blocks of `per` column panels (a block's packed B is
  *      an L2 share). A work item is a block and a range of row panels; a thread packs its
- *      item's block into its own slot (im2col gather, or the planes themselves for a 1x1
- *      stride-1 window), unless it holds it already, then runs the tiles while it is hot.
+ *      item's block into its own slot (im2col straight from the padded planes into registers
+ *      where it can, else through gathered rows; the planes themselves for a 1x1 stride-1
+ *      window), unless it holds it already, then runs the tiles while it is hot.
  *
  * Against the former im2col of the whole B then a GEMM (two parallel regions), this saves one
  * fork/join per layer and the round trip of B through memory. Each output tile is computed
@@ -25,7 +28,7 @@ typedef struct {
     int64_t ph, pw;         /* padded planes (not flat) */
     int64_t planes, shared; /* work bytes: the padded planes, them and the whole B */
     int64_t block, slot;    /* a slot: a block of B panels (not whole), then gathered rows */
-    int64_t own;            /* then (whole, not flat) the slot's own padded plane, or 0 */
+    int64_t own;            /* then (whole, not flat) the slot's own padded planes, or 0 */
 } conv_plan;
 
 static conv_plan plan_of(const graphopt_qconv_shape* s) {
@@ -38,6 +41,8 @@ static conv_plan plan_of(const graphopt_qconv_shape* s) {
      * by every thread that runs a part of their rows */
     p.whole = p.np * p.K4 * QNR * 4 <= 4 * GRAPHOPT_QBLOCK_BYTES;
     p.per = p.whole ? p.np : GRAPHOPT_QBLOCK_BYTES / (p.K4 * QNR * 4);
+    if (!p.whole && p.per >= QBLOCK_PANELS) /* whole register tiles in a block */
+        p.per = p.per / QBLOCK_PANELS * QBLOCK_PANELS;
     p.per = p.per < 1 ? 1 : (p.per > p.np ? p.np : p.per);
     p.nb = (p.np + p.per - 1) / p.per;
     p.flat = s->kernel_h == 1 && s->kernel_w == 1 && s->stride_h == 1 && s->stride_w == 1 &&
@@ -48,7 +53,8 @@ static conv_plan plan_of(const graphopt_qconv_shape* s) {
     p.block = q_round_up(p.per * p.K4 * QNR * 4, 64);
     p.planes = p.flat || p.whole ? 0 : q_round_up(s->channels * p.ph * p.pw + PLANE_SLACK, 64);
     p.shared = p.planes + (p.whole ? p.block : 0);
-    p.own = p.flat || !p.whole ? 0 : q_round_up(p.ph * p.pw + PLANE_SLACK, 64);
+    /* two: the 4 taps of a group lie in at most two channels (windows of 3 taps or more) */
+    p.own = p.flat || !p.whole ? 0 : 2 * q_round_up(p.ph * p.pw + PLANE_SLACK, 64);
     /* 4 gathered rows of a block with slack for the vector spills */
     p.slot = (p.whole ? 0 : p.block) + q_round_up(4 * p.per * QNR + PLANE_SLACK, 64) + p.own;
     return p;
@@ -114,13 +120,13 @@ static void next_tap(const graphopt_qconv_shape* s, tap* t) {
     ++t->c;
 }
 
-/* Where a thread's gathers find channel c padded: the shared planes, or its own plane (then
- * padded when the channel changes). */
+/* Where a thread's gathers find channel c padded: the shared planes, or its own two planes
+ * (channel c in plane c % 2, padded when the channel there changes). */
 typedef struct {
     const uint8_t* X;
     uint8_t* planes;
     int own;
-    int64_t cached; /* own: the channel in the plane, -1 none */
+    int64_t cached[2]; /* own: the channel in each plane, -1 none */
     uint8_t pad, flip;
 } source;
 
@@ -142,68 +148,262 @@ static void gather_tap(source* src, const graphopt_qconv_shape* s, const conv_pl
     }
 }
 
-/* Groups [g0, g1) of column panels [jp0, jp0 + panels) of B packed into out (panel q of the
- * range at out + q * K4 * 64): from X's planes when flat, else gathered from the padded
- * planes. Columns past N and rows past K are zero (s8 flipped: 0x80), where zero weights meet
- * them. rows: 4 * panels * QNR bytes and slack. */
-static void pack_block(source* src, const graphopt_qconv_shape* s, const conv_plan* p,
-                       int64_t jp0, int64_t panels, int64_t g0, int64_t g1, uint8_t* rows,
-                       uint8_t* out) {
-    const uint8_t* X = src->X;
+/* Group g (taps from t) of column panels [jp0, jp0 + panels) of B packed into out (panel q
+ * of the range at out + q * K4 * 64): from X's planes when flat, else gathered from the padded
+ * planes into rows first. Columns past N and rows past K are zero (s8 flipped: 0x80), where
+ * zero weights meet them. rows: 4 * panels * QNR bytes and slack. */
+static void pack_rows(source* src, const graphopt_qconv_shape* s, const conv_plan* p,
+                      int64_t jp0, int64_t panels, int64_t g, tap t, uint8_t* rows,
+                      uint8_t* out) {
     const uint8_t flip = src->flip;
     const int64_t n0 = jp0 * QNR, width = panels * QNR;
     const int64_t count = p->N - n0 < width ? p->N - n0 : width; /* valid columns */
     const int64_t whole = p->flat ? count / QNR : 0; /* panels interleaved straight from X */
     const int64_t oy = n0 / s->out_width, ox = n0 % s->out_width;
-    tap t = tap_of(s, 4 * g0);
-    for (int64_t g = g0; g < g1; ++g) {
-        const uint8_t* r[4];
-        for (int i = 0; i < 4; ++i, next_tap(s, &t)) {
-            const int64_t k = 4 * g + i;
-            uint8_t* row = rows + i * width;
-            r[i] = row;
-            if (k >= p->K) {
-                memset(row, 0, (size_t)width);
-            } else if (p->flat) {
-                r[i] = X + k * p->N + n0;
-                if (whole < panels) { /* the last panel, partly past N: via the rows */
-                    memcpy(row + whole * QNR, r[i] + whole * QNR, (size_t)(count - whole * QNR));
-                    memset(row + count, 0, (size_t)(width - count));
-                }
-            } else {
-                gather_tap(src, s, p, t, oy, ox, count, row);
+    const uint8_t* r[4];
+    for (int i = 0; i < 4; ++i, next_tap(s, &t)) {
+        const int64_t k = 4 * g + i;
+        uint8_t* row = rows + i * width;
+        r[i] = row;
+        if (k >= p->K) {
+            memset(row, 0, (size_t)width);
+        } else if (p->flat) {
+            r[i] = src->X + k * p->N + n0;
+            if (whole < panels) { /* the last panel, partly past N: via the rows */
+                memcpy(row + whole * QNR, r[i] + whole * QNR, (size_t)(count - whole * QNR));
                 memset(row + count, 0, (size_t)(width - count));
             }
+        } else {
+            gather_tap(src, s, p, t, oy, ox, count, row);
+            memset(row + count, 0, (size_t)(width - count));
         }
-        for (int64_t q = 0; q < panels; ++q) {
-            const int64_t at = q * QNR;
-            uint8_t* o = out + (q * p->K4 + g) * QNR * 4;
-            if (q < whole)
-                q_interleave4x16(r[0] + at, r[1] + at, r[2] + at, r[3] + at, o);
-            else
-                q_interleave4x16(rows + at, rows + width + at, rows + 2 * width + at,
-                                 rows + 3 * width + at, o);
-            if (flip && p->flat) /* gathered rows were flipped in the padded planes already */
-                for (int i = 0; i < QNR * 4; ++i) o[i] ^= flip;
+    }
+    for (int64_t q = 0; q < panels; ++q) {
+        const int64_t at = q * QNR;
+        uint8_t* o = out + (q * p->K4 + g) * QNR * 4;
+        if (q < whole)
+            q_interleave4x16(r[0] + at, r[1] + at, r[2] + at, r[3] + at, o);
+        else
+            q_interleave4x16(rows + at, rows + width + at, rows + 2 * width + at,
+                             rows + 3 * width + at, o);
+        if (flip && p->flat) /* gathered rows were flipped in the padded planes already */
+            for (int i = 0; i < QNR * 4; ++i) o[i] ^= flip;
+    }
+}
+
+#if QISA == 2 && defined(__AVX512VBMI__)
+#define QPERMUTE 1 /* vpermb: a panel of narrow output rows picked out of one 64-byte load */
+#else
+#define QPERMUTE 0
+#endif
+
+/* Offset in a padded plane (from a tap's first element) of output column n's tap. */
+static int64_t tap_offset(const graphopt_qconv_shape* s, const conv_plan* p, int64_t n) {
+    return n / s->out_width * s->stride_h * p->pw + n % s->out_width * s->stride_w;
+}
+
+/* Whether output rows are narrower than a panel and the 16 columns of every panel lie within
+ * 64 bytes of their first (in every tap): then pack_direct picks them out of one load with
+ * vpermb. */
+static int narrow_rows_fit(const graphopt_qconv_shape* s, const conv_plan* p) {
+    if (!QPERMUTE || s->out_width >= QNR) return 0;
+    for (int64_t ox = 0; ox < s->out_width; ++ox)
+        if (tap_offset(s, p, ox + QNR - 1) - tap_offset(s, p, ox) >= 64) return 0;
+    return 1;
+}
+
+/* Leading panels of [jp0, jp0 + panels) that pack_direct packs: all whole panels (inside N)
+ * when all 4 taps of a group are at hand (shared planes, or own ones with windows of 3 taps or
+ * more) and either output rows are at least a panel wide (a panel spans at most two of them)
+ * with a column stride of 1 or 2, or (vpermb) every panel lies within 64 bytes. */
+static int64_t direct_panels(const source* src, const graphopt_qconv_shape* s,
+                             const conv_plan* p, int64_t jp0, int64_t panels) {
+#if QX86
+    if (p->flat || (src->own && s->kernel_h * s->kernel_w < 3)) return 0;
+    const int wide = s->out_width >= QNR && s->stride_w <= 2;
+    const int narrow = !wide && narrow_rows_fit(s, p);
+    if (!wide && !narrow) return 0;
+    /* vpermb also packs a last panel partly past N: its load ends 63 bytes past the last
+     * column's tap, inside the plane's slack, and the columns past N are never stored */
+    const int64_t left = p->N - jp0 * QNR;
+    const int64_t inside = narrow ? (left + QNR - 1) / QNR : left / QNR;
+    return inside < panels ? inside : panels;
+#else
+    (void)src, (void)s, (void)p, (void)jp0, (void)panels, (void)narrow_rows_fit;
+    return 0;
+#endif
+}
+
+#if QX86
+/* Panel 16 columns from `at` of each tap's plane, rows of at least a panel: one load, or two
+ * blended at the split when the panel crosses into the next output row (the second starts
+ * `split` elements before that row, so its lane i is element i - split of the row). Loads may
+ * reach 32 bytes past a row or 30 before one: inside the planes (their slack, the rows
+ * above). */
+QINLINE void wide_panel(const uint8_t* const base[4], const graphopt_qconv_shape* s,
+                        const conv_plan* p, int64_t oy, int64_t ox, __m128i v[4]) {
+    static const uint8_t ramp[32] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+                                     255, 255, 255, 255, 255, 255, 255, 255,
+                                     255, 255, 255, 255, 255, 255, 255, 255};
+    const int64_t sw = s->stride_w, row = s->stride_h * p->pw;
+    const int64_t split = s->out_width - ox, at = oy * row + ox * sw;
+    for (int i = 0; i < 4; ++i) v[i] = q_strided16(base[i] + at, sw);
+    if (split < QNR) {
+        const __m128i second = _mm_loadu_si128((const __m128i*)(ramp + QNR - split));
+        const int64_t next = (oy + 1) * row - split * sw;
+        for (int i = 0; i < 4; ++i)
+            v[i] = _mm_blendv_epi8(v[i], q_strided16(base[i] + next, sw), second);
+    }
+}
+
+/* Group g (taps from t, all < K) of `count` whole panels from jp0, loaded straight from the
+ * padded planes into registers and interleaved: im2col without the round trip of gathered
+ * rows through memory. Narrow rows (vpermb): each panel's 16 columns are picked out of one
+ * 64-byte load by the byte offsets of its first column's position in a row (at most 63 past
+ * the plane's end: its slack). */
+static void pack_direct(source* src, const graphopt_qconv_shape* s, const conv_plan* p,
+                        int64_t jp0, int64_t count, const uint8_t (*picks)[QNR], int64_t g,
+                        tap t, uint8_t* out) {
+    const int64_t ow = s->out_width;
+    const uint8_t* base[4];
+    for (int i = 0; i < 4; ++i, next_tap(s, &t))
+        base[i] = channel_plane(src, s, p, t.c) + t.ky * s->dilation_h * p->pw +
+                  t.kx * s->dilation_w;
+    int64_t oy = jp0 * QNR / ow, ox = jp0 * QNR % ow;
+    out += g * QNR * 4;
+#if QPERMUTE
+    if (picks) {
+        for (int64_t n = jp0 * QNR, q = 0; q < count; ++q, n += QNR, out += p->K4 * QNR * 4) {
+            const __m512i pick = _mm512_zextsi128_si512(
+                _mm_loadu_si128((const __m128i*)picks[n % ow]));
+            const int64_t at = tap_offset(s, p, n);
+            __m128i v[4];
+            for (int i = 0; i < 4; ++i)
+                v[i] = _mm512_castsi512_si128(_mm512_permutexvar_epi8(
+                    pick, _mm512_loadu_si512((const void*)(base[i] + at))));
+            q_interleave4x16_regs(v[0], v[1], v[2], v[3], out);
         }
+        return;
+    }
+#else
+    (void)picks;
+#endif
+    for (int64_t q = 0; q < count; ++q, out += p->K4 * QNR * 4) {
+        __m128i v[4];
+        wide_panel(base, s, p, oy, ox, v);
+        q_interleave4x16_regs(v[0], v[1], v[2], v[3], out);
+        ox += QNR;
+        if (ox >= ow) {
+            ox -= ow;
+            ++oy;
+        }
+    }
+}
+#endif
+
+/* Groups [g0, g1) of column panels [jp0, jp0 + panels) of B packed into out (panel q of the
+ * range at out + q * K4 * 64): the leading panels straight from the padded planes where
+ * pack_direct can, the others through gathered rows (pack_rows). */
+static void pack_block(source* src, const graphopt_qconv_shape* s, const conv_plan* p,
+                       int64_t jp0, int64_t panels, int64_t g0, int64_t g1, uint8_t* rows,
+                       uint8_t* out) {
+    const int64_t direct = direct_panels(src, s, p, jp0, panels);
+    const uint8_t(*narrow)[QNR] = NULL; /* rows narrower than a panel: vpermb's picks */
+#if QPERMUTE
+    /* [ox of a panel's first column][column] -> the column's offset in a tap's plane */
+    uint8_t picks[QNR][QNR];
+    if (direct && s->out_width < QNR) {
+        for (int64_t x = 0; x < s->out_width; ++x)
+            for (int c = 0; c < QNR; ++c)
+                picks[x][c] = (uint8_t)(tap_offset(s, p, x + c) - tap_offset(s, p, x));
+        narrow = (const uint8_t(*)[QNR])picks;
+    }
+#endif
+    tap t = tap_of(s, 4 * g0);
+    for (int64_t g = g0; g < g1; ++g) {
+        int64_t done = 0;
+#if QX86
+        if (direct && 4 * g + 4 <= p->K) {
+            pack_direct(src, s, p, jp0, direct, narrow, g, t, out);
+            done = direct;
+        }
+#else
+        (void)direct, (void)narrow; /* 0, NULL: no direct packing off x86 */
+#endif
+        if (done < panels)
+            pack_rows(src, s, p, jp0 + done, panels - done, g, t, rows,
+                      out + done * p->K4 * QNR * 4);
+        for (int i = 0; i < 4; ++i) next_tap(s, &t);
     }
 }
 
 static const uint8_t* channel_plane(source* src, const graphopt_qconv_shape* s,
                                     const conv_plan* p, int64_t c) {
     if (!src->own) return src->planes + c * p->ph * p->pw;
-    if (src->cached != c) {
-        pad_channel(src->X + c * s->height * s->width, s, p, src->pad, src->flip, src->planes);
-        src->cached = c;
+    uint8_t* plane = src->planes + (c & 1) * (p->own / 2);
+    if (src->cached[c & 1] != c) {
+        pad_channel(src->X + c * s->height * s->width, s, p, src->pad, src->flip, plane);
+        src->cached[c & 1] = c;
     }
-    return src->planes;
+    return plane;
+}
+
+/* One more item of a shared phase done (by any thread). */
+static void item_done(int64_t* done) {
+#ifdef _OPENMP
+#pragma omp flush
+#pragma omp atomic update
+#endif
+    ++*done;
+}
+
+/* Wait until `total` items of a shared phase are done: the phase's end without a barrier, so a
+ * thread that another process delays does not hold the others until it arrives (they take its
+ * items: dynamic schedule). */
+static void wait_items(int64_t* done, int64_t total) {
+    for (;;) {
+        int64_t now;
+#ifdef _OPENMP
+#pragma omp atomic read
+#endif
+        now = *done;
+        if (now >= total) break;
+#if QX86
+        _mm_pause();
+#endif
+    }
+#ifdef _OPENMP
+#pragma omp flush
+#endif
+}
+
+/* Column panels per block for a team of `threads`: p->per (what a slot holds) or, when that
+ * many blocks do not divide among the threads, fewer in a count that does (9 blocks on 2
+ * threads: 5 for one, 4 for the other, which then waits a ninth of the layer). */
+static int64_t balanced_per(const conv_plan* p, int threads) {
+    if (threads < 2 || p->nb % threads == 0) return p->per;
+    /* whole register tiles, blocks not below half the size: 196 panels on 2 threads: 22 of 9 */
+    for (int64_t per = p->per / QTILE_B * QTILE_B; per >= QTILE_B && 2 * per >= p->per;
+         per -= QTILE_B)
+        if ((p->np + per - 1) / per % threads == 0) return per;
+    const int64_t blocks = (p->nb + threads - 1) / threads * threads;
+    return (p->np + blocks - 1) / blocks;
 }
 
 /* Row chunks of a block: enough work items for every thread to take a few (a thread that
- * another process delays then holds no one up). */
+ * another process delays then holds no one up), at most one per register tile of rows. */
 static int64_t row_chunks(int threads, int64_t blocks, int64_t mp) {
     const int64_t chunks = threads > 1 ? (3 * threads + blocks - 1) / blocks : 1;
-    return chunks > mp ? mp : chunks;
+    const int64_t tiles = (mp + QTILE_A - 1) / QTILE_A;
+    return chunks > tiles ? tiles : chunks;
+}
+
+/* Row panels [*ip0, *ip1) of chunk `chunk` of `chunks`: whole register tiles (but the last). */
+static void chunk_rows(int64_t chunk, int64_t chunks, int64_t mp, int64_t* ip0, int64_t* ip1) {
+    const int64_t tiles = (mp + QTILE_A - 1) / QTILE_A;
+    const int64_t t0 = chunk * tiles / chunks, t1 = (chunk + 1) * tiles / chunks;
+    *ip0 = t0 * QTILE_A;
+    *ip1 = t1 * QTILE_A < mp ? t1 * QTILE_A : mp;
 }
 
 void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
@@ -224,6 +424,8 @@ void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
     (void)parallel;
     if (p.planes) /* what the vector loads read past the last plane stays defined */
         memset(planes + s->channels * p.ph * p.pw, 0, PLANE_SLACK);
+    int64_t padded = 0, packed = 0; /* items of the shared phases done */
+    const int64_t step = 16;        /* groups per item of packing a whole B */
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (parallel)
 #endif
@@ -231,11 +433,12 @@ void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
         uint8_t* mine = q_slot_of(slots0, p.slot);
         uint8_t* panels = p.whole ? shared_b : mine;
         uint8_t* rows = mine + (p.whole ? 0 : p.block);
-        source src = {X, planes, 0, -1, pad, x};
+        source src = {X, planes, 0, {-1, -1}, pad, x};
         if (p.own) {
             src.planes = mine + p.slot - p.own;
             src.own = 1;
-            memset(src.planes + p.ph * p.pw, 0, PLANE_SLACK); /* read past: stays defined */
+            for (int i = 0; i < 2; ++i) /* read past: stays defined */
+                memset(src.planes + i * (p.own / 2) + p.ph * p.pw, 0, PLANE_SLACK);
         }
         int threads = 1;
 #ifdef _OPENMP
@@ -243,42 +446,53 @@ void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
 #endif
         if (p.planes) {
 #ifdef _OPENMP
-#pragma omp for schedule(static)
+#pragma omp for schedule(dynamic) nowait
 #endif
-            for (int64_t c = 0; c < s->channels; ++c)
+            for (int64_t c = 0; c < s->channels; ++c) {
                 pad_channel(X + c * s->height * s->width, s, &p, pad, x,
                             planes + c * p.ph * p.pw);
+                item_done(&padded);
+            }
+            wait_items(&padded, s->channels);
         }
         if (p.whole) { /* pack B together, then share the rows */
-            const int64_t step = 16; /* groups per item */
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic)
+#pragma omp for schedule(dynamic) nowait
 #endif
-            for (int64_t g = 0; g < p.K4; g += step)
+            for (int64_t g = 0; g < p.K4; g += step) {
                 pack_block(&src, s, &p, 0, p.np, g, g + step < p.K4 ? g + step : p.K4, rows,
                            panels);
+                item_done(&packed);
+            }
+            wait_items(&packed, (p.K4 + step - 1) / step);
             const int64_t chunks = row_chunks(threads, 1, mp);
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic)
 #endif
-            for (int64_t chunk = 0; chunk < chunks; ++chunk)
-                graphopt_q_tiles(p.K4, Ap, M, chunk * mp / chunks, (chunk + 1) * mp / chunks,
-                                 panels, p.N, 0, p.np, &local, k, Y, p.N, 1);
+            for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+                int64_t ip0, ip1;
+                chunk_rows(chunk, chunks, mp, &ip0, &ip1);
+                graphopt_q_tiles(p.K4, Ap, M, ip0, ip1, panels, p.N, 0, p.np, &local, k, Y, p.N,
+                                 1);
+            }
         } else { /* each thread packs the blocks it runs */
-            const int64_t chunks = row_chunks(threads, p.nb, mp);
+            const int64_t per = balanced_per(&p, threads), nb = (p.np + per - 1) / per;
+            const int64_t chunks = row_chunks(threads, nb, mp);
             int64_t held = -1; /* the block packed in this thread's slot */
 #ifdef _OPENMP
 #pragma omp for schedule(dynamic)
 #endif
-            for (int64_t item = 0; item < p.nb * chunks; ++item) {
+            for (int64_t item = 0; item < nb * chunks; ++item) {
                 const int64_t b = item / chunks, chunk = item % chunks;
-                const int64_t jp0 = b * p.per, jp1 = jp0 + p.per < p.np ? jp0 + p.per : p.np;
+                const int64_t jp0 = b * per, jp1 = jp0 + per < p.np ? jp0 + per : p.np;
                 if (b != held) {
                     pack_block(&src, s, &p, jp0, jp1 - jp0, 0, p.K4, rows, panels);
                     held = b;
                 }
-                graphopt_q_tiles(p.K4, Ap, M, chunk * mp / chunks, (chunk + 1) * mp / chunks,
-                                 panels, p.N, jp0, jp1, &local, k, Y, p.N, 1);
+                int64_t ip0, ip1;
+                chunk_rows(chunk, chunks, mp, &ip0, &ip1);
+                graphopt_q_tiles(p.K4, Ap, M, ip0, ip1, panels, p.N, jp0, jp1, &local, k, Y, p.N,
+                                 1);
             }
         }
     }

@@ -1,7 +1,15 @@
 /* Depthwise convolution of u8 (or flipped s8) planes with s8 filters, int32 sums, then the
- * shared epilogue per channel (graphopt_qkernels.h). Taps are paired for vpmaddwd over 16
- * outputs; stride-1 planes run as one flat row so 7x7 planes still fill vectors. */
+ * epilogue per channel (graphopt_qkernels.h). On AVX-512 VNNI, 3x3 windows at stride 1 and 2
+ * run the quad path below (vpdpbusd, requantized in registers); elsewhere taps are paired for
+ * vpmaddwd over 16 outputs, and stride-1 planes run as one flat row so 7x7 planes still fill
+ * vectors. docs/QUANTIZATION.md has the measurements behind the choices. */
 #include "graphopt_qinternal.h"
+
+/* Channels a thread takes at a time: 4 chunks a thread, so a core slowed by another job
+ * hands its last ones to the other, at 4 atomic steps a thread instead of one a channel. */
+static int64_t dw_chunk(int64_t channels, int team) {
+    return (channels + 4 * team - 1) / (4 * team);
+}
 
 #if QX86
 /* 16 u8 elements src[0], src[sw], ... widened to int16 (sw 1 or 2; stride 2 keeps the low
@@ -118,6 +126,455 @@ static void dw_run(const uint8_t* base, const int64_t* off, const int8_t* w,
     }
 }
 
+#if QISA == 2
+/* ---- AVX-512 VNNI: 3x3 windows at stride 1 and 2 as u8 quads ------------------------------
+ * A 32-bit lane j of a 64-byte load at p holds p[4j .. 4j+3]; vpdpbusd with the weight quad
+ * (w[ky][0], w[ky][1], w[ky][2], 0) adds one kernel row of the window that starts at p[4j].
+ * Four loads per kernel row give 64 outputs with no shuffle: at p, p+1, p+2, p+3 (stride 1:
+ * outputs 4j, 4j+1, 4j+2, 4j+3) or p, p+2, p+64, p+66 (stride 2: 2j, 2j+1, 32+2j, 33+2j).
+ * The outputs are a flat run over the padded plane (`step` run positions per output row, ow
+ * of them kept); at stride 2 the plane's even and odd rows are stored apart, so the run's
+ * windows are 2 bytes apart in one plane row. Requantized, the four accumulators are packed
+ * (saturating) and put back in output order by one in-lane byte shuffle (and a qword permute
+ * at stride 2), then each output row's bytes are stored under a mask. */
+
+/* The epilogue and the output order as vectors (bias and mult: the channel's). */
+typedef struct {
+    __m512i bias;
+    __m512 mult, guard;
+    __m512i zp16;    /* the zero point, int16 lanes (added with saturation after packing) */
+    __m512i lo, hi;  /* the clamp on output bytes */
+    __m512i order;   /* in-lane shuffle of the packed bytes to output order */
+} dw_quad_consts;
+
+/* float(acc) * mult rounded half to even (cvtps2dq, default MXCSR), as graphopt_q_requant
+ * computes it before the zero point. With guard (a multiplier >= 1/2), a product past int32
+ * is first bounded, or it would convert to INT_MIN (below 1/2 none can reach 2^30). */
+QINLINE __m512i dw_rint(__m512i acc, const dw_quad_consts* c, int guard) {
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(acc), c->mult);
+    return _mm512_cvtps_epi32(guard ? _mm512_min_ps(v, c->guard) : v);
+}
+
+/* 64 requantized output bytes from the four accumulators (lanes in the load order above):
+ * rint, then the zero point and the type's range by saturating packs (exact: an int16
+ * saturated value stays outside the byte range after + zero point), the Relu/Clip bounds on
+ * bytes, then the output order. */
+QINLINE __m512i dw_quads_to_bytes(__m512i a0, __m512i a1, __m512i a2, __m512i a3,
+                                  const dw_quad_consts* c, int u8, int guard, int64_t sw) {
+    const __m512i p01 = _mm512_adds_epi16(
+        _mm512_packs_epi32(dw_rint(a0, c, guard), dw_rint(a1, c, guard)), c->zp16);
+    const __m512i p23 = _mm512_adds_epi16(
+        _mm512_packs_epi32(dw_rint(a2, c, guard), dw_rint(a3, c, guard)), c->zp16);
+    __m512i b = u8 ? _mm512_packus_epi16(p01, p23) : _mm512_packs_epi16(p01, p23);
+    b = u8 ? _mm512_min_epu8(_mm512_max_epu8(b, c->lo), c->hi)
+           : _mm512_min_epi8(_mm512_max_epi8(b, c->lo), c->hi);
+    b = _mm512_shuffle_epi8(b, c->order);
+    if (sw == 2) /* each 128-bit lane holds outputs 8L.. and 32+8L..: gather the halves */
+        b = _mm512_permutexvar_epi64(_mm512_set_epi64(7, 5, 3, 1, 6, 4, 2, 0), b);
+    return b;
+}
+
+/* The 64 outputs at run position f: tops[ky] is kernel row ky of output 0's window. */
+QINLINE __m512i dw_quad_group(const uint8_t* const* tops, const __m512i* wq, int64_t sw,
+                              int64_t f, const dw_quad_consts* c, int u8, int guard) {
+    const int64_t d1 = sw == 1 ? 1 : 2, d2 = sw == 1 ? 2 : 64, d3 = sw == 1 ? 3 : 66;
+    __m512i a0 = c->bias, a1 = a0, a2 = a0, a3 = a0;
+    for (int ky = 0; ky < 3; ++ky) {
+        const uint8_t* p = tops[ky] + sw * f;
+        a0 = _mm512_dpbusd_epi32(a0, _mm512_loadu_si512(p), wq[ky]);
+        a1 = _mm512_dpbusd_epi32(a1, _mm512_loadu_si512(p + d1), wq[ky]);
+        a2 = _mm512_dpbusd_epi32(a2, _mm512_loadu_si512(p + d2), wq[ky]);
+        a3 = _mm512_dpbusd_epi32(a3, _mm512_loadu_si512(p + d3), wq[ky]);
+    }
+    return dw_quads_to_bytes(a0, a1, a2, a3, c, u8, guard, sw);
+}
+
+/* Bits [from, from + n) of a byte mask (0 < n, from + n <= 64). */
+static inline __mmask64 dw_bits(int64_t from, int64_t n) {
+    return (__mmask64)((~0ULL >> (64 - n)) << from);
+}
+
+/* The kept bytes of 64 outputs at run position f (rows step apart in the run, ow long, oh of
+ * them): one masked store per output row they touch; oy: the row holding f. */
+QINLINE void dw_quad_store(__m512i b, int64_t f, int64_t oy, int64_t step, int64_t ow,
+                           int64_t oh, uint8_t* y) {
+    for (int64_t row = oy * step; row < f + 64 && oy < oh; row += step, ++oy) {
+        const int64_t from = row > f ? row : f, to = row + ow < f + 64 ? row + ow : f + 64;
+        if (to > from) /* run position p goes to y + oy * ow + p - row */
+            _mm512_mask_storeu_epi8(y + oy * (ow - step) + f, dw_bits(from - f, to - from), b);
+    }
+}
+
+/* One channel's run of `run` positions in groups of 64 (the last one ends at the run's end,
+ * storing equal bytes again) into the output plane y. */
+QINLINE void dw_quad_run(const uint8_t* const* tops, const __m512i* wq, int64_t sw, int64_t run,
+                         int64_t step, int64_t ow, int64_t oh, const dw_quad_consts* c, int u8,
+                         int guard, uint8_t* y) {
+    int64_t oy = 0;
+    for (int64_t f = 0; f < run; f += 64) {
+        const int64_t at = f + 64 > run && run >= 64 ? run - 64 : f;
+        while ((oy + 1) * step <= at) ++oy;
+        dw_quad_store(dw_quad_group(tops, wq, sw, at, c, u8, guard), at, oy, step, ow, oh, y);
+    }
+}
+
+/* The geometry of the quad path for one layer. */
+typedef struct {
+    int64_t pitch;    /* bytes per stored plane row */
+    int64_t step;     /* run positions per output row */
+    int64_t run;
+    int64_t top[3];   /* offsets of the kernel rows of output 0's window */
+    int64_t odd;      /* stride 2: where the odd rows start (a 64-byte multiple, so no 64-byte
+                       * chunk of the plane mixes even and odd rows: see dw_table_of) */
+    int64_t plane;    /* bytes of the stored plane (all written by the padding) */
+    int64_t reach;    /* bytes from the plane start the loads may read */
+} dw_quad_geometry;
+
+static dw_quad_geometry dw_quad_geometry_of(const graphopt_qconv_shape* s) {
+    const int64_t sw = s->stride_w, ph = q_padded_h(s), pw = q_padded_w(s);
+    dw_quad_geometry g;
+    g.pitch = sw == 1 ? pw : q_round_up(pw, 2); /* stride 2: the run steps 2 bytes */
+    g.step = g.pitch / sw;
+    g.run = (s->out_height - 1) * g.step + s->out_width;
+    g.odd = sw == 1 ? 0 : q_round_up((ph + 1) / 2 * g.pitch, 64);
+    g.top[0] = 0;
+    g.top[1] = sw == 1 ? pw : g.odd;
+    g.top[2] = sw == 1 ? 2 * pw : g.pitch;
+    g.plane = sw == 1 ? ph * g.pitch : g.odd + ph / 2 * g.pitch;
+    const int64_t last = g.run >= 64 ? g.run - 64 : 0;
+    const int64_t top = g.top[1] > g.top[2] ? g.top[1] : g.top[2];
+    g.reach = top + sw * last + (sw == 1 ? 3 : 66) + 64;
+    if (g.reach < g.plane) g.reach = g.plane;
+    return g;
+}
+
+/* Where padded row py is stored: rows `pitch` apart, at stride 2 the even rows first, then
+ * the odd rows from `odd`. */
+static inline int64_t dw_plane_row(int64_t py, int64_t sh, int64_t pitch, int64_t odd) {
+    return sh == 1 ? py * pitch : (py & 1) * odd + (py >> 1) * pitch;
+}
+
+/* Copy n bytes (flipping s8 with x): the store under a mask (nothing written past n), the
+ * load whole unless it would read past end (a masked load after masked stores measured
+ * ~10% slower: it waits for them). */
+static inline void dw_copy_row(uint8_t* dst, const uint8_t* src, int64_t n, __m512i x,
+                               const uint8_t* end) {
+    for (int64_t i = 0; i < n; i += 64) {
+        const __mmask64 m = dw_bits(0, n - i < 64 ? n - i : 64);
+        const __m512i v = src + i + 64 <= end ? _mm512_loadu_si512(src + i)
+                                              : _mm512_maskz_loadu_epi8(m, src + i);
+        _mm512_mask_storeu_epi8(dst + i, m, _mm512_xor_si512(v, x));
+    }
+}
+
+/* A channel copied into the plane (geometry g) with zero-point borders (as
+ * graphopt_q_pad_plane). Only the first call of a thread (fill) writes the border: it is the
+ * same for every channel. end: the input's end, not to be read past. */
+static void dw_quad_pad(const uint8_t* xc, const graphopt_qconv_shape* s,
+                        const dw_quad_geometry* g, uint8_t pad, uint8_t x, int fill,
+                        const uint8_t* end, uint8_t* plane) {
+    const int64_t ph = q_padded_h(s), pw = q_padded_w(s);
+    const int64_t left = s->pad_left < pw ? s->pad_left : pw;
+    const int64_t inner = s->width < pw - left ? s->width : pw - left;
+    const __m512i flip = _mm512_set1_epi8((char)x);
+    if (fill) memset(plane, pad, (size_t)g->plane);
+    if (inner <= 0) return;
+    for (int64_t py = 0; py < ph; ++py) {
+        const int64_t iy = py - s->pad_top;
+        if (iy < 0 || iy >= s->height) continue;
+        uint8_t* row = plane + dw_plane_row(py, s->stride_h, g->pitch, g->odd);
+        dw_copy_row(row + left, xc + iy * s->width, inner, flip, end);
+    }
+}
+
+#ifdef __AVX512VBMI__
+/* Small planes (up to DW_TABLE_BYTES) are padded 64 bytes at a time by vpermi2b instead of row
+ * by row: per 64-byte chunk of the plane, a table made once per call gives the 128-byte window
+ * of the input its bytes come from, where each comes from, and which are border (the zero
+ * point). On 7x7 and 14x14 planes the row copies were about half the layer's time. */
+#define DW_TABLE_BYTES 4096 /* planes up to 56x56 (the table is on the stack) */
+
+typedef struct {
+    int64_t start; /* the window's first input byte (channel offset) */
+    uint64_t from_input; /* plane bytes taken from the window (the others: the zero point) */
+    uint8_t index[64];   /* their window offsets */
+} dw_pad_chunk;
+
+/* source[b]: the input offset plane byte b comes from, -1 for the border (rows `pitch` apart,
+ * at stride 2 the even rows first, then the odd ones); bytes past the plane up to a whole
+ * chunk are border too. */
+static void dw_plane_sources(const graphopt_qconv_shape* s, const dw_quad_geometry* g,
+                             int32_t* source) {
+    const int64_t ph = q_padded_h(s), pw = q_padded_w(s);
+    for (int64_t b = 0; b < q_round_up(g->plane, 64); ++b) source[b] = -1;
+    for (int64_t py = 0; py < ph; ++py) {
+        const int64_t iy = py - s->pad_top;
+        if (iy < 0 || iy >= s->height) continue;
+        const int64_t row = dw_plane_row(py, s->stride_h, g->pitch, g->odd);
+        for (int64_t px = 0; px < pw; ++px) {
+            const int64_t ix = px - s->pad_left;
+            if (ix >= 0 && ix < s->width) source[row + px] = (int32_t)(iy * s->width + ix);
+        }
+    }
+}
+
+/* The table of the plane's chunks; 0 if some chunk's sources span more than one 128-byte
+ * window (then the rows are copied). */
+static int dw_table_of(const graphopt_qconv_shape* s, const dw_quad_geometry* g,
+                       dw_pad_chunk* chunks) {
+    int32_t source[DW_TABLE_BYTES + 64];
+    dw_plane_sources(s, g, source);
+    for (int64_t k = 0; k * 64 < g->plane; ++k) {
+        const int32_t* o = source + 64 * k;
+        int32_t lo = -1, hi = -1;
+        for (int i = 0; i < 64; ++i) {
+            if (o[i] >= 0 && (lo < 0 || o[i] < lo)) lo = o[i];
+            if (o[i] > hi) hi = o[i];
+        }
+        if (hi - lo >= 128) return 0;
+        dw_pad_chunk* c = chunks + k;
+        c->start = lo < 0 ? 0 : lo;
+        c->from_input = 0;
+        for (int i = 0; i < 64; ++i) {
+            c->index[i] = (uint8_t)(o[i] < 0 ? 0 : o[i] - c->start);
+            c->from_input |= o[i] < 0 ? 0 : 1ULL << i;
+        }
+    }
+    return 1;
+}
+
+/* 64 input bytes at p, whole unless they would pass end (then the bytes before it). */
+static inline __m512i dw_load_until(const uint8_t* p, const uint8_t* end) {
+    if (p + 64 <= end) return _mm512_loadu_si512(p);
+    return _mm512_maskz_loadu_epi8(p < end ? dw_bits(0, end - p) : 0, p);
+}
+
+/* One channel's plane from the table (whole 64-byte stores: the slot has room past it). */
+static void dw_table_pad(const uint8_t* xc, const dw_pad_chunk* chunks, int64_t n,
+                         __m512i zp, __m512i flip, const uint8_t* end, uint8_t* plane) {
+    for (int64_t k = 0; k < n; ++k) {
+        const dw_pad_chunk* c = chunks + k;
+        const __m512i lo = dw_load_until(xc + c->start, end);
+        const __m512i hi = dw_load_until(xc + c->start + 64, end);
+        const __m512i v = _mm512_xor_si512(
+            _mm512_permutex2var_epi8(lo, _mm512_loadu_si512(c->index), hi), flip);
+        _mm512_storeu_si512(plane + 64 * k, _mm512_mask_blend_epi8(c->from_input, zp, v));
+    }
+}
+#endif
+
+/* In-lane shuffle from the packed layout (accumulator k, 32-bit lane j of the 128-bit lane:
+ * byte 4k + j) to output order. */
+static __m512i dw_quad_order(int64_t sw) {
+    int8_t idx[64];
+    for (int q = 0; q < 16; ++q) {
+        /* stride 1: output 4j + k; stride 2: 2j + k (k < 2) in the low half, 32 + 2j + k - 2
+         * in the high half */
+        const int k = sw == 1 ? q % 4 : (q / 8) * 2 + q % 2;
+        const int j = sw == 1 ? q / 4 : (q % 8) / 2;
+        for (int lane = 0; lane < 4; ++lane) idx[lane * 16 + q] = (int8_t)(k * 4 + j);
+    }
+    return _mm512_loadu_si512(idx);
+}
+
+/* Bytes of the slot the quad path uses: the plane and what its loads read past it. */
+static int64_t dw_quad_slot(const graphopt_qconv_shape* s) { return dw_quad_geometry_of(s).reach; }
+
+/* Whether the quad path runs this call: 3x3, no dilation, equal strides 1 or 2, a requantized
+ * output without a residual, and the layer's slot large enough. */
+static int dw_quad_applies(const graphopt_qconv_shape* s, const graphopt_qepilogue* e,
+                           int64_t slot) {
+    if (s->kernel_h != 3 || s->kernel_w != 3 || s->dilation_h != 1 || s->dilation_w != 1)
+        return 0;
+    if (s->stride_h != s->stride_w || s->stride_h > 2 || e->add ||
+        e->out_type == GRAPHOPT_Q_F32)
+        return 0;
+    return dw_quad_slot(s) <= slot;
+}
+
+/* Wide planes at stride 2 (ow > 32: rows of whole groups) skip the padded copy: each output
+ * row reads the input rows directly, under masks that put the zero point where the windows pass the
+ * plane's left or right edge (masked-off bytes are never read: no fault past the input), and
+ * a kernel row above or below the plane is the zero point throughout. A row's 64-output
+ * groups store contiguously. */
+#define DW_DIRECT_GROUPS 8 /* rows up to 512 outputs wide */
+
+typedef struct {
+    __mmask64 mask[DW_DIRECT_GROUPS][4]; /* bytes inside the plane, per group and load */
+    int64_t groups;
+} dw_direct_geometry;
+
+/* Offset of load d (of 4) from a group's first window: see the quad loads above. */
+static inline int64_t dw_load_offset(int64_t sw, int d) {
+    static const int64_t offsets[2][4] = {{0, 1, 2, 3}, {0, 2, 64, 66}};
+    return offsets[sw - 1][d];
+}
+
+static dw_direct_geometry dw_direct_geometry_of(const graphopt_qconv_shape* s) {
+    dw_direct_geometry g;
+    g.groups = (s->out_width + 63) / 64;
+    for (int64_t gi = 0; gi < g.groups && gi < DW_DIRECT_GROUPS; ++gi)
+        for (int d = 0; d < 4; ++d) { /* byte i is input column c0 + i */
+            const int64_t c0 = s->stride_w * 64 * gi - s->pad_left + dw_load_offset(s->stride_w, d);
+            const int64_t from = c0 < 0 ? -c0 : 0, to = s->width - c0 < 64 ? s->width - c0 : 64;
+            g.mask[gi][d] = to > from ? dw_bits(from, to - from) : 0;
+        }
+    return g;
+}
+
+/* One channel's output rows from its input plane xc; fill: the zero point as stored before
+ * the flip (x), zp: as the kernels see it. */
+QINLINE void dw_direct_rows(const uint8_t* xc, const __m512i* wq, const dw_direct_geometry* g,
+                            const graphopt_qconv_shape* s, int64_t sw, __m512i fill,
+                            __m512i zp, __m512i flip, int flipped, const dw_quad_consts* c,
+                            int u8, int guard, uint8_t* y) {
+    const int64_t ow = s->out_width;
+    for (int64_t oy = 0; oy < s->out_height; ++oy) {
+        const uint8_t* rows[3];
+        for (int ky = 0; ky < 3; ++ky) {
+            const int64_t iy = oy * s->stride_h + ky - s->pad_top;
+            rows[ky] = iy >= 0 && iy < s->height ? xc + iy * s->width - s->pad_left : NULL;
+        }
+        for (int64_t gi = 0; gi < g->groups; ++gi) {
+            __m512i a[4] = {c->bias, c->bias, c->bias, c->bias};
+            for (int ky = 0; ky < 3; ++ky)
+                for (int d = 0; d < 4; ++d) {
+                    __m512i v = zp;
+                    if (rows[ky]) {
+                        v = _mm512_mask_loadu_epi8(fill, g->mask[gi][d],
+                                                   rows[ky] + sw * 64 * gi + dw_load_offset(sw, d));
+                        if (flipped) v = _mm512_xor_si512(v, flip);
+                    }
+                    a[d] = _mm512_dpbusd_epi32(a[d], v, wq[ky]);
+                }
+            const int64_t n = ow - 64 * gi < 64 ? ow - 64 * gi : 64;
+            _mm512_mask_storeu_epi8(y + oy * ow + 64 * gi, dw_bits(0, n),
+                                    dw_quads_to_bytes(a[0], a[1], a[2], a[3], c, u8, guard, sw));
+        }
+    }
+}
+
+/* The weight quads (w[ky][0], w[ky][1], w[ky][2], 0) of a channel, broadcast. */
+static void dw_weight_quads(const int8_t* wc, __m512i* wq) {
+    for (int ky = 0; ky < 3; ++ky)
+        wq[ky] = _mm512_set1_epi32((int32_t)((uint32_t)(uint8_t)wc[3 * ky] |
+                                             (uint32_t)(uint8_t)wc[3 * ky + 1] << 8 |
+                                             (uint32_t)(uint8_t)wc[3 * ky + 2] << 16));
+}
+
+/* A call of RUN(sw, u8, guard) with constant arguments for variant (sw == 2) * 4 + u8 * 2 +
+ * guard, so each is compiled on its own. */
+#define DW_VARIANTS(variant, RUN)                                                             \
+    switch (variant) {                                                                        \
+    case 0: RUN(1, 0, 0); break;                                                              \
+    case 1: RUN(1, 0, 1); break;                                                              \
+    case 2: RUN(1, 1, 0); break;                                                              \
+    case 3: RUN(1, 1, 1); break;                                                              \
+    case 4: RUN(2, 0, 0); break;                                                              \
+    case 5: RUN(2, 0, 1); break;                                                              \
+    case 6: RUN(2, 1, 0); break;                                                              \
+    default: RUN(2, 1, 1); break;                                                             \
+    }
+
+/* One channel (plane padded): the run in the variant its stride, output type and multiplier
+ * need. */
+static void dw_quad_channel(const uint8_t* plane, const __m512i* wq, const dw_quad_geometry* g,
+                            const dw_quad_consts* c, int64_t ow, int64_t oh, int variant,
+                            uint8_t* y) {
+    const uint8_t* tops[3] = {plane + g->top[0], plane + g->top[1], plane + g->top[2]};
+#define DW_RUN(sw, u8, guard) dw_quad_run(tops, wq, sw, g->run, g->step, ow, oh, c, u8, guard, y)
+    DW_VARIANTS(variant, DW_RUN)
+#undef DW_RUN
+}
+
+/* One channel of a wide plane, read directly (see dw_direct_rows). */
+static void dw_direct_channel(const uint8_t* xc, const __m512i* wq, const dw_direct_geometry* g,
+                              const graphopt_qconv_shape* s, uint8_t pad, uint8_t x,
+                              const dw_quad_consts* c, int variant, uint8_t* y) {
+    const __m512i fill = _mm512_set1_epi8((char)(pad ^ x)), zp = _mm512_set1_epi8((char)pad);
+    const __m512i flip = _mm512_set1_epi8((char)x);
+#define DW_RUN(sw, u8, guard) \
+    dw_direct_rows(xc, wq, g, s, sw, fill, zp, flip, x != 0, c, u8, guard, y)
+    DW_VARIANTS(variant, DW_RUN)
+#undef DW_RUN
+}
+
+/* graphopt_qdepthwise on the quad path (the slot: the plane and its over-read). */
+static void dw_quad(const uint8_t* X, const int8_t* W, const graphopt_qconv_shape* s,
+                    uint8_t pad, uint8_t x, const graphopt_qepilogue* e, void* Y, void* work,
+                    int64_t slot, int team) {
+    const dw_quad_geometry g = dw_quad_geometry_of(s);
+    /* stride 2 on wide planes reads the input directly; stride 1 pads (the masked loads cost
+     * more than the copy there) */
+    const int direct = s->stride_w == 2 && s->out_width > 32 &&
+                       s->out_width <= 64 * DW_DIRECT_GROUPS;
+    const dw_direct_geometry dg = dw_direct_geometry_of(s);
+    const int64_t chunks = (g.plane + 63) / 64; /* of the plane, stored whole by the table */
+    int tabled = 0;
+#ifdef __AVX512VBMI__
+    dw_pad_chunk table[DW_TABLE_BYTES / 64]; /* made once, read by every thread */
+    tabled = !direct && g.plane <= DW_TABLE_BYTES && 64 * chunks <= slot &&
+             dw_table_of(s, &g, table);
+#endif
+    /* one-core time per channel, fitted on Zen 4 (ns: 5 a group of 64 outputs, 2.6 an output
+     * row, 1.5 a 64-byte chunk padded from the table or 4 a row copied, 6 the rest), as the
+     * fp32 multiply-adds of the grain rule (20 a ns): small planes cost far more than their
+     * MACs say (a 14x14 stride-2 layer of 576 channels: ~20 us, left on one thread) */
+    const int64_t pad_ns = tabled ? 3 * chunks / 2 : direct ? 0 : 4 * q_padded_h(s);
+    const int64_t ns = s->channels * (6 + 5 * ((g.run + 63) / 64) + 13 * s->out_height / 5 +
+                                      pad_ns);
+    const int parallel = GRAPHOPT_WORTH_THREADS(20 * ns, 0);
+    const int64_t plane_out = s->out_height * s->out_width, plane_in = s->height * s->width;
+    const int u8 = e->out_type == GRAPHOPT_Q_U8;
+    const uint8_t* end = X + s->channels * plane_in; /* the input's last byte + 1 */
+    dw_quad_consts proto;
+    proto.guard = _mm512_set1_ps(65536.0f);
+    proto.zp16 = _mm512_set1_epi16((int16_t)e->zero_point);
+    proto.lo = _mm512_set1_epi8((char)e->lo);
+    proto.hi = _mm512_set1_epi8((char)e->hi);
+    proto.order = dw_quad_order(s->stride_w);
+    const int64_t chunk = dw_chunk(s->channels, team);
+    (void)parallel;
+    (void)chunk;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(team) if (parallel)
+#endif
+    {
+        uint8_t* plane = q_slot_of(work, slot);
+        dw_quad_consts c = proto;
+        int first = 1; /* this thread's plane has no border yet */
+        if (!direct) memset(plane + g.plane, 0, (size_t)(g.reach - g.plane)); /* read: defined */
+#ifdef __AVX512VBMI__
+        const __m512i zpv = _mm512_set1_epi8((char)pad), flip = _mm512_set1_epi8((char)x);
+#endif
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, chunk)
+#endif
+        for (int64_t ch = 0; ch < s->channels; ++ch) {
+            const float mult = e->mult[ch];
+            const int variant = (s->stride_w == 2) * 4 + u8 * 2 + !(mult < 0.5f && mult > -0.5f);
+            __m512i wq[3];
+            dw_weight_quads(W + ch * 9, wq);
+            c.bias = _mm512_set1_epi32(e->bias ? e->bias[ch] : 0);
+            c.mult = _mm512_set1_ps(mult);
+            uint8_t* y = (uint8_t*)Y + ch * plane_out;
+            if (direct) {
+                dw_direct_channel(X + ch * plane_in, wq, &dg, s, pad, x, &c, variant, y);
+                continue;
+            }
+#ifdef __AVX512VBMI__
+            if (tabled)
+                dw_table_pad(X + ch * plane_in, table, chunks, zpv, flip, end, plane);
+            else
+#endif
+                dw_quad_pad(X + ch * plane_in, s, &g, pad, x, first, end, plane);
+            first = 0;
+            dw_quad_channel(plane, wq, &g, &c, s->out_width, s->out_height, variant, y);
+        }
+    }
+}
+#endif
+
 /* The pieces of a depthwise slot, in this order (8-byte multiples: the int64 offsets first). */
 typedef struct {
     int64_t off, acc, line, pairs, padded, total;
@@ -162,7 +619,14 @@ void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv
     /* 3x3 at stride 1 without a residual: requantized from registers (dw_channel3x3) */
     const int quick = QX86 && k && !local.add && taps == 9 && flat && dh == 1 && dw == 1;
     const int parallel = GRAPHOPT_WORTH_THREADS(macs, 2 * s->channels * plane);
-    (void)team;
+#if QISA == 2
+    if (dw_quad_applies(s, &local, layout.total)) {
+        dw_quad(X, W, s, pad, x, &local, Y, work, layout.total, team);
+        return;
+    }
+#endif
+    const int64_t chunk = dw_chunk(s->channels, team);
+    (void)chunk;
     (void)parallel;
     (void)quick;
 #ifdef _OPENMP
@@ -179,7 +643,7 @@ void graphopt_qdepthwise(const uint8_t* X, const int8_t* W, const graphopt_qconv
         memset(padded, 0, (size_t)(ph * pw + PLANE_SLACK)); /* the slack read stays defined */
         for (int64_t t = 0; t < taps; ++t) off[t] = (t / kw) * dh * pw + (t % kw) * dw;
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic) /* see graphopt_qgemm */
+#pragma omp for schedule(dynamic, chunk)
 #endif
         for (int64_t ch = 0; ch < s->channels; ++ch) {
             graphopt_q_pad_plane(X + ch * s->height * s->width, s, ph, pw, pad, x, first, padded);

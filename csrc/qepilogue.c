@@ -56,31 +56,87 @@ static int vector_epilogue(const graphopt_qepilogue* e, int64_t cs) {
 #endif
 }
 
+#if QISA == 2
+/* 16 outputs in one zmm: q_requant_vec's operations, in the same order, on 16 lanes (the same
+ * roundings: cvtps2dq half to even, each fused multiply-add rounded once), then saturated to
+ * bytes: u8 after a max with 0 (vpmovusdb reads its lanes unsigned), s8 by vpmovsdb. */
+typedef struct {
+    __m512 lo, hi, ra, rb, fixed, add_lo, add_hi;
+    __m512i zp;
+} zmm_consts;
+
+/* A ymm constant in both halves of a zmm. */
+static __m512 twice(__m256 v) {
+    const __m256d d = _mm256_castps_pd(v);
+    return _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castpd256_pd512(d), d, 1));
+}
+
+/* The zmm forms of graphopt_qconsts (the same values, made once per tile). */
+static zmm_consts zmm_consts_of(const graphopt_qconsts* k) {
+    const __m512i zp = _mm512_inserti64x4(_mm512_castsi256_si512(k->zp), k->zp, 1);
+    const zmm_consts z = {twice(k->lo), twice(k->hi),     twice(k->ra),     twice(k->rb),
+                          twice(k->fixed), twice(k->add_lo), twice(k->add_hi), zp};
+    return z;
+}
+
+QINLINE __m128i requant16_zmm(__m512i acc, __m512i bias, __m512 mult, const zmm_consts* z,
+                              const int8_t* add, int u8, int clamp_low) {
+    const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
+    const __m512 low = clamp_low ? _mm512_max_ps(v, z->lo) : v;
+    __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(low, z->hi)), z->zp);
+    if (add) {
+        const __m128i raw = _mm_loadu_si128((const __m128i*)add);
+        const __m512 b = _mm512_cvtepi32_ps(u8 ? _mm512_cvtepu8_epi32(raw)
+                                               : _mm512_cvtepi8_epi32(raw));
+        const __m512 s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), z->ra,
+                                         _mm512_fmadd_ps(b, z->rb, z->fixed));
+        q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(s, z->add_lo), z->add_hi));
+    }
+    return u8 ? _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_setzero_si512()))
+              : _mm512_cvtsepi32_epi8(q);
+}
+#endif
+
 /* The rows of graphopt_q_store_full_tile, the output type and the lower clamp constants at
  * each call. */
 QINLINE void full_tile_rows(const int32_t* acc, const graphopt_qepilogue* e,
-                            const graphopt_qconsts* k, int64_t r0, int64_t c0, int8_t* out,
-                            int64_t rs, int u8, int clamp_low) {
-    for (int r = 0; r < QMR; ++r) {
+                            const graphopt_qconsts* k, int64_t r0, int64_t c0, int m, int n,
+                            int8_t* out, int64_t rs, int u8, int clamp_low) {
+#if QISA == 2
+    const zmm_consts z = zmm_consts_of(k);
+#endif
+    for (int r = 0; r < m; ++r) {
         const int8_t* add = k->fused ? (const int8_t*)e->add + (r0 + r) * e->add_rs + c0 : NULL;
-        q_requant_store16(_mm256_loadu_si256((const __m256i*)(acc + r * QNR)),
-                        _mm256_loadu_si256((const __m256i*)(acc + r * QNR + 8)),
-                        _mm256_set1_epi32(e->bias ? e->bias[r0 + r] : 0),
-                        _mm256_set1_ps(e->mult[r0 + r]), k, add, u8, clamp_low, out + r * rs);
+        const int32_t bias = e->bias ? e->bias[r0 + r] : 0;
+        const float mult = e->mult[r0 + r];
+#if QISA == 2
+        const __m512i bv = _mm512_set1_epi32(bias);
+        const __m512 mv = _mm512_set1_ps(mult);
+        for (int c = 0; c < n; c += 16)
+            _mm_storeu_si128((__m128i*)(out + r * rs + c),
+                             requant16_zmm(_mm512_loadu_si512((const void*)(acc + r * QTN + c)),
+                                           bv, mv, &z, add ? add + c : NULL, u8, clamp_low));
+#else
+        for (int c = 0; c < n; c += 16)
+            q_requant_store16(_mm256_loadu_si256((const __m256i*)(acc + r * QTN + c)),
+                              _mm256_loadu_si256((const __m256i*)(acc + r * QTN + c + 8)),
+                              _mm256_set1_epi32(bias), _mm256_set1_ps(mult), k,
+                              add ? add + c : NULL, u8, clamp_low, out + r * rs + c);
+#endif
     }
 }
 
 void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
-                                const graphopt_qconsts* k, int64_t r0, int64_t c0, int8_t* out,
-                                int64_t rs) {
+                                const graphopt_qconsts* k, int64_t r0, int64_t c0, int m, int n,
+                                int8_t* out, int64_t rs) {
     if (k->u8 && k->low_free)
-        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 0);
+        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 1, 0);
     else if (k->u8)
-        full_tile_rows(acc, e, k, r0, c0, out, rs, 1, 1);
+        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 1, 1);
     else if (k->low_free)
-        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 0);
+        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 0, 0);
     else
-        full_tile_rows(acc, e, k, r0, c0, out, rs, 0, 1);
+        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 0, 1);
 }
 
 /* One output row c0 .. c0 + n (contiguous) from acc: 16, then 8 at a time; returns the count

@@ -8,35 +8,167 @@
 int graphopt_qgemm_isa(void) { return QISA; }
 
 static void tile_scalar(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc) {
-    for (int i = 0; i < QMR * QNR; ++i) acc[i] = 0;
+    for (int i = 0; i < QMR * QTN; ++i) acc[i] = 0;
     for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4)
         for (int r = 0; r < QMR; ++r)
             for (int c = 0; c < QNR; ++c) {
                 int32_t s = 0;
                 for (int t = 0; t < 4; ++t) s += (int32_t)a[r * 4 + t] * (int32_t)b[c * 4 + t];
-                acc[r * QNR + c] += s;
+                acc[r * QTN + c] += s;
             }
 }
 
 #if QISA == 2
-static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, int narrow,
-                      int64_t n) {
+/* One register tile of MA row panels x NB column panels (MA * QMR x NB * QNR outputs): MA * 4 *
+ * NB zmm accumulators, NB B loads and MA * 4 weight broadcasts per group of 4 k. At 2 x 3
+ * (8 x 48: 24 accumulators of the 32 registers) vpdpbusd's latency is hidden and there are 11
+ * loads per 24 vpdpbusd; the 4 x 16 tile had 5 per 4. The panels of a tile are separate
+ * streams (a = K4 * 16, b = K4 * 64 bytes apart), so the packed layouts stay those of the
+ * 4 x 16 granule on every ISA (weights are packed once, whatever the target). Constant MA and
+ * NB after inlining: the loops unroll and the accumulators live in registers. */
+QINLINE int32_t weights4(const int8_t* p) {
+    int32_t w;
+    memcpy(&w, p, 4);
+    return w;
+}
+
+/* named accumulators c<row><column panel>, not an array: GCC kept an array of them in memory */
+#define QV_DECLARE(r)                                                                      \
+    __m512i c##r##0 = _mm512_setzero_si512(), c##r##1 = c##r##0, c##r##2 = c##r##0
+#define QV_ROW(r, ap)                                                                      \
+    do {                                                                                   \
+        const __m512i wv = _mm512_set1_epi32(weights4(ap));                                \
+        c##r##0 = _mm512_dpbusd_epi32(c##r##0, b0, wv);                                    \
+        if (NB > 1) c##r##1 = _mm512_dpbusd_epi32(c##r##1, b1, wv);                        \
+        if (NB > 2) c##r##2 = _mm512_dpbusd_epi32(c##r##2, b2, wv);                        \
+    } while (0)
+#define QV_STORE(r)                                                                        \
+    do {                                                                                   \
+        _mm512_storeu_si512((void*)(acc + r * QTN), c##r##0);                              \
+        if (NB > 1) _mm512_storeu_si512((void*)(acc + r * QTN + QNR), c##r##1);            \
+        if (NB > 2) _mm512_storeu_si512((void*)(acc + r * QTN + 2 * QNR), c##r##2);        \
+    } while (0)
+
+QINLINE void tile_vnni(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, const int MA,
+                       const int NB) {
+    const int64_t a_panel = K4 * QMR * 4, b_panel = K4 * QNR * 4;
+    const int8_t* a1 = a + a_panel;
+    QV_DECLARE(0);
+    QV_DECLARE(1);
+    QV_DECLARE(2);
+    QV_DECLARE(3);
+    QV_DECLARE(4);
+    QV_DECLARE(5);
+    QV_DECLARE(6);
+    QV_DECLARE(7);
+    for (int64_t g = 0; g < K4; ++g, a += QMR * 4, a1 += QMR * 4, b += QNR * 4) {
+        const __m512i b0 = _mm512_loadu_si512((const void*)b);
+        const __m512i b1 = NB > 1 ? _mm512_loadu_si512((const void*)(b + b_panel)) : b0;
+        const __m512i b2 = NB > 2 ? _mm512_loadu_si512((const void*)(b + 2 * b_panel)) : b0;
+        QV_ROW(0, a);
+        QV_ROW(1, a + 4);
+        QV_ROW(2, a + 8);
+        QV_ROW(3, a + 12);
+        if (MA > 1) {
+            QV_ROW(4, a1);
+            QV_ROW(5, a1 + 4);
+            QV_ROW(6, a1 + 8);
+            QV_ROW(7, a1 + 12);
+        }
+    }
+    QV_STORE(0);
+    QV_STORE(1);
+    QV_STORE(2);
+    QV_STORE(3);
+    if (MA > 1) {
+        QV_STORE(4);
+        QV_STORE(5);
+        QV_STORE(6);
+        QV_STORE(7);
+    }
+}
+#undef QV_DECLARE
+#undef QV_ROW
+#undef QV_STORE
+#if QTILE_A != 2 || QTILE_B != 3
+#error "the VNNI micro-kernel is written for 2 x 3 panels (8 x 48)"
+#endif
+
+static void tile_simd(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
+                      int32_t* acc, int narrow, int64_t n) {
     (void)narrow;
     (void)n;
-    __m512i c0 = _mm512_setzero_si512(), c1 = c0, c2 = c0, c3 = c0;
-    for (int64_t g = 0; g < K4; ++g, a += QMR * 4, b += QNR * 4) {
-        const __m512i bv = _mm512_loadu_si512((const void*)b);
-        int32_t w[4];
-        memcpy(w, a, 16);
-        c0 = _mm512_dpbusd_epi32(c0, bv, _mm512_set1_epi32(w[0]));
-        c1 = _mm512_dpbusd_epi32(c1, bv, _mm512_set1_epi32(w[1]));
-        c2 = _mm512_dpbusd_epi32(c2, bv, _mm512_set1_epi32(w[2]));
-        c3 = _mm512_dpbusd_epi32(c3, bv, _mm512_set1_epi32(w[3]));
+    if (ma == 2 && nb == 3)
+        tile_vnni(K4, a, b, acc, 2, 3);
+    else if (ma == 2 && nb == 2)
+        tile_vnni(K4, a, b, acc, 2, 2);
+    else if (ma == 2)
+        tile_vnni(K4, a, b, acc, 2, 1);
+    else if (nb == 3)
+        tile_vnni(K4, a, b, acc, 1, 3);
+    else if (nb == 2)
+        tile_vnni(K4, a, b, acc, 1, 2);
+    else
+        tile_vnni(K4, a, b, acc, 1, 1);
+}
+
+/* The 4 lanes of each 128-bit quarter summed: the rows of a panel. */
+static __m128i sum_quarters(__m512i v) {
+    return _mm_add_epi32(_mm_add_epi32(_mm512_castsi512_si128(v), _mm512_extracti32x4_epi32(v, 1)),
+                         _mm_add_epi32(_mm512_extracti32x4_epi32(v, 2),
+                                       _mm512_extracti32x4_epi32(v, 3)));
+}
+
+/* Groups g0 + j .. of column 0 spread over the quarters of a zmm: quads[j + q] in quarter q. */
+QINLINE __m512i spread4(const int32_t* quads) {
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    return _mm512_permutexvar_epi32(spread,
+                                    _mm512_castsi128_si512(_mm_loadu_si128((const __m128i*)quads)));
+}
+
+/* The first `groups` (1 to 4) groups of an A panel at a, the rest zero. */
+QINLINE __m512i a_groups(const int8_t* a, int64_t groups) {
+    return _mm512_maskz_loadu_epi32(groups >= 4 ? 0xFFFF : (__mmask16)((1u << (4 * groups)) - 1),
+                                    a);
+}
+
+/* acc[r * QTN] = sum_k A[r, k] * B[k, 0] (ma row panels, one column): a tile with 47 of its 48
+ * columns wasted is 16 times slower. The column's quads (one per group, 64 bytes apart in the
+ * panel) are first copied together, a chunk at a time; then four groups a step are spread over
+ * the quarters of a zmm against 64 contiguous bytes of each A panel, two sums per panel
+ * alternating (vpdpbusd's latency). */
+static void gemv_vnni(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int32_t* acc) {
+    enum { CHUNK = 64 }; /* groups whose quads are copied at once */
+    const int8_t* a1 = a + K4 * QMR * 4;
+    __m512i s00 = _mm512_setzero_si512(), s01 = s00, s10 = s00, s11 = s00;
+    for (int64_t g0 = 0; g0 < K4; g0 += CHUNK) {
+        const int64_t count = K4 - g0 < CHUNK ? K4 - g0 : CHUNK;
+        int32_t quads[CHUNK + 4];
+        for (int64_t j = 0; j < count; ++j) memcpy(&quads[j], b + (g0 + j) * QNR * 4, 4);
+        memset(quads + count, 0, 4 * sizeof(int32_t)); /* read by the last step */
+        int64_t j = 0;
+        for (; j + 8 <= count; j += 8) {
+            const int64_t at = (g0 + j) * 16;
+            const __m512i x0 = spread4(quads + j), x1 = spread4(quads + j + 4);
+            s00 = _mm512_dpbusd_epi32(s00, x0, _mm512_loadu_si512((const void*)(a + at)));
+            s01 = _mm512_dpbusd_epi32(s01, x1, _mm512_loadu_si512((const void*)(a + at + 64)));
+            if (ma > 1) {
+                s10 = _mm512_dpbusd_epi32(s10, x0, _mm512_loadu_si512((const void*)(a1 + at)));
+                s11 = _mm512_dpbusd_epi32(s11, x1, _mm512_loadu_si512((const void*)(a1 + at + 64)));
+            }
+        }
+        for (; j < count; j += 4) { /* the last 1 to 7 groups; A past them masked to zero */
+            const int64_t at = (g0 + j) * 16;
+            const __m512i x = spread4(quads + j); /* lanes past count meet zero weights */
+            s00 = _mm512_dpbusd_epi32(s00, x, a_groups(a + at, count - j));
+            if (ma > 1) s10 = _mm512_dpbusd_epi32(s10, x, a_groups(a1 + at, count - j));
+        }
     }
-    _mm512_storeu_si512((void*)(acc + 0 * QNR), c0);
-    _mm512_storeu_si512((void*)(acc + 1 * QNR), c1);
-    _mm512_storeu_si512((void*)(acc + 2 * QNR), c2);
-    _mm512_storeu_si512((void*)(acc + 3 * QNR), c3);
+    int32_t sum[2][4];
+    _mm_storeu_si128((__m128i*)sum[0], sum_quarters(_mm512_add_epi32(s00, s01)));
+    _mm_storeu_si128((__m128i*)sum[1], sum_quarters(_mm512_add_epi32(s10, s11)));
+    for (int p = 0; p < ma; ++p)
+        for (int r = 0; r < QMR; ++r) acc[(p * QMR + r) * QTN] = sum[p][r];
 }
 #elif QISA == 1
 /* vpmaddubsw: u8 x s8 pairs summed into int16, exact when |w| <= 64 (|255 * 64 * 2| = 32640
@@ -172,16 +304,63 @@ static void tile_simd(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* ac
 }
 #endif
 
-/* A call of its own (not inlined into graphopt_qgemm): the epilogue's constants live there, and
- * sharing the 16 vector registers with them made the micro-kernel spill. */
-void graphopt_q_compute_tile(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
-                             int narrow, int64_t n) {
-#if QISA == 0
+#if QISA == 1
+/* The AVX2 one-column tile (narrow weights): vpmaddubsw over two groups of 4 rows x 4 k at once
+ * instead of a tile with 15 of its 16 columns wasted. */
+static inline __m128i x_group(const uint8_t* b, int64_t g) {
+    int32_t v;
+    memcpy(&v, b + g * QNR * 4, 4);
+    return _mm_set1_epi32(v);
+}
+
+static void gemv_maddubs(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc) {
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256i s = _mm256_setzero_si256();
+    int64_t g = 0;
+    for (; g + 2 <= K4; g += 2, a += 2 * QMR * 4) {
+        const __m256i xv = _mm256_setr_m128i(x_group(b, g), x_group(b, g + 1));
+        const __m256i av = _mm256_loadu_si256((const __m256i*)a);
+        s = _mm256_add_epi32(s, _mm256_madd_epi16(_mm256_maddubs_epi16(xv, av), ones));
+    }
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+    if (g < K4) {
+        const __m128i p = _mm_maddubs_epi16(x_group(b, g), _mm_loadu_si128((const __m128i*)a));
+        h = _mm_add_epi32(h, _mm_madd_epi16(p, _mm_set1_epi16(1)));
+    }
+    int32_t sum[4];
+    _mm_storeu_si128((__m128i*)sum, h);
+    for (int r = 0; r < QMR; ++r) acc[r * QTN] = sum[r];
+}
+#endif
+
+int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int narrow,
+                         int32_t* acc) {
+#if QISA == 2
     (void)narrow;
-    (void)n;
-    tile_scalar(K4, a, b, acc);
+    gemv_vnni(K4, a, ma, b, acc);
+    return 1;
+#elif QISA == 1
+    if (!narrow || ma != 1) return 0;
+    gemv_maddubs(K4, a, b, acc);
+    return 1;
 #else
+    (void)K4, (void)a, (void)ma, (void)b, (void)narrow, (void)acc;
+    return 0;
+#endif
+}
+
+/* A call of its own (not inlined into the tile loop): the epilogue's constants live there, and
+ * sharing the vector registers with them made the micro-kernel spill. */
+void graphopt_q_compute_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
+                             int32_t* acc, int narrow, int64_t n) {
+#if QISA == 0
+    (void)narrow, (void)n, (void)ma, (void)nb;
+    tile_scalar(K4, a, b, acc);
+#elif QISA == 2
     (void)tile_scalar;
+    tile_simd(K4, a, ma, b, nb, acc, narrow, n);
+#else
+    (void)tile_scalar, (void)ma, (void)nb; /* one panel each way: QTILE_A = QTILE_B = 1 */
     tile_simd(K4, a, b, acc, narrow, n);
 #endif
 }

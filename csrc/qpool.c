@@ -49,7 +49,9 @@ void graphopt_qmaxpool(const uint8_t* X, const graphopt_qconv_shape* s, int is_s
     const uint8_t x = is_signed ? 0x80 : 0;
     const int team = q_team_size(slots);
     const int parallel = GRAPHOPT_WORTH_THREADS(0, s->channels * (plane + oh * ow));
-    (void)team;
+    /* 4 chunks a thread (see qdepthwise.c's dw_chunk) */
+    const int64_t chunk = (s->channels + 4 * team - 1) / (4 * team);
+    (void)chunk;
     (void)parallel;
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (parallel)
@@ -59,7 +61,7 @@ void graphopt_qmaxpool(const uint8_t* X, const graphopt_qconv_shape* s, int is_s
         int first = 1; /* this thread's plane has no border yet */
         memset(padded, 0, (size_t)slot); /* the slack read past the plane stays defined */
 #ifdef _OPENMP
-#pragma omp for schedule(dynamic) /* see graphopt_qgemm */
+#pragma omp for schedule(dynamic, chunk)
 #endif
         for (int64_t ch = 0; ch < s->channels; ++ch) {
             graphopt_q_pad_plane(X + ch * plane, s, ph, pw, 0, x, first, padded);

@@ -404,7 +404,7 @@ class CompiledModel:
         if self.options.fuse_epilogues:
             fuse_epilogues(program)
         assign_layouts(program, self.options.target, self.options.layout, spec.threads or 1)
-        choose_algorithms(program)
+        choose_algorithms(program, self.options.target)
         code = generate(program, self.options.target, get_planner(self.options.planner), prefix,
                         self.options.profile)
         return code, time.perf_counter() - started

@@ -46,6 +46,9 @@ from graphopt.errors import CodegenError
 
 log = logging.getLogger(__name__)
 
+# libgomp spin iterations before an idle thread sleeps (see _set_wait_policy)
+SPIN_COUNT = 10000
+
 # A wheel carries the kernels inside the package (setup.py copies them); a checkout has them at
 # the top level.
 _PACKAGED_CSRC = Path(__file__).resolve().parent / "csrc"
@@ -308,24 +311,26 @@ def _load(module_name: str, path: Path) -> ModuleType:
 
 
 def _set_wait_policy() -> None:
-    """Make libgomp's idle threads sleep at once (OMP_WAIT_POLICY=PASSIVE) unless the user
-    chose a wait policy or a spin count. libgomp reads them once, when it loads (with the first
-    compiled module, unless another library of the process loaded it before: then its policy
-    stands).
+    """Give libgomp's idle threads a bounded spin (GOMP_SPINCOUNT=SPIN_COUNT, ~0.2-0.3 ms of
+    `pause`) before they sleep, unless the user chose a wait policy or a spin count. libgomp
+    reads them once, when it loads (with the first compiled module, unless another library of
+    the process loaded it before: then its policy stands).
 
-    Measured with benchmarks/omp_probe.py on the 2-core EPYC KVM guest shared with other
-    processes (load 5-8): fork/join 15 us and barrier 6 us passive; libgomp's default spin
-    (~300000 pauses, ~9 ms) forks in 2.3 us back to back but takes 11 ms after a 500 us gap and
-    350 us per barrier, as spinning threads take the cores from the ones with work (resnet18:
-    1.4 s spinning vs 0.2 s passive); short spins (GOMP_SPINCOUNT 300 or 3000) were worse than
-    both (25 and 175 us per fork). On a dedicated machine a spinning policy can still pay for
-    models with many small layers: set OMP_WAIT_POLICY or GOMP_SPINCOUNT yourself."""
+    The backend opens one parallel region per threaded kernel, and the gaps between kernels of
+    one run are tens of microseconds, so a region must find its threads awake. Measured with
+    benchmarks/omp_probe.py: on the 2-core Zen 4 guest (quiet), fork/join costs 31-43 us
+    passive, 0.7 us with the threads still spinning; a `pause` is 0.02 us, so the bound keeps
+    them awake across a run's gaps and asleep ~0.2 ms after it. mobilenet_v2 at 2 threads (57
+    kernels): bare C run 5.6 ms passive, 4.4 ms with this bound. libgomp's default (~300000
+    spins, ~6-9 ms) is what hurt on a loaded machine (spinning threads took the cores from the
+    ones with work: 11 ms per fork after a 500 us gap on Zen 3 at load 5-8). Set
+    OMP_WAIT_POLICY=PASSIVE to never spin."""
     if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
         return
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)
     if _libgomp_loaded():
-        log.info("libgomp was loaded before graphopt's first module: OMP_WAIT_POLICY=PASSIVE "
-                 "does not apply to it")
+        log.info("libgomp was loaded before graphopt's first module: GOMP_SPINCOUNT=%d does "
+                 "not apply to it", SPIN_COUNT)
 
 
 def _libgomp_loaded() -> bool:

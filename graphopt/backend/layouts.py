@@ -13,24 +13,39 @@ the first reader that wants the other layout, shared by later readers. Weights a
 the blocked emitters at compile time; layout-agnostic elementwise steps (all operands
 same-shaped activations or scalars) run on blocked tensors unchanged, so they follow their
 neighbours.
+
+Channel counts that are not a multiple of the block width are padded up to whole blocks
+(nchwc.py): pad lanes hold zeros, written by ToBlocked and kept so by every blocked step.
+blocked_twin is a step as the blocked kernels run it (activations padded, weights and bias
+zero-padded, a depthwise conv's group the padded count); the cost model prices the twin, so the
+padded lanes' work counts (a 17-channel chain on 16-wide blocks stays NCHW), and blocked_reason
+refuses a padded step whose op would write anything but zero into pad lanes (_pad_lanes_problem:
+the op or the conv's epilogue evaluated on zero activations and its scalar operands; a Sigmoid
+alone gives 0.5). apply_layouts zero-pads the weights of the convs it makes blocked
+(pad_conv_weights) and FromBlocked drops the pad lanes.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import weakref
 from dataclasses import dataclass
 
-from graphopt.backend.c.nchwc import block_width, blocked_shape, is_blocked, logical_shape
-from graphopt.backend.c.algorithms import choose as choose_algorithm
+import numpy as np
+
+from graphopt.backend.c.nchwc import (block_width, blocked_shape, is_blocked, logical_shape,
+                                      padded_channels)
+from graphopt.backend.c.algorithms import choose as choose_algorithm, choosing_for
 from graphopt.backend.c.ops.conv_blocked import (DOMAIN, FROM_BLOCKED, TO_BLOCKED,
                                                  blocked_algorithm, blocked_conv_shape,
                                                  blocked_maxpool, blocked_pool_problem,
                                                  blocked_problem, reads_any_layout)
 from graphopt.backend.c.ops.conv import ConvShape
 from graphopt.backend.c.target import Target
-from graphopt.backend.program import Program, Step, Tensor, step_reads
-from graphopt.errors import BadInputError
+from graphopt.backend.program import EpilogueOp, Program, Step, Tensor, step_reads
+from graphopt.errors import BadInputError, GraphoptError
+from graphopt.evaluator import Call, evaluate
 from graphopt.ir import ops
 from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.graph import Node
@@ -160,7 +175,8 @@ def assign_layouts(program: Program, target: Target, mode: str = "auto",
     if check_layout_mode(mode) == "nchw":
         return None
     pricing = Pricing.of(target, threads)
-    problem = build_program_problem(program, pricing)
+    with choosing_for(target):  # the NCHW kernels priced are the ones `target` would run
+        problem = build_program_problem(program, pricing)
     choice = choose(problem, forced=_all_blocked(problem) if mode == "blocked" else None,
                     explained_ops=("MaxPool",))
     choice.seconds_per_byte = 1.0 / CONVERSION_BYTES_PER_S
@@ -189,32 +205,169 @@ def _activation(t: object) -> bool:
 
 
 def blocked_reason(step: Step, width: int) -> str | None:
-    """Why `step` cannot run on NCHW{width}c tensors, None when it can."""
+    """Why `step` (NCHW tensors) cannot run on NCHW{width}c tensors, None when it can; channel
+    counts off the block width are padded (blocked_twin), so the pad lanes must stay zero."""
     node = step.node
+    twin = blocked_twin(step, width)
     if node.op_type == "Conv" and not node.domain:
-        return blocked_problem(step, width)
+        return blocked_problem(twin, width) or _pad_lanes_problem(twin, step)
     if node.op_type == "MaxPool" and not node.domain:
-        return blocked_pool_problem(step, width)
+        return blocked_pool_problem(twin, width) or (
+            _empty_window_problem(step) if twin is not step else None)
     if not ops.is_a(node, ops.ELEMENTWISE):
         return f"no blocked kernel for {node.op_type}"
-    out = step.outputs[0]
+    out = twin.outputs[0]
     if len(step.outputs) != 1 or out.dtype != DType.FLOAT or out.rank != 4:
         return "not a rank-4 float elementwise op"
-    if out.shape[1] % width:
-        return f"{out.shape[1]} channels not a multiple of {width}"
-    for t in step.inputs:
+    for t in twin.inputs:
         if t is not None and not (t.size == 1 or (not t.is_const and t.shape == out.shape)):
             return f"operand {t.describe()} broadcasts over the output"
+    return _pad_lanes_problem(twin, step)
+
+
+# Pad lanes (channels added to fill the last block) hold zeros, which every blocked step must
+# keep: a Conv reads them through zero weights, but 0 x inf or 0 x NaN would reach its real
+# channels. So a step whose tensors are padded runs blocked only when its op maps zero pad
+# lanes to zero: checked by evaluating it on zeros (activations) and its scalar operands.
+ZERO_AT_ZERO = frozenset({"Gelu", "Swish"})  # f(0) = 0 where the evaluator lacks the op
+
+
+def _pad_lanes_problem(twin: Step, step: Step) -> str | None:
+    """Why the padded `twin` of `step` would write something other than zero into its pad
+    lanes (bias and epilogue of a Conv, the op itself otherwise), None when it would not."""
+    if twin is step:
+        return None
+    opset = step.node.graph.opset_imports.get("", 17) if step.node.graph is not None else 17
+    if step.op_type == "Conv":
+        value = 0.0  # zero weights and bias
+        for op in step.epilogue:
+            value = _op_at_pad(op.op_type, op.attrs, _pad_operands(op, value), opset)
+            if value != 0.0:
+                return _pad_message(op.op_type, value, "fused ")
+        return None
+    args = tuple(None if t is None else _pad_lane(t) for t in step.inputs)
+    value = _op_at_pad(step.op_type, step.node.attrs, args, opset)
+    return None if value == 0.0 else _pad_message(step.op_type, value)
+
+
+def _pad_message(op_type: str, value: float | None, fused: str = "") -> str:
+    result = "an unknown value" if value is None else f"{value:g}"
+    return f"{fused}{op_type} would turn the zero pad lanes of padded channels into {result}"
+
+
+def _pad_lane(t: Tensor | float) -> float:
+    """An operand's value in a pad lane: an activation's is zero, a scalar's its value."""
+    if isinstance(t, Tensor):
+        return float(t.const.reshape(-1)[0]) if t.is_const and t.size == 1 else 0.0
+    return float(t)
+
+
+def _pad_operands(op: EpilogueOp, value: float) -> tuple[float | None, ...]:
+    args: list[float | None] = [None if t is None else _pad_lane(t) for t in op.operands]
+    args.insert(op.position, value)
+    return tuple(args)
+
+
+_PAD_VALUES: dict[tuple, float | None] = {}
+
+
+def _op_at_pad(op_type: str, attrs: dict, args: tuple[float | None, ...], opset: int
+               ) -> float | None:
+    """What an elementwise op computes in a pad lane from these scalars (None: unknown),
+    through the constant evaluator; remembered per op, attributes and scalars."""
+    key = (op_type, repr(sorted(attrs.items())), args, opset)
+    if key not in _PAD_VALUES:
+        arrays = tuple(None if a is None else np.array(a, np.float32) for a in args)
+        try:
+            with np.errstate(all="ignore"):  # 0 / 0 is an answer here (NaN), not a warning
+                [out] = evaluate(Call(op_type, arrays, attrs, opset, 1, ""))
+            _PAD_VALUES[key] = float(np.asarray(out).reshape(-1)[0])
+        except (GraphoptError, ValueError, TypeError, NotImplementedError):
+            _PAD_VALUES[key] = 0.0 if op_type in ZERO_AT_ZERO and len(args) == 1 and \
+                args[0] == 0.0 else None
+    return _PAD_VALUES[key]
+
+
+def _empty_window_problem(step: Step) -> str | None:
+    """Why a padded MaxPool's pad lanes would not stay zero: a window with no tap inside the
+    image gives -inf (csrc graphopt_nchwc_maxpool)."""
+    x, y = step.inputs[0], step.outputs[0]
+    g = ConvGeometry.of(step.node, x.shape[2:], y.shape[2:])
+    for size, out, k, s, d, pad in zip(x.shape[2:], y.shape[2:], g.kernel, g.strides,
+                                       g.dilations, g.pads_begin):
+        for o in range(out):
+            if not any(0 <= o * s - pad + t * d < size for t in range(k)):
+                return "a window with no tap inside the image would write -inf into pad lanes"
     return None
+
+
+def blocked_twin(step: Step, width: int) -> Step:
+    """`step` as the blocked kernels would run it, its NCHW activations' channels padded to
+    whole blocks of `width` (a Conv that reads NCHW input as it comes keeps that input), a
+    Conv's weights and bias zero-padded to match; `step` itself when nothing is padded.
+    What the cost model prices (the padded work) and what blocked_reason checks."""
+    keep = step.inputs[0] if _reads_any(step, width) else None
+    inputs = [t if t is keep else _padded(t, width) for t in step.inputs]
+    outputs = [_padded(t, width) for t in step.outputs]
+    if all(a is b for a, b in zip([*inputs, *outputs], [*step.inputs, *step.outputs])):
+        return step
+    epilogue = [dataclasses.replace(op, operands=tuple(_padded(t, width) for t in op.operands))
+                for op in step.epilogue]
+    twin = Step(step.node, inputs, outputs, epilogue, step.algorithm)
+    if step.op_type == "Conv" and not step.node.domain:
+        pad_conv_weights(twin)
+    return twin
+
+
+def _padded(t: object, width: int) -> object:
+    """An NCHW activation with its channels rounded up to whole blocks (a stand-in of its
+    padded blocked tensor, for pricing and checks); anything else as it is."""
+    if not _activation(t) or is_blocked(t.layout):
+        return t
+    n, c, h, w = t.shape
+    padded = padded_channels(c, width)
+    return t if padded == c else Tensor(t.name, t.dtype, (n, padded, h, w))
+
+
+def _channels(t: Tensor) -> int:
+    return (logical_shape(t.shape) if is_blocked(t.layout) else t.shape)[1]
+
+
+def pad_conv_weights(step: Step) -> None:
+    """Zero-pad the weights and bias of a Conv step (group 1 or depthwise) to the channel
+    counts of its input and output tensors, which may be padded: pad output channels get zero
+    weights and bias, so they compute zero; pad input channels get zero weights, so they add
+    nothing. A depthwise conv's group becomes the padded count (a copy of its node)."""
+    cin, cout = _channels(step.inputs[0]), _channels(step.outputs[0])
+    w = step.inputs[1]
+    group = int(step.node.attr("group", 1))
+    depthwise = group > 1 and w.shape[1] == 1 and group == w.shape[0]
+    if group != 1 and not depthwise:
+        return
+    shape = (cout, 1 if depthwise else cin, *w.shape[2:])
+    if shape == w.shape:
+        return
+    step.inputs[1] = _zero_padded(w, shape)
+    if len(step.inputs) > 2 and step.inputs[2] is not None:
+        step.inputs[2] = _zero_padded(step.inputs[2], (cout,))
+    if depthwise:
+        step.node = copy.copy(step.node)
+        step.node.attrs = {**step.node.attrs, "group": cout}
+
+
+def _zero_padded(t: Tensor, shape: tuple[int, ...]) -> Tensor:
+    const = None if t.const is None else np.pad(
+        t.const, [(0, new - old) for new, old in zip(shape, t.shape)])
+    return Tensor(f"{t.name}_pad{shape[0]}", t.dtype, shape, const)
 
 
 def _reads_any(step: Step, width: int) -> bool:
     """Whether the step's blocked kernel reads its NCHW input as is: the direct kernel does,
-    when the channels do not fill blocks (a first layer). With whole blocks, reading NCHW is
-    ~2.5x slower than NCHWc (resnet18's 64 -> 128 3x3 s2: 12 against 31 GMAC/s), so it gets a
-    conversion."""
+    when the channels do not fill one block (a first layer). With whole blocks, reading NCHW
+    is ~2.5x slower than NCHWc (resnet18's 64 -> 128 3x3 s2: 12 against 31 GMAC/s), so it gets
+    a conversion, padded when the channels end in a partial block."""
     return step.op_type == "Conv" and not step.node.domain and reads_any_layout(step) and \
-        step.inputs[0].shape[1] % width != 0
+        step.inputs[0].shape[1] < width
 
 
 def conv_macs(step: Step) -> int:
@@ -269,10 +422,13 @@ def _pool_seconds(step: Step, blocked_kernel: bool, pricing: Pricing) -> float:
 
 
 def step_seconds(step: Step, layout: str, pricing: Pricing) -> float:
-    """What the cost model predicts `step` (NCHW tensors) takes in `layout`: a Conv by its
-    kernel's rate, a MaxPool by its window taps or bytes, any other step its activation bytes
-    streamed alike in both layouts (elementwise kernels stream either)."""
+    """What the cost model predicts `step` (NCHW tensors) takes in `layout` (blocked: its
+    channels padded to whole blocks, blocked_twin): a Conv by its kernel's rate, a MaxPool
+    by its window taps or bytes, any other step its activation bytes streamed alike in both
+    layouts (elementwise kernels stream either)."""
     blocked_kernel = layout != NCHW
+    if blocked_kernel:
+        step = blocked_twin(step, pricing.width)  # the padded channels' work
     if step.op_type == "Conv" and not step.node.domain and step.inputs[0].rank == 4:
         algorithm = blocked_algorithm(step) if blocked_kernel else choose_algorithm(step)
         return kernel_seconds(step, algorithm, pricing)
@@ -338,6 +494,7 @@ def apply_layouts(program: Program, labels: dict[str, str], width: int) -> None:
     """Rewrite `program` to the labels of its step sites (see the module docstring)."""
     layout = blocked(width)
     converted: dict[tuple[int, str], Tensor] = {}
+    nchw_shapes: dict[int, tuple[int, ...]] = {}  # blocked tensor -> its NCHW shape (unpadded)
     outputs = {id(t) for t in program.outputs}
     steps: list[Step] = []
 
@@ -347,7 +504,7 @@ def apply_layouts(program: Program, labels: dict[str, str], width: int) -> None:
         key = (id(t), want)
         if key not in converted:
             to_blocked = want != NCHW
-            shape = blocked_shape(t.shape, width) if to_blocked else logical_shape(t.shape)
+            shape = blocked_shape(t.shape, width) if to_blocked else nchw_shapes[id(t)]
             new = Tensor(f"{t.name}_{want.lower()}", t.dtype, shape,
                          layout=want if to_blocked else "")
             steps.append(_conversion(t, new, to_blocked))
@@ -377,7 +534,10 @@ def apply_layouts(program: Program, labels: dict[str, str], width: int) -> None:
                 steps.append(_conversion(new, out, to_blocked=False))
                 converted[(id(out), layout)] = new
             else:
+                nchw_shapes[id(out)] = out.shape
                 out.shape, out.layout = blocked_shape(out.shape, width), layout
+        if step.op_type == "Conv" and not step.node.domain:
+            pad_conv_weights(step)  # to the (padded) channels of its blocked tensors
     program.steps[:] = steps
 
 

@@ -15,6 +15,7 @@ touches only the backend's Program, never the IR graph.
 from __future__ import annotations
 
 from graphopt.backend.c import algorithms, exprs
+from graphopt.backend.c.target import Target
 from graphopt.backend.c.epilogue import MAX_OPERANDS, epilogue_problem
 from graphopt.backend.fuse_attention import fuse_attention
 from graphopt.backend.fuse_gelu import fuse_gelu_epilogues
@@ -120,13 +121,15 @@ def _pointer_operands(ops: list[EpilogueOp]) -> int:
                 if isinstance(t, Tensor) and not (t.is_const and t.size == 1)})
 
 
-def choose_algorithms(program: Program) -> dict[str, int]:
-    """Record on each step the algorithm its emitter runs (c/algorithms.py: the first
-    registered one that applies to the step's concrete shapes); returns counts by name."""
+def choose_algorithms(program: Program, target: Target) -> dict[str, int]:
+    """Record on each step the algorithm its emitter runs on `target` (c/algorithms.py: the
+    first registered one that applies to the step's concrete shapes); returns counts by
+    name."""
     counts: dict[str, int] = {}
-    for step in program.steps:
-        step.algorithm = algorithms.choose(step)
-        if step.algorithm:
-            key = f"{step.op_type}/{step.algorithm}"
-            counts[key] = counts.get(key, 0) + 1
+    with algorithms.choosing_for(target):
+        for step in program.steps:
+            step.algorithm = algorithms.choose(step)
+            if step.algorithm:
+                key = f"{step.op_type}/{step.algorithm}"
+                counts[key] = counts.get(key, 0) + 1
     return counts

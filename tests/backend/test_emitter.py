@@ -42,7 +42,8 @@ def test_index_and_unravel():
 
 def test_loop_nest_golden():
     em = CEmitter(NATIVE)
-    with em.loops((2, 1, 200000), parallel=True) as idx:  # 1.6 MB: above the grain rule's 1 MB
+    assert 2 * 200000 * 4 >= NATIVE.parallel_min_bytes  # 1.6 MB: above the grain rule
+    with em.loops((2, 1, 200000), parallel=True) as idx:
         em.line(f"y[{index(idx, [200000, 200000, 1])}] = 0;")
     assert em.text() == (
         "#pragma omp parallel for schedule(static) collapse(2)\n"
@@ -52,7 +53,8 @@ def test_loop_nest_golden():
         "    }\n"
         "}\n")
     small = CEmitter(NATIVE)
-    with small.loops((2, 70000), parallel=True):  # 560 KB: under the grain, one thread
+    half = NATIVE.parallel_min_bytes // 16  # 2 x half floats: half the grain, one thread
+    with small.loops((2, half), parallel=True):
         pass
     assert "pragma" not in small.text()
     serial = CEmitter(PORTABLE)

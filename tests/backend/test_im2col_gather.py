@@ -1,6 +1,7 @@
 """The gathered im2col (csrc/im2col_gather.c) on output rows that tile a GEMM panel exactly
 (widths 8, 4, 2, 1 at stride 1 along x, copied as whole output rows) and on rows that do not
-(gathered column by column), against onnxruntime on the vector and the portable build."""
+(gathered column by column), against onnxruntime on the vector and the portable build; on
+AVX-512 the GEMM after it is the lane path's (graphopt_lane_sgemm)."""
 from __future__ import annotations
 
 import numpy as np
@@ -31,14 +32,22 @@ def _model():
         helper.make_node("Conv", ["X1", "W1"], ["w1"]),
         helper.make_node("Conv", ["X3", "W3"], ["w3_gathered"], pads=[0, 1, 0, 1],
                          strides=[1, 2]),
+        # more rows than one 16-row panel of the AVX-512 lane GEMM, 49 and 42 columns (16 per
+        # register tile, then 1 column alone / a partial tile of 10), batch 2, bias + Relu
+        helper.make_node("Conv", ["X7", "W7", "B7"], ["w7_conv"], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["w7_conv"], ["w7"]),
+        helper.make_node("Conv", ["X6", "W6"], ["w6"], pads=[1, 1, 1, 1]),
     ]
     inputs = {"X8": (TP.FLOAT, [1, 5, 8, 8]), "X4": (TP.FLOAT, [1, 3, 9, 4]),
               "X2": (TP.FLOAT, [1, 4, 7, 3]), "X1": (TP.FLOAT, [1, 3, 6, 3]),
-              "X3": (TP.FLOAT, [1, 2, 5, 5])}
+              "X3": (TP.FLOAT, [1, 2, 5, 5]), "X7": (TP.FLOAT, [2, 24, 14, 14]),
+              "X6": (TP.FLOAT, [1, 8, 7, 6])}
     inits = {"W8": _w(6, 5, 3, 3), "B8": _w(6), "W4": _w(7, 3, 3, 3), "W2": _w(5, 4, 2, 2),
-             "W1": _w(4, 3, 3, 3), "W3": _w(3, 2, 3, 3)}
-    return make_model(nodes, inputs, ["w8", "w4_strided", "w2_dilated", "w1", "w3_gathered"],
-                      inits)
+             "W1": _w(4, 3, 3, 3), "W3": _w(3, 2, 3, 3), "W7": _w(37, 24, 3, 3), "B7": _w(37),
+             "W6": _w(20, 8, 3, 3)}
+    return make_model(nodes, inputs, ["w8", "w4_strided", "w2_dilated", "w1", "w3_gathered",
+                                      "w7", "w6"], inits)
 
 
 @pytest.fixture(autouse=True)

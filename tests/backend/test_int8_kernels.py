@@ -1,9 +1,9 @@
 """csrc/q*.c: every micro-kernel path gives the integers of the numpy reference (rounding.py).
 
 The kernels are compiled alone (ctypes) once per path: scalar, AVX2 (vpmaddubsw for narrow
-weights, int16-widened vpmaddwd for full 8-bit ones), AVX-512 VNNI and NEON. A path this CPU
-cannot run is compiled only (its run is skipped with the reason); NEON needs
-aarch64-linux-gnu-gcc.
+weights, int16-widened vpmaddwd for full 8-bit ones), AVX-512 VNNI (with and without VBMI) and
+NEON. A path this CPU cannot run is compiled only (its run is skipped with the reason); NEON
+needs aarch64-linux-gnu-gcc.
 """
 from __future__ import annotations
 
@@ -27,8 +27,12 @@ Q_SOURCES = [str(CSRC_DIR / n) for n in CSRC_SOURCES if n.startswith("q")]
 PATHS = {  # name -> (compiler flags, CPU flags needed to run, expected graphopt_qgemm_isa)
     "scalar": (["-O2"], (), 0),
     "avx2": (["-O3", "-mavx2", "-mfma"], ("avx2",), 1),
-    "vnni": (["-O3", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
+    "vnni": (["-O3", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"],
              ("avx512f", "avx512bw", "avx512_vnni"), 2),
+    # with VBMI (Zen 4, Ice Lake on): im2col picks panels of narrow output rows with vpermb;
+    # -mfma (as -march=native gives): the fused residual add in the vector epilogue
+    "vnni+vbmi": (["-O3", "-mfma", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni",
+                   "-mavx512vbmi"], ("avx512f", "avx512bw", "avx512_vnni", "avx512vbmi"), 2),
 }
 
 
@@ -260,12 +264,20 @@ def test_qconv_matches_reference(libraries, path, case, flip):
     assert ((expected == 0).any() and (expected == 255).any()) or expected.size < 100
 
 
-def test_qconv_blocks_of_a_large_layer(libraries):
-    """Enough columns and depth for several column blocks (GRAPHOPT_QBLOCK_BYTES), each
-    packed and run on its own."""
-    case = (64, 40, 40, 3, 1, 1, 1)  # K = 576: 3 panels a block, 100 panels
-    got, expected = _run_qconv(_lib(libraries, "avx2" if "avx2" in cpu_flags() else "scalar"),
-                               case, 9, 5, 0)
+# B larger than 4 blocks (GRAPHOPT_QBLOCK_BYTES): packed block by block from shared padded
+# planes, which the x86 paths read straight into panels where output rows are a panel wide
+# (blending the two pieces of a panel that crosses a row): stride 1 and 2, dilation, the 7x7
+# stride-2 stem shape with its last group past K, and narrow rows (gathered)
+LARGE_CASES = [(64, 40, 40, 3, 1, 1, 1), (32, 90, 90, 3, 2, 1, 1), (32, 47, 47, 3, 1, 2, 2),
+               (3, 120, 121, 7, 2, 3, 1), (96, 60, 15, 3, 1, 1, 1)]
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", LARGE_CASES)
+def test_qconv_blocks_of_a_large_layer(libraries, path, case):
+    """Enough columns and depth for several column blocks, each packed and run on its own;
+    13 output rows: a partial register tile of rows on every ISA."""
+    got, expected = _run_qconv(_lib(libraries, path), case, 13, 5, 1)
     np.testing.assert_array_equal(got, expected)
 
 

@@ -15,8 +15,10 @@ from onnx import TensorProto as TP
 from onnx import helper
 
 from backend_helpers import make_model, random_feeds
+from test_gemm_kernels import X86_ISAS, _x86_target
 from graphopt.backend import compile as compile_model
 from graphopt.backend.c.ops import winograd
+from graphopt.backend.c.tiles import cpu_flags, gemm_tiles
 from graphopt.numerics import run_onnxruntime
 from graphopt.testing import assert_outputs_match
 
@@ -39,12 +41,18 @@ def _model():
         helper.make_node("Conv", ["Small", "W2", "B2"], ["small_plane"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["small_plane"], ["small_relu"]),
         helper.make_node("Conv", ["Wide", "Wwide", "Bwide"], ["wide"], pads=[1, 0, 2, 1]),
+        # rows of more tiles than a vector has lanes (AVX-512: 16), F(4x4) and F(2x2)
+        helper.make_node("Conv", ["Long", "Wlong"], ["long4"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["Flat", "Wflat"], ["long2"], pads=[1, 1, 1, 1]),
     ]
     inputs = {"X": (TP.FLOAT, [2, 37, 17, 15]), "residual": (TP.FLOAT, [2, 66, 17, 15]),
-              "Small": (TP.FLOAT, [2, 40, 7, 9]), "Wide": (TP.FLOAT, [2, 5, 6, 37])}
+              "Small": (TP.FLOAT, [2, 96, 7, 9]), "Wide": (TP.FLOAT, [2, 5, 6, 37]),
+              "Long": (TP.FLOAT, [1, 32, 5, 70]), "Flat": (TP.FLOAT, [1, 128, 3, 41])}
     inits = {"W": _w(66, 37, 3, 3), "B": _w(66), "Wsmall": _w(16, 37, 3, 3),
-             "W2": _w(65, 40, 3, 3), "B2": _w(65), "Wwide": _w(7, 5, 3, 3), "Bwide": _w(7)}
-    outputs = ["fused", "valid", "asymmetric", "few_outputs", "strided", "small_relu", "wide"]
+             "W2": _w(80, 96, 3, 3), "B2": _w(80), "Wwide": _w(7, 5, 3, 3), "Bwide": _w(7),
+             "Wlong": _w(64, 32, 3, 3), "Wflat": _w(64, 128, 3, 3)}
+    outputs = ["fused", "valid", "asymmetric", "few_outputs", "strided", "small_relu", "wide",
+               "long4", "long2"]
     return make_model(nodes, inputs, outputs, inits)
 
 
@@ -55,18 +63,37 @@ def _algorithms(compiled) -> dict[str, str]:
 
 @pytest.mark.parametrize("target", ["native", "portable"])
 def test_winograd_matches_onnxruntime_on_odd_sizes(target):
+    _check_odd_sizes(target)
+
+
+@pytest.mark.parametrize("isa", list(X86_ISAS))
+def test_both_x86_paths_match_onnxruntime(isa):
+    """AVX-512 builds run csrc/winograd.c's lane path, AVX2 ones the generic path through the
+    GEMM micro-kernel: whichever the native build is not, built for its ISA and run where the
+    CPU has it."""
+    missing = X86_ISAS[isa][1] - cpu_flags()  # (an x86 CPU with them: gcc targets x86-64)
+    if missing:
+        pytest.skip(f"this CPU lacks {', '.join(sorted(missing))}")
+    target = _x86_target(isa)
+    assert winograd.lane_path(gemm_tiles(target)) == (isa == "avx512")
+    _check_odd_sizes(target)
+
+
+def _check_odd_sizes(target) -> None:
     model = _model()
     feeds = random_feeds(model, seed=3)
-    compiled = compile_model(model, optimize=False, target=target)
+    # NCHW throughout: the layout model may run the tiny 'wide' layer blocked
+    compiled = compile_model(model, optimize=False, target=target, layout="nchw")
     chosen = _algorithms(compiled)
     assert chosen["fused"] == chosen["valid"] == chosen["asymmetric"] == "winograd4x4"
     assert chosen["small_relu"] == "winograd2x2"  # 7x9: F(4x4) would have 6 tiles
+    assert chosen["long4"] == "winograd4x4" and chosen["long2"] == "winograd2x2"  # 18, 21 wide
     # too small for Winograd's transforms to pay: the direct small-conv kernel
     assert chosen["strided"] == chosen["few_outputs"] == chosen["wide"] == "direct"
     assert compiled.report.fused_epilogues == 3  # the residual Add and both Relus
     want = run_onnxruntime(model, feeds)
     got = compiled.run(feeds)
-    assert_outputs_match([o.name for o in model.graph.output], want, got, context=target)
+    assert_outputs_match([o.name for o in model.graph.output], want, got, context=str(target))
 
 
 def test_winograd_two_threads_share_the_phases():
@@ -113,13 +140,23 @@ def test_eligibility_follows_the_measured_thresholds():
         return ConvShape(1, channels, out_channels, 1, (hw, hw), (out, out), (3, 3),
                          (stride, stride), (1, 1), (1, 1))
 
-    assert winograd.choose_tile(shape(64, 64, 56)) == 4
-    assert winograd.choose_tile(shape(256, 256, 14)) == 4  # 16 tiles of 4x4
-    assert winograd.choose_tile(shape(512, 512, 7)) == 2  # 4 tiles of 4x4, 16 of 2x2
-    assert winograd.choose_tile(shape(512, 512, 4)) is None  # 4 tiles even of 2x2
-    assert winograd.choose_tile(shape(16, 64, 56)) is None  # too few input channels
-    assert winograd.choose_tile(shape(64, 32, 56)) is None  # too few output channels
-    assert winograd.choose_tile(shape(64, 64, 56, stride=2)) is None
+    for limits in (winograd.GENERIC, winograd.LANES):
+        assert winograd.choose_tile(shape(64, 64, 56), limits) == 4
+        assert winograd.choose_tile(shape(256, 256, 14), limits) == 4  # 16 tiles of 4x4
+        assert winograd.choose_tile(shape(512, 512, 7), limits) == 2  # 4 of 4x4, 16 of 2x2
+        assert winograd.choose_tile(shape(512, 512, 4), limits) is None  # 4 tiles even of 2x2
+        assert winograd.choose_tile(shape(64, 64, 56, stride=2), limits) is None
+        assert winograd.choose_tile(shape(4, 64, 56), limits) is None  # too few input channels
+    # the generic path (AVX2 GEMM micro-kernel) needs more channels
+    assert winograd.choose_tile(shape(16, 64, 56), winograd.GENERIC) is None
+    assert winograd.choose_tile(shape(64, 32, 56), winograd.GENERIC) is None
+    assert winograd.choose_tile(shape(64, 64, 7), winograd.GENERIC) == 2
+    # the AVX-512 lane path pays from 8 -> 16 channels, but leaves layers of few tiles that
+    # the direct small-conv kernel takes to it
+    assert winograd.choose_tile(shape(16, 64, 56), winograd.LANES) == 4
+    assert winograd.choose_tile(shape(8, 16, 28), winograd.LANES) == 4  # 49 tiles
+    assert winograd.choose_tile(shape(64, 64, 7), winograd.LANES) is None  # direct
+    assert winograd.choose_tile(shape(32, 32, 14), winograd.LANES) is None  # 16 tiles: direct
 
 
 def test_algorithms_are_tried_most_specialized_first():

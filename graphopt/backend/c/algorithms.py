@@ -7,15 +7,44 @@ records it as `Step.algorithm`, and the op's emitter dispatches on that name. A 
 
     @register_algorithm("Conv", "depthwise", applies=lambda step: ...)
     def emit_depthwise(k: Kernel) -> None: ...
+
+Which algorithm is fastest can depend on the ISA (AVX-512 builds run Winograd on 16-lane
+kernels that pay from fewer channels than the AVX2 ones): `applies` reads the target being
+compiled for from `choice_target()`, which `choosing_for(target)` sets around a compilation's
+choices (native by default).
 """
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 if TYPE_CHECKING:
     from graphopt.backend.c.kernel import Kernel
+    from graphopt.backend.c.target import Target
     from graphopt.backend.program import Step
+
+_CHOICE_TARGET: ContextVar["Target | None"] = ContextVar("algorithm_choice_target", default=None)
+
+
+@contextlib.contextmanager
+def choosing_for(target: Target) -> Iterator[None]:
+    """Algorithms chosen inside the block (lowering, the layout cost model, emitters choosing
+    late) are the ones that fit `target`."""
+    token = _CHOICE_TARGET.set(target)
+    try:
+        yield
+    finally:
+        _CHOICE_TARGET.reset(token)
+
+
+def choice_target() -> Target:
+    """The target algorithms are being chosen for: `choosing_for`'s, else native."""
+    from graphopt.backend.c.target import NATIVE
+
+    return _CHOICE_TARGET.get() or NATIVE
 
 
 @dataclass(frozen=True)
@@ -65,7 +94,10 @@ def choose(step: Step) -> str:
 
 def emit_chosen(k: Kernel) -> None:
     """Run the emitter of the step's recorded algorithm (chosen now if lowering did not)."""
-    name = k.step.algorithm or choose(k.step)
+    name = k.step.algorithm
+    if not name:
+        with choosing_for(k.target):
+            name = choose(k.step)
     for algorithm in _ALGORITHMS.get(k.step.op_type, []):
         if algorithm.name == name:
             algorithm.emit(k)

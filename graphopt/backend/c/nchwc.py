@@ -2,8 +2,10 @@
 
 A blocked tensor keeps channels in blocks of c floats (one SIMD register) innermost: element
 (n, ch, h, w) lives at [n, ch // c, h, w, ch % c]. In the Program it is a Tensor whose `layout`
-is the layout name and whose shape is that physical 5-D shape (same element count: blocked
-tensors always have C divisible by c). csrc/graphopt_nchwc.h holds the kernels.
+is the layout name and whose shape is that physical 5-D shape. A channel count that is not a
+multiple of c is padded up to the next one: the last block's pad lanes hold zeros (ToBlocked
+writes them, every blocked kernel keeps them so; graphopt/backend/layouts.py), and the tensor's
+logical shape is then the padded one. csrc/graphopt_nchwc.h holds the kernels.
 """
 from __future__ import annotations
 
@@ -25,14 +27,19 @@ def layout_name(target: Target) -> str:
     return blocked(block_width(target))
 
 
+def padded_channels(channels: int, width: int) -> int:
+    """`channels` rounded up to whole blocks of `width`."""
+    return -(-channels // width) * width
+
+
 def blocked_shape(shape: tuple[int, ...], width: int) -> tuple[int, ...]:
-    """[N, C, H, W] -> [N, C/c, H, W, c]."""
+    """[N, C, H, W] -> [N, ceil(C/c), H, W, c]."""
     n, c, h, w = shape
-    return (n, c // width, h, w, width)
+    return (n, padded_channels(c, width) // width, h, w, width)
 
 
 def logical_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
-    """[N, C/c, H, W, c] -> [N, C, H, W]."""
+    """[N, C/c, H, W, c] -> [N, C, H, W], C the padded channel count."""
     n, cb, h, w, width = shape
     return (n, cb * width, h, w)
 

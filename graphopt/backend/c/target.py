@@ -37,12 +37,14 @@ class ThreadGrain:
     `ratio` fork/joins, so threading never costs more than 1/ratio of the work, and is
     estimated from its multiply-adds or its bytes moved, whichever says longer.
 
-    Defaults measured on a 2-core AMD EPYC Zen 3 (KVM guest, benchmarks/omp_probe.py): an
-    OpenMP fork/join of 2 threads that sleep between regions (build.py's wait policy) costs
-    ~15 us, a barrier ~6 us; one core sustains ~20 GMAC/s in the GEMM and streams ~10 GB/s.
+    Defaults from 2-core AMD EPYC guests (benchmarks/omp_probe.py): with build.py's bounded
+    spin an OpenMP fork/join of 2 threads costs ~0.7 us while the team is awake (within a run)
+    and 20-40 us when it has gone to sleep (the first region of a run); `fork_join_us` is a
+    run's average plus the imbalance of splitting small work. One core sustains ~20 GMAC/s in
+    the GEMM and streams ~10 GB/s (Zen 3; Zen 4 is faster, which only makes the rule cautious).
     """
 
-    fork_join_us: float = 20.0
+    fork_join_us: float = 6.0
     macs_per_us: float = 20_000.0
     bytes_per_us: float = 10_000.0
     ratio: float = 5.0

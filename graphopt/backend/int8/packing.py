@@ -17,11 +17,18 @@ from graphopt.quantization.rounding import requant_multiplier
 
 # The integer kernels' tile and slack, emitted into graphopt_config.h (c/config.py) for
 # csrc/q*.c: one definition for both languages.
-QMR = 4   # rows of a weight panel (GRAPHOPT_QMR); the AVX2 micro-kernels are written for 4 x 16
+# The packed layouts' granule, the same on every ISA (a model's packed weights do not depend on
+# the target): each micro-kernel's register tile is a whole number of these panels, read as
+# separate streams (csrc/graphopt_qinternal.h QTILE_A x QTILE_B: 2 x 3 panels = 8 x 48 on AVX-512
+# VNNI, 1 x 1 = 4 x 16 on AVX2, NEON and scalar).
+QMR = 4   # rows of a weight panel (GRAPHOPT_QMR)
 QNR = 16  # columns of an activation panel (GRAPHOPT_QNR)
 PLANE_SLACK = 96  # bytes after a padded plane or gathered rows (vector over-reads/-writes)
 NARROW_LIMIT = 64  # |w| <= 64: vpmaddubsw's int16 pair sums cannot saturate
 BLOCK_BYTES = 128 * 1024  # packed B of a block of column panels, an L2 share (QBLOCK_BYTES)
+# A block of at least this many column panels holds a multiple of it (csrc QBLOCK_PANELS): the
+# register tiles (1 to 3 panels wide, by ISA) divide it, and the size stays ISA-independent.
+BLOCK_PANELS = 6
 
 Pair = tuple[int, int]
 
@@ -51,21 +58,24 @@ def _padded_plane(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) ->
 def qconv_work_bytes(channels: int, in_hw: Pair, out_hw: Pair, kernel: Pair, strides: Pair,
                      pads: Pair, dilations: Pair, slots: int) -> int:
     """Work memory of graphopt_qconv with `slots` slots (graphopt_qconv_work). B small (up to 4
-    blocks): the whole packed B, then per slot the gathered rows and one padded plane. Else:
+    blocks): the whole packed B, then per slot the gathered rows and two padded planes (the
+    taps of a group of 4 lie in at most two channels). Else:
     the padded planes of every channel, then per slot a block of B panels and its gathered
     rows. A 1x1 stride-1 window without padding has no padded plane."""
     k4 = -(-channels * kernel[0] * kernel[1] // 4)
     panels = -(-out_hw[0] * out_hw[1] // QNR)
     whole = panels * k4 * QNR * 4 <= 4 * BLOCK_BYTES  # B packed once, shared by the threads
-    per = min(max((panels * k4 * QNR * 4 if whole else BLOCK_BYTES) // (k4 * QNR * 4), 1),
-              panels)
+    per = (panels * k4 * QNR * 4 if whole else BLOCK_BYTES) // (k4 * QNR * 4)
+    if not whole and per >= BLOCK_PANELS:
+        per = per // BLOCK_PANELS * BLOCK_PANELS
+    per = min(max(per, 1), panels)
     flat = (tuple(kernel) == (1, 1) and tuple(strides) == (1, 1) and tuple(pads) == (0, 0)
             and tuple(out_hw) == tuple(in_hw))
     block = _round_up(per * k4 * QNR * 4, 64)
     plane = _padded_plane(out_hw, kernel, strides, dilations)
     shared = 0 if flat or whole else _round_up(channels * plane + PLANE_SLACK, 64)
     shared += block if whole else 0
-    own = 0 if flat or not whole else _round_up(plane + PLANE_SLACK, 64)
+    own = 0 if flat or not whole else 2 * _round_up(plane + PLANE_SLACK, 64)
     slot = (0 if whole else block) + _round_up(4 * per * QNR + PLANE_SLACK, 64) + own
     return shared + max(slots, 1) * slot
 

@@ -11,7 +11,9 @@ channels) and ops/im2col_gather.py (short output rows) register theirs ahead of 
   X[n, g]'s im2col, written by csrc straight into the GEMM's B panels (one copy, no second
   packing pass); with constant weights and one group, graphopt_conv2d_gemm does it a block of
   output columns at a time while they are in cache (when the weights are smaller than a
-  block's columns, e.g. a 7x7 stride-2 stem).
+  block's columns, e.g. a 7x7 stride-2 stem); on AVX-512, where the whole im2col comes first
+  and the plane is not a multiple of the micro-kernel's 32 columns, the Winograd lane path's
+  GEMM (graphopt_lane_sgemm: 16 columns per register tile, the last few alone) instead.
 Constant weights are packed at compile time into the GEMM's A panels. The bias B[m] is an
 epilogue Add seen as [M, 1, 1]. 1-D convolutions run as 2-D ones with height 1.
 """
@@ -29,7 +31,7 @@ from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel
 from graphopt.backend.c.ops.gemm import Matrix, sgemm_call
 from graphopt.backend.c.registry import register_op
-from graphopt.backend.c.tiles import gemm_tiles
+from graphopt.backend.c.tiles import GemmTiles, gemm_tiles
 from graphopt.backend.program import EpilogueOp, Step
 from graphopt.ir.conv_geometry import ConvGeometry
 from graphopt.ir.types import DType
@@ -185,6 +187,9 @@ def _emit_im2col(k: Kernel) -> None:
                      columns=lambda x, cols: f"graphopt_im2col_packed({x}, &shape, {cols});")
         return
     tiles = gemm_tiles(k.target)
+    if _lane_gemm_pays(shape, tiles):
+        emit_lane_gemm(k, shape, lambda x, cols: f"graphopt_im2col_packed({x}, &shape, {cols});")
+        return
     epilogue = conv_epilogue(k, shape)
     w_panels = k.packed(k.input(1), "panels", lambda a: pack_groups(a, 1, tiles.pack_a))
     cols = k.scratch(4 * tiles.packed_b_floats(shape.depth, shape.plane_out))
@@ -192,6 +197,39 @@ def _emit_im2col(k: Kernel) -> None:
     emit_per_image(k, shape, epilogue, lambda x, y: (
         f"graphopt_conv2d_gemm({x}, {w_panels}, {y}, &shape, {shape.out_channels}, "
         f"(float*){cols}, {epilogue});"))
+
+
+def _lane_gemm_pays(shape: ConvShape, tiles: GemmTiles) -> bool:
+    """Whether the AVX-512 lane path's GEMM (graphopt_lane_sgemm) runs this im2col: where
+    graphopt_conv2d_gemm would write the whole im2col first (more output channels than a
+    column block holds: the weights outweigh a block's columns, conv.c block_panels) and the
+    output plane leaves the micro-kernel's 32-column panels partly empty (14x14: 196 columns
+    in 224)."""
+    from graphopt.backend.c.ops import winograd
+
+    block = max(1, 2 * tiles.kc // shape.depth) * tiles.nr
+    return (winograd.lane_path(tiles) and shape.out_channels > block
+            and shape.plane_out % tiles.nr != 0)
+
+
+def emit_lane_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str]) -> None:
+    """Per image: the C statement `columns(x, cols)` writes the im2col B panels of the input
+    planes x into cols, then graphopt_lane_sgemm (the AVX-512 lane path's GEMM) multiplies
+    the weights, packed in 16-row panels, by them (one group, constant weights)."""
+    from graphopt.backend.c.ops import winograd
+
+    tiles = gemm_tiles(k.target)
+    m, n, depth = shape.out_channels, shape.plane_out, shape.depth
+    epilogue = conv_epilogue(k, shape)
+    weights = k.packed(k.input(1), "lanes", lambda w: winograd.row_panels(
+        w.reshape(w.shape[0], -1), winograd.panel_rows(tiles)))
+    cols = k.scratch(4 * tiles.packed_b_floats(depth, n))
+    k.add_helper('#include "graphopt_winograd.h"')
+    k.em.line(f"const graphopt_conv2d_shape shape = {shape.c_struct()};")
+    emit_per_image(k, shape, epilogue, lambda x, y: (
+        f"{columns(x, f'(float*){cols}')} "
+        f"graphopt_lane_sgemm({m}, {n}, {depth}, {weights}, (const float*){cols}, {y}, {n}, "
+        f"{epilogue});"))
 
 
 def emit_as_gemm(k: Kernel, shape: ConvShape, columns: Callable[[str, str], str] | None

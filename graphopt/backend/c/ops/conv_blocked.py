@@ -262,6 +262,6 @@ def emit_reorder(k: Kernel) -> None:
     k.add_helper(_HEADER)
     x, y = k.input(0), k.outputs[0]
     to_blocked = k.node.op_type == TO_BLOCKED
-    n, channels, h, w = logical_shape(y.shape) if to_blocked else logical_shape(x.shape)
+    n, channels, h, w = x.shape if to_blocked else y.shape  # the NCHW side: pad lanes not counted
     fn = "graphopt_nchw_to_nchwc" if to_blocked else "graphopt_nchwc_to_nchw"
     k.em.line(f"{fn}({k.arg(x)}, {k.arg(y)}, {n}, {channels}, {h * w});")

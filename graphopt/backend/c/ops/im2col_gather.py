@@ -28,8 +28,8 @@ from graphopt.backend.c import cdtypes
 from graphopt.backend.c.algorithms import register_algorithm
 from graphopt.backend.c.epilogue import emit_epilogue
 from graphopt.backend.c.kernel import Kernel
-from graphopt.backend.c.ops import winograd  # noqa: F401  (registered first: it takes precedence)
-from graphopt.backend.c.ops.conv import ConvShape, emit_as_gemm, emit_per_image
+from graphopt.backend.c.ops import winograd  # (registered first: it takes precedence)
+from graphopt.backend.c.ops.conv import ConvShape, emit_as_gemm, emit_lane_gemm, emit_per_image
 from graphopt.backend.c.ops.conv_blocked import fast_epilogue
 from graphopt.backend.c.tiles import gemm_tiles
 from graphopt.backend.program import Step
@@ -64,12 +64,23 @@ def _applies(step: Step) -> bool:
 
 @register_algorithm("Conv", "im2col_gather", applies=_applies, before="im2col")
 def emit_im2col_gather(k: Kernel) -> None:
-    """Small output planes: the padded-gather im2col, then the GEMM on packed weights."""
+    """Small output planes: the padded-gather im2col, then the GEMM on packed weights (on
+    AVX-512 with constant weights, the lane path's GEMM: conv.emit_lane_gemm)."""
     shape = ConvShape.of(k.step)
-    work = k.scratch(scratch_bytes(shape, gemm_tiles(k.target).nr))
+    tiles = gemm_tiles(k.target)
+    work = k.scratch(scratch_bytes(shape, tiles.nr))
     k.add_helper('#include "graphopt_im2col_gather.h"')
-    emit_as_gemm(k, shape, columns=lambda x, cols: (
-        f"graphopt_im2col_gather({x}, &shape, {cols}, {work});"))
+
+    def columns(x: str, cols: str) -> str:
+        return f"graphopt_im2col_gather({x}, &shape, {cols}, {work});"
+
+    if winograd.lane_path(tiles) and k.input(1).const is not None and shape.group == 1:
+        # 16 output positions per register tile and the last few one by one, where the
+        # 32-column panels of the AVX-512 micro-kernel compute 64 columns for a 7x7 plane's
+        # 49 (resnet18's 256 -> 512 3x3 stride-2 layer: 1.42 -> 1.18 ms)
+        emit_lane_gemm(k, shape, columns)
+    else:
+        emit_as_gemm(k, shape, columns=columns)
 
 
 DIRECT_VECTORS = 2  # csrc/im2col_gather.c: output channels per weight block, in vectors
@@ -100,12 +111,17 @@ def pack_direct(weights: np.ndarray, block: int) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(blocks, block, -1).transpose(0, 2, 1))
 
 
-def _direct_applies(step: Step) -> bool:
-    shape = ConvShape.of(step)
-    return (shape is not None and shape.group == 1 and step.inputs[1].const is not None
+def direct_fits(shape: ConvShape) -> bool:
+    """Whether the direct kernel takes a convolution of this geometry (constant weights)."""
+    return (shape.group == 1
             and shape.out_channels * shape.plane_out * shape.depth <= DIRECT_MAX_MACS
             and shape.out_channels * shape.depth <= DIRECT_MAX_WEIGHT_FLOATS
             and padded_floats(shape) <= MAX_PADDED_FLOATS)
+
+
+def _direct_applies(step: Step) -> bool:
+    shape = ConvShape.of(step)
+    return shape is not None and step.inputs[1].const is not None and direct_fits(shape)
 
 
 @register_algorithm("Conv", "direct", applies=_direct_applies, before="im2col_gather")
