@@ -63,18 +63,13 @@ GRAPHOPT_MATH_INLINE float graphopt_clampf(float x, float lo, float hi) {
     return graphopt_select(low > hi, hi, low);
 }
 
-/* e^x: x = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), e^r by Cephes' degree-7
- * polynomial, 2^n applied as two factors 2^(n/2) 2^(n - n/2) so that n = 128 (the overflow to
- * +inf) needs no branch. Results below e^-87.3 = 1.03 FLT_MIN are flushed to 0, and x is
- * clamped there first so that the discarded product is never subnormal either: computing a
- * subnormal costs a microcode assist per element on x86, and masked attention scores (-inf,
- * -1e4) land there by the thousand. */
-GRAPHOPT_MATH_INLINE float graphopt_expf(float x) {
+/* e^r where xc = n ln2 + r with |r| <= ln2/2 (Cody-Waite split of ln2), by Cephes' degree-7
+ * polynomial; n to *n. xc is already clamped by the caller (graphopt_expf, and the softmax's
+ * graphopt_expf_nonpos in graphopt_rows.h). */
+GRAPHOPT_MATH_INLINE float graphopt_exp_reduced(float xc, int32_t* n) {
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    const float xc = graphopt_clampf(x, -87.3f, 89.0f); /* NaN stays NaN */
     const float t = xc * 1.44269504088896341f + magic;
     const float nf = t - magic;
-    const int32_t n = (int32_t)nf;
     const float r = (xc - nf * 0.693359375f) - nf * -2.12194440e-4f;
     float p = 1.9875691500e-4f;
     p = p * r + 1.3981999507e-3f;
@@ -82,7 +77,19 @@ GRAPHOPT_MATH_INLINE float graphopt_expf(float x) {
     p = p * r + 4.1665795894e-2f;
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    *n = (int32_t)nf;
+    return p * r * r + r + 1.0f;
+}
+
+/* e^x: e^r (graphopt_exp_reduced) times 2^n, applied as two factors 2^(n/2) 2^(n - n/2) so
+ * that n = 128 (the overflow to +inf) needs no branch. Results below e^-87.3 = 1.03 FLT_MIN are
+ * flushed to 0, and x is clamped there first so that the discarded product is never subnormal
+ * either: computing a subnormal costs a microcode assist per element on x86, and masked
+ * attention scores (-inf, -1e4) land there by the thousand. */
+GRAPHOPT_MATH_INLINE float graphopt_expf(float x) {
+    const float xc = graphopt_clampf(x, -87.3f, 89.0f); /* NaN stays NaN */
+    int32_t n;
+    const float p = graphopt_exp_reduced(xc, &n);
     const int32_t half = n / 2;
     const float s1 = graphopt_float_bits((uint32_t)(half + 127) << 23);
     const float s2 = graphopt_float_bits((uint32_t)(n - half + 127) << 23);

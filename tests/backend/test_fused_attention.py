@@ -87,6 +87,7 @@ def _mask(shape: list[int], rng: np.random.Generator, fill: float) -> np.ndarray
     (9, 9, 2, 16, True, "full"),       # SDPA export, fully masked row -> zeros
     (7, 13, 3, 20, False, "keys"),     # BERT export, sizes off the 4 x 16 tiles
     (5, 5, 1, 8, True, "none"),
+    (20, 24, 2, 32, False, "full"),    # MiniLM-like: 8 x 8 K^T blocks, V rows read in place
 ])
 def test_attention_is_one_step_and_matches(target, seq, keys, heads, dim, sdpa, mask):
     model = _bert_attention(seq, keys, heads, dim, sdpa, mask)

@@ -11,9 +11,12 @@ FusedAttention (a Program-only step made by graphopt/backend/fuse_attention.py) 
     Y[b, h] = Softmax(scale * Q[b, h] @ K[b, h]^T + M[b, h]) @ V[b, h]
 (NaN probabilities zeroed when `nan_to_zero`), every operand read through its own strides, so
 the head Transposes around it cost nothing. One task per (batch, head) pair, in parallel: K^T
-and V are packed once into the task's scratch (zero-padded to whole tiles), then per block of
-GRAPHOPT_ATTN_ROWS query rows the scores, their softmax and the output rows are computed by
-csrc/graphopt_rows.h's register tiles while the block's score rows stay in L1.
+is packed once into the task's scratch (8 x 8 register transposes when key rows are contiguous)
+and V too unless its rows are contiguous whole tiles (then read in place); both zero-padded to
+whole tiles. Per block of GRAPHOPT_ATTN_ROWS query rows, csrc/graphopt_rows.h's register tiles
+compute the scores, the mask is added during the row max, the exponentials are left
+unnormalized (their sums kept) and the output rows are divided by the sums as they are stored:
+width divisions per row instead of keys, with the block's score rows staying in L1.
 """
 from __future__ import annotations
 
@@ -80,53 +83,90 @@ def emit_fused_attention(k: Kernel) -> None:
     keys_p, width_p = align(keys, ATTN_COLS), align(width, ATTN_COLS)
     em = k.em
     Q, K, V, Y = (k.arg(op) for op in (k.input(0), k.input(1), k.input(2), k.outputs[0]))
-    mask = k.input(3)
     per_task = task_floats(depth, keys, width)
     scratch = k.scratch(4 * per_task * batch * heads)
-
-    def at(strides: list[int], b: str, h: str, i: str, j: str) -> str:
-        return index([b, h, i, j], [int(s) for s in strides])
-
-    q_str, k_str, v_str, y_str = (k.attr(n) for n in ("q_strides", "k_strides", "v_strides",
-                                                       "y_strides"))
+    q_str, k_str, v_str, y_str = ([int(s) for s in k.attr(n)] for n in
+                                  ("q_strides", "k_strides", "v_strides", "y_strides"))
+    # V rows read in place when whole tiles of them are contiguous (no copy, no padding)
+    v_direct = v_str[3] == 1 and width == width_p
     with em.loops([batch, heads], prefix="t", parallel=True,
                   work=batch * heads * rows * keys * (depth + width)) as (b, h):
         task = index([b, h], [heads * per_task, per_task])
         em.line(f"float* kt = (float*){scratch} + {task};")  # K^T: [depth][keys_p]
-        em.line(f"float* vp = kt + {depth * keys_p};")  # V: [keys][width_p]
-        em.line(f"float* qb = vp + {keys * width_p};")  # scaled Q block: [ROWS][depth]
+        if not v_direct:
+            em.line(f"float* vp = kt + {depth * keys_p};")  # V: [keys][width_p]
+        em.line(f"float* qb = kt + {depth * keys_p + keys * width_p};")  # scaled Q: [ROWS][depth]
         em.line(f"float* sb = qb + {ATTN_ROWS * depth};")  # scores / probabilities
         em.line(f"float* ob = sb + {ATTN_ROWS * keys_p};")  # output block: [ROWS][width_p]
-        if keys_p > keys:  # zero tile padding, so no garbage (or subnormal) enters the sums
-            with em.loops([depth], prefix="p") as (d,):
-                em.line(f"memset(kt + {d} * {keys_p} + {keys}, 0, "
-                        f"sizeof(float) * {keys_p - keys});")
-        if width_p > width:
-            with em.loops([keys], prefix="p") as (j,):
-                em.line(f"memset(vp + {j} * {width_p} + {width}, 0, "
-                        f"sizeof(float) * {width_p - width});")
-        with em.loops([keys, depth], prefix="p") as (j, d):
-            em.line(f"kt[{d} * {keys_p} + {j}] = {K}[{at(k_str, b, h, j, d)}];")
-        with em.loops([keys, width], prefix="p") as (j, d):
-            em.line(f"vp[{j} * {width_p} + {d}] = {V}[{at(v_str, b, h, j, d)}];")
+        em.line(f"float sums[{ATTN_ROWS}];")  # softmax denominators of the block's rows
+        _pack_keys(k, K, k_str, b, h, keys, keys_p, depth)
+        if v_direct:
+            em.line(f"const float* vb = {V} + {_at(v_str, b, h, '0', '0')};")
+        else:
+            _pack_values(k, V, v_str, b, h, keys, width, width_p)
         with em.block(f"for (int64_t i0 = 0; i0 < {rows}; i0 += {ATTN_ROWS})"):
             em.line(f"const int64_t count = {rows} - i0 < {ATTN_ROWS} ? {rows} - i0 : "
                     f"{ATTN_ROWS};")
             with em.block(f"for (int64_t r = 0; r < {ATTN_ROWS}; ++r)"):
                 with em.block(f"for (int64_t d = 0; d < {depth}; ++d)"):
-                    em.line(f"qb[r * {depth} + d] = r < count ? "
-                            f"{k.attr('scale')!r}f * {Q}[{at(q_str, b, h, 'i0 + r', 'd')}] : 0.0f;")
+                    em.line(f"qb[r * {depth} + d] = r < count ? {k.attr('scale')!r}f * "
+                            f"{Q}[{_at(q_str, b, h, 'i0 + r', 'd')}] : 0.0f;")
             em.line(f"graphopt_attn_rowsf(qb, {depth}, kt, {keys_p}, {depth}, sb, {keys_p}, "
                     f"{keys_p});")
             with em.block("for (int64_t r = 0; r < count; ++r)"):
                 em.line(f"float* row = sb + r * {keys_p};")
-                if mask is not None:
-                    M, m_str = k.arg(mask), k.attr("mask_strides")
-                    em.line(f"for (int64_t j = 0; j < {keys}; ++j) "
-                            f"row[j] += {M}[{at(m_str, b, h, 'i0 + r', 'j')}];")
-                em.line(f"graphopt_attn_softmaxf(row, {keys}, {int(k.attr('nan_to_zero'))});")
-            em.line(f"graphopt_attn_rowsf(sb, {keys_p}, vp, {width_p}, {keys}, ob, {width_p}, "
+                em.line(f"sums[r] = graphopt_row_exp_sumf(row, row, {keys}, "
+                        f"graphopt_attn_mask_maxf(row, {_mask_row(k, b, h)}, {keys}));")
+            values, ldv = ("vb", v_str[2]) if v_direct else ("vp", width_p)
+            em.line(f"graphopt_attn_rowsf(sb, {keys_p}, {values}, {ldv}, {keys}, ob, {width_p}, "
                     f"{width_p});")
-            with em.block("for (int64_t r = 0; r < count; ++r)"):
-                em.line(f"for (int64_t d = 0; d < {width}; ++d) "
-                        f"{Y}[{at(y_str, b, h, 'i0 + r', 'd')}] = ob[r * {width_p} + d];")
+            em.line(f"for (int64_t r = 0; r < count; ++r) graphopt_attn_normalizef("
+                    f"ob + r * {width_p}, {Y} + {_at(y_str, b, h, 'i0 + r', '0')}, {y_str[3]}, "
+                    f"{width}, sums[r], {int(k.attr('nan_to_zero'))});")
+
+
+def _at(strides: list[int], b: str, h: str, i: str, j: str) -> str:
+    return index([b, h, i, j], strides)
+
+
+def _pack_keys(k: Kernel, K: str, k_str: list[int], b: str, h: str, keys: int, keys_p: int,
+               depth: int) -> None:
+    """K^T into kt: [depth][keys_p], the key columns past `keys` zeroed (whole tiles, and no
+    garbage or subnormal enters the sums)."""
+    em = k.em
+    if keys_p > keys:
+        with em.loops([depth], prefix="p") as (d,):
+            em.line(f"memset(kt + {d} * {keys_p} + {keys}, 0, sizeof(float) * {keys_p - keys});")
+    if k_str[3] == 1:  # contiguous key rows: transposed by register blocks
+        em.line(f"graphopt_attn_transposef({K} + {_at(k_str, b, h, '0', '0')}, {k_str[2]}, "
+                f"{keys}, {depth}, kt, {keys_p});")
+        return
+    with em.loops([keys, depth], prefix="p") as (j, d):
+        em.line(f"kt[{d} * {keys_p} + {j}] = {K}[{_at(k_str, b, h, j, d)}];")
+
+
+def _pack_values(k: Kernel, V: str, v_str: list[int], b: str, h: str, keys: int, width: int,
+                 width_p: int) -> None:
+    """V into vp: [keys][width_p], the columns past `width` zeroed."""
+    em = k.em
+    if width_p > width:
+        with em.loops([keys], prefix="p") as (j,):
+            em.line(f"memset(vp + {j} * {width_p} + {width}, 0, "
+                    f"sizeof(float) * {width_p - width});")
+    with em.loops([keys, width], prefix="p") as (j, d):
+        em.line(f"vp[{j} * {width_p} + {d}] = {V}[{_at(v_str, b, h, j, d)}];")
+
+
+def _mask_row(k: Kernel, b: str, h: str) -> str:
+    """The mask row of query row i0 + r as a pointer for graphopt_attn_mask_maxf: in place when
+    its keys are contiguous, else added to the scores here first (NULL: nothing left to add)."""
+    mask = k.input(3)
+    if mask is None:
+        return "NULL"
+    M, m_str = k.arg(mask), [int(s) for s in k.attr("mask_strides")]
+    if m_str[3] == 1:
+        return f"{M} + {_at(m_str, b, h, 'i0 + r', '0')}"
+    keys = int(k.attr("dims")[3])
+    k.em.line(f"for (int64_t j = 0; j < {keys}; ++j) "
+              f"row[j] += {M}[{_at(m_str, b, h, 'i0 + r', 'j')}];")
+    return "NULL"
