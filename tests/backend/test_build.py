@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -71,3 +72,19 @@ def test_python_gemm_scratch_bound_covers_csrc(small_model, target):
         for n in (1, 31, 32, 33, 4095, 4097):
             for k in (1, 255, 256, 257, 3000):
                 assert tiles.scratch_bytes(m, n, k) >= 4 * lib.graphopt_sgemm_scratch(m, n, k)
+
+
+def test_wait_policy_is_a_bounded_spin_unless_the_user_chose(monkeypatch):
+    """Kernels follow each other within microseconds, so idle OpenMP threads spin
+    build.SPIN_COUNT pauses (~0.2 ms) before sleeping; a policy the user set stands."""
+    from graphopt.backend import build
+
+    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+        monkeypatch.delenv(name, raising=False)
+    build._set_wait_policy()
+    assert os.environ["GOMP_SPINCOUNT"] == str(build.SPIN_COUNT)
+    assert "OMP_WAIT_POLICY" not in os.environ
+    monkeypatch.delenv("GOMP_SPINCOUNT")
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")
+    build._set_wait_policy()
+    assert "GOMP_SPINCOUNT" not in os.environ and os.environ["OMP_WAIT_POLICY"] == "PASSIVE"

@@ -168,3 +168,20 @@ def test_algorithms_are_tried_most_specialized_first():
     with pytest.raises(ValueError, match="no algorithm 'nope' to precede"):
         algorithms.register_algorithm("Conv", "x", applies=lambda s: False,
                                       before="nope")(lambda k: None)
+
+
+def test_algorithms_are_chosen_for_the_target_compiled_for():
+    """A 16-channel 3x3 conv: the AVX-512 lane path's Winograd pays from 8 / 16 channels, the
+    AVX2 path's only from 32 / 64, so an AVX2 build made on any machine keeps im2col (lowering
+    chooses under algorithms.choosing_for(target), not for the CPU it runs on)."""
+    if "avx2" not in cpu_flags():
+        pytest.skip("this CPU lacks avx2")
+    nodes = [helper.make_node("Conv", ["X", "W"], ["Y"], pads=[1, 1, 1, 1])]
+    model = make_model(nodes, {"X": (TP.FLOAT, [1, 16, 56, 56])}, ["Y"], {"W": _w(16, 16, 3, 3)})
+    feeds = random_feeds(model, seed=5)
+    avx2 = compile_model(model, optimize=False, target=_x86_target("avx2"), layout="nchw")
+    assert _algorithms(avx2)["Y"] == "im2col"
+    assert_outputs_match(["Y"], run_onnxruntime(model, feeds), avx2.run(feeds))
+    if "avx512f" in cpu_flags():  # the native build here takes the lane path's Winograd
+        native = compile_model(model, optimize=False, layout="nchw")
+        assert _algorithms(native)["Y"] == "winograd4x4"
