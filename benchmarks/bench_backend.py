@@ -32,7 +32,7 @@ import onnx
 from onnx import TensorProto, helper
 
 from _common import SETTLE_SECONDS, machine_line
-from graphopt.backend import compile as compile_model
+from graphopt.backend import CompiledModel, compile as compile_model
 from graphopt.backend.bench import onnxruntime_session, step_flops
 from graphopt.backend.program import Program
 from graphopt.numerics import random_inputs
@@ -50,6 +50,8 @@ class Result:
     ms: dict[tuple[str, int], float] = field(default_factory=dict)  # (engine, threads) -> ms
     max_abs_diff: float = 0.0
     error: str = ""
+    # threads -> share of graphopt's runs the thread governor ran on 1 thread (other load)
+    one_thread_share: dict[int, float] = field(default_factory=dict)
 
 
 def program_flops(program: Program) -> int:
@@ -137,9 +139,21 @@ def bench_model(name: str, model: Path, threads: list[int], rounds: int, round_s
             runners["openvino"] = lambda ov=openvino: ov(dict(feeds))
         if with_numpy:
             runners["numpy"] = lambda np_run=numpy_runner(count): np_run(feeds)
+        before = compiled.thread_runs()
         for engine, ms in interleaved_ms(runners, rounds, round_seconds).items():
             result.ms[(engine, count)] = ms
+        share = one_thread_share(compiled, before, count)
+        if share:
+            result.one_thread_share[count] = share
     return result
+
+
+def one_thread_share(compiled: CompiledModel, before: dict[int, int], count: int) -> float:
+    """Share of the runs since `before` (an earlier compiled.thread_runs()) that the thread
+    governor ran on one thread instead of `count` (because `count` was slower: other load)."""
+    runs = {n: compiled.thread_runs().get(n, 0) - before.get(n, 0) for n in (1, count)}
+    total = sum(runs.values())
+    return runs[1] / total if count > 1 and total else 0.0
 
 
 def format_table(results: list[Result], count: int, peak: float) -> str:
@@ -161,6 +175,11 @@ def format_table(results: list[Result], count: int, peak: float) -> str:
         cells += [f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-",
                   f"{r.max_abs_diff:.2g}"]
         lines.append("| " + " | ".join(cells) + " |")
+    governed = [f"{r.name} {100 * r.one_thread_share[count]:.0f}%" for r in results
+                if r.one_thread_share.get(count)]
+    if governed:
+        lines.append(f"\nRuns graphopt's thread governor moved to 1 thread because {count} "
+                     f"were slower (other load): {', '.join(governed)}")
     return "\n".join(lines)
 
 

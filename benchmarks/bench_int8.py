@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _common import machine_line
-from bench_backend import interleaved_ms, openvino_runner
+from bench_backend import interleaved_ms, one_thread_share, openvino_runner
 
 from graphopt.backend import compile as compile_model
 from graphopt.backend.bench import onnxruntime_session
@@ -63,8 +63,14 @@ def bench(name: str, threads: list[int], rounds: int, round_seconds: float, work
         openvino = openvino_runner(qdq_path, count)
         if openvino is not None:
             runners["openvino int8"] = lambda ov=openvino: ov(dict(feeds))
+        before = {"int8": int8.thread_runs(), "fp32": fp32.thread_runs()}
         for engine, ms in interleaved_ms(runners, rounds, round_seconds, clock).items():
             results[(engine, count)] = ms
+        for kind, compiled in (("int8", int8), ("fp32", fp32)):
+            share = one_thread_share(compiled, before[kind], count)
+            if share:
+                note += (f"; graphopt {kind} at {count} threads: {100 * share:.0f}% of runs on "
+                         "1 thread (thread governor: other load)")
     return results, note
 
 

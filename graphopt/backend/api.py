@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence, Union
 
@@ -44,6 +45,7 @@ from graphopt.ir.fusion import ensure_fusion_groups
 from graphopt.backend.planner import get_planner
 from graphopt.backend.program import Program, Step
 from graphopt.backend.runtime import Executable, NotContiguousError, Report
+from graphopt.backend.thread_governor import ThreadGovernor
 from graphopt.backend.specialize import check_emitters, specialize, value_inputs
 from graphopt.errors import BadInputError, CodegenError, GraphoptError, UnsupportedError
 from graphopt.inputs import Inputs, check_inputs
@@ -68,6 +70,8 @@ class CompileOptions:
     dims: dict[str, int] = field(default_factory=dict)
     fold_constants: bool = True
     profile: bool = False  # time every kernel (CompiledModel.layer_times builds such a twin)
+    # runs may drop to 1 thread while other load makes `threads` slower (thread_governor.py)
+    adaptive_threads: bool = True
     layout: str = "auto"  # "nchw": keep every tensor NCHW (backend/layouts.py)
 
 
@@ -86,19 +90,24 @@ def compile(model: ModelLike,  # noqa: A001
             passes: str | None = None,
             cache_dir: "str | os.PathLike | None" = None, threads: int | None = None,
             planner: str = "greedy", fuse_epilogues: bool = True,
-            dims: Mapping[str, int] | None = None, layout: str = "auto") -> "CompiledModel":
+            dims: Mapping[str, int] | None = None, layout: str = "auto",
+            adaptive_threads: bool = True) -> "CompiledModel":
     """Compile an ONNX model (path, ModelProto or IR Graph) to native code.
 
     optimize/level/passes: run graphopt's pipeline first. A Graph argument is never changed:
-    it is copied first (Graph.copy shares the weight arrays), as graphopt.optimize does. target: "native" (this CPU, OpenMP) or "portable" (plain C99, single thread).
+    it is copied first (Graph.copy shares the weight arrays), as graphopt.optimize does.
+    target: "native" (this CPU, OpenMP) or "portable" (plain C99, single thread).
     cache_dir: where built modules are kept (default: $GRAPHOPT_CACHE_DIR or ~/.cache/graphopt).
     threads: OpenMP threads for runs. planner: "greedy" or "linear" arena planning.
     fuse_epilogues: fold activations/residual adds into Conv/Gemm/MatMul epilogues.
     dims: values of symbolic dims for the first specialization (others default to 1).
     layout: "auto" (blocked NCHWc where the cost model says it pays), "nchw", or "blocked"
       (wherever a blocked kernel exists, whatever the conversions cost).
+    adaptive_threads: with threads > 1, let a run drop to 1 thread while other load on the
+      machine makes `threads` slower, and come back when it is not (thread_governor.py).
     """
     options = _options(target, cache_dir, threads, planner, fuse_epilogues, dims, layout)
+    options = dataclasses.replace(options, adaptive_threads=adaptive_threads)
     return CompiledModel(_prepare_graph(model, optimize, level, passes), options)
 
 
@@ -210,7 +219,9 @@ class CompiledModel:
         self.input_names = [v.name for v in graph.inputs]
         self.output_names = [v.name for v in graph.outputs]
         self._executables: dict[Specialization, Executable] = {}
-        self._signatures: dict[tuple, Executable] = {}  # checked input signature -> program
+        # checked input signature -> (program, its runner, the governor of its thread count)
+        self._signatures: dict[tuple, tuple[Executable, Callable, ThreadGovernor]] = {}
+        self._governors: dict[Specialization, ThreadGovernor] = {}
         self._lock = threading.Lock()
         self._profiled: CompiledModel | None = None  # the timing twin of layer_times
         for role, values in (("input", self.inputs), ("output", graph.outputs)):
@@ -255,17 +266,19 @@ class CompiledModel:
                     results = known[1](arrays)
                 else:
                     with self._lock:
-                        results = self._run_locked(known[0], arrays, outputs)
+                        results = self._run_locked(known[0], arrays, outputs, known[2])
             except NotContiguousError:  # the checked path copies it
                 pass
         if results is None:
             arrays = self._check_inputs(inputs)
             with self._lock:
-                executable = self._executable(self._specialization(arrays))
+                spec = self._specialization(arrays)
+                executable = self._executable(spec)
+                governor = self._governor(spec)
                 if not self.value_inputs:
                     self._signatures[_signature(arrays)] = (
-                        executable, executable.runner(self._lock, self._threads))
-                results = self._run_locked(executable, arrays, outputs)
+                        executable, executable.runner(self._lock, governor), governor)
+                results = self._run_locked(executable, arrays, outputs, governor)
         if output_names is None:
             return results
         unknown = [n for n in output_names if n not in self.output_names]
@@ -277,12 +290,33 @@ class CompiledModel:
     def _threads(self) -> int | None:
         return self.options.threads
 
+    def _governor(self, spec: Specialization) -> ThreadGovernor:
+        """The thread-count governor of one program (each has its own latency to watch)."""
+        if spec not in self._governors:
+            self._governors[spec] = ThreadGovernor(self._threads, self.options.adaptive_threads)
+        return self._governors[spec]
+
     def _run_locked(self, executable: Executable, arrays: Sequence[np.ndarray],
-                    outputs: Sequence[np.ndarray] | None) -> list[np.ndarray]:
-        """Executable.run at this model's thread count; the caller holds the lock."""
-        if self.options.threads:
-            executable.set_threads(self.options.threads)
-        return executable.run(arrays, outputs)
+                    outputs: Sequence[np.ndarray] | None,
+                    governor: ThreadGovernor) -> list[np.ndarray]:
+        """Executable.run at the governor's thread count, timed for it; the caller holds the
+        lock."""
+        count = governor.threads()
+        if count:
+            executable.set_threads(count)
+        start = time.perf_counter()
+        results = executable.run(arrays, outputs)
+        governor.record(time.perf_counter() - start)
+        return results
+
+    def thread_runs(self) -> dict[int, int]:
+        """How many runs each thread count took, over the runs the governor watched (those
+        asked for more than one thread with adaptive_threads on): the count the governor chose
+        is in thread_governor.py."""
+        total: Counter[int] = Counter()
+        for governor in self._governors.values():
+            total.update(governor.runs)
+        return dict(total)
 
     def set_threads(self, threads: int) -> None:
         """OpenMP threads used by later runs (native target; the portable build is serial).
@@ -307,9 +341,8 @@ class CompiledModel:
         a timer around every kernel call (a GRAPHOPT_PROFILE build, cached separately), so
         this model's own code carries no timing cost; its thread count is this model's."""
         if self._profiled is None:
-            self._profiled = CompiledModel(self.graph, dataclasses.replace(self.options,
-                                                                           profile=True),
-                                           build_default=False)
+            options = dataclasses.replace(self.options, profile=True, adaptive_threads=False)
+            self._profiled = CompiledModel(self.graph, options, build_default=False)
         twin = self._profiled
         twin.options = dataclasses.replace(twin.options, threads=self.options.threads)
         twin._signatures.clear()  # the thread count may pick another program (set_threads)

@@ -21,6 +21,7 @@ import numpy as np
 
 from graphopt.backend.build import BuiltModule
 from graphopt.backend.c.codegen import GeneratedCode
+from graphopt.backend.thread_governor import ThreadGovernor
 from graphopt.errors import BadInputError
 
 log = logging.getLogger(__name__)
@@ -183,17 +184,18 @@ class Executable:
             self._failed(status)
         return outputs
 
-    def runner(self, lock: threading.Lock, threads: Callable[[], int | None]
+    def runner(self, lock: threading.Lock, governor: ThreadGovernor
                ) -> Callable[[Sequence[np.ndarray]], list[np.ndarray]]:
         """run(arrays) into fresh outputs as one closure, everything it touches bound once:
         the per-call path of CompiledModel.run for a checked signature. Under `lock` it sets
-        the OpenMP thread count to `threads()` (if not None/0; set on every call, see
+        the OpenMP thread count `governor` gives (if not None/0; set on every call, see
         set_threads), takes the outputs, binds the inputs (NotContiguousError if one is not
-        C-contiguous) and calls the entry point."""
+        C-contiguous), calls the entry point and tells the governor how long the call took."""
         entry, weights, arena = self._entry, self._weights_ptr, self._arena_ptr
         inputs_ptr, from_buffer, set_threads = self._inputs_ptr, self._from_buffer, \
             self._lib.graphopt_set_num_threads
         take, table, bind = self._fresh.take, self._fresh.table, self._bind_inputs
+        threads, record, clock = governor.threads, governor.record, time.perf_counter
         single = len(self.program.inputs) == 1
 
         def run(arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -209,7 +211,9 @@ class Executable:
                         raise NotContiguousError(str(err)) from None
                 else:
                     bind(arrays)
+                start = clock()
                 status = entry(inputs_ptr, table, weights, arena)
+                record(clock() - start)
             if status:
                 self._failed(status)
             return outputs
