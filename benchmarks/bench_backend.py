@@ -32,8 +32,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from _common import SETTLE_SECONDS, machine_line
-from graphopt.backend import CompiledModel, compile as compile_model
-from graphopt.backend.bench import onnxruntime_session, step_flops
+from graphopt.backend import compile as compile_model
+from graphopt.backend.bench import one_thread_share, onnxruntime_session, step_flops
 from graphopt.backend.program import Program
 from graphopt.numerics import random_inputs
 from graphopt.testing import sample_models_dir
@@ -147,13 +147,6 @@ def bench_model(name: str, model: Path, threads: list[int], rounds: int, round_s
             result.one_thread_share[count] = share
     return result
 
-
-def one_thread_share(compiled: CompiledModel, before: dict[int, int], count: int) -> float:
-    """Share of the runs since `before` (an earlier compiled.thread_runs()) that the thread
-    governor ran on one thread instead of `count` (because `count` was slower: other load)."""
-    runs = {n: compiled.thread_runs().get(n, 0) - before.get(n, 0) for n in (1, count)}
-    total = sum(runs.values())
-    return runs[1] / total if count > 1 and total else 0.0
 
 
 def format_table(results: list[Result], count: int, peak: float) -> str:

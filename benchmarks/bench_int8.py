@@ -26,10 +26,10 @@ from pathlib import Path
 import numpy as np
 import onnx
 from _common import machine_line
-from bench_backend import interleaved_ms, one_thread_share, openvino_runner
+from bench_backend import interleaved_ms, openvino_runner
 
 from graphopt.backend import compile as compile_model
-from graphopt.backend.bench import onnxruntime_session
+from graphopt.backend.bench import one_thread_share, onnxruntime_session
 from graphopt.backend.int8.ort_qdq import quantize_with_onnxruntime, random_feeds
 from graphopt.testing import sample_models_dir
 

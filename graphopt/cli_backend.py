@@ -179,8 +179,10 @@ def bench_command(model: Path, inputs_path: Path | None, level: int, no_optimize
     click.echo(f"{'threads':>7}  {'graphopt ms':>11}  {'onnxruntime ms':>14}  {'speedup':>7}")
     for threads in thread_counts:
         timing = compare_latency(compiled, model, feeds, threads, repeat)
+        governed = f"  ({100 * timing.one_thread_share:.0f}% of graphopt's runs on 1 thread: " \
+            f"{threads} were slower under other load)" if timing.one_thread_share else ""
         click.echo(f"{threads:>7}  {timing.graphopt_ms:>11.3f}  {timing.onnxruntime_ms:>14.3f}  "
-                   f"{timing.speedup:>6.2f}x")
+                   f"{timing.speedup:>6.2f}x{governed}")
     overhead = run_overhead(compiled, feeds)
     click.echo(f"per call: {overhead.python_us:.1f} us of Python around the C (run "
                f"{overhead.run_us:.1f} us, bare C entry {overhead.entry_us:.1f} us, "

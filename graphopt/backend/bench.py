@@ -27,6 +27,7 @@ class Timing:
     threads: int
     graphopt_ms: float
     onnxruntime_ms: float
+    one_thread_share: float = 0.0  # of graphopt's runs, moved to 1 thread by its governor
 
     @property
     def speedup(self) -> float:
@@ -73,13 +74,25 @@ def compare_latency(compiled: CompiledModel, model: "str | os.PathLike | onnx.Mo
     """Median latency of `compiled` and of onnxruntime on `model`, both with `threads` threads."""
     compiled.set_threads(threads)
     progress = Progress(f"bench ({threads} thread{'s' if threads > 1 else ''})", total=2)
+    before = compiled.thread_runs()
     ours = median_ms(lambda: compiled.run(feeds), repeat, budget_seconds=budget_seconds,
                      progress=progress, label="graphopt")
+    share = one_thread_share(compiled, before, threads)
     session = onnxruntime_session(model, threads)
     theirs = median_ms(lambda: session.run(None, dict(feeds)), repeat,
                        budget_seconds=budget_seconds, progress=progress, label="onnxruntime")
     progress.done()
-    return Timing(threads, ours, theirs)
+    return Timing(threads, ours, theirs, share)
+
+
+def one_thread_share(compiled: CompiledModel, before: Mapping[int, int], threads: int) -> float:
+    """Share of the runs since `before` (an earlier compiled.thread_runs()) that the thread
+    governor ran on one thread instead of `threads`, because `threads` was slower under other
+    load (backend/thread_governor.py)."""
+    after = compiled.thread_runs()
+    runs = {n: after.get(n, 0) - before.get(n, 0) for n in (1, threads)}
+    total = sum(runs.values())
+    return runs[1] / total if threads > 1 and total else 0.0
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,9 @@ So a CompiledModel asked for N > 1 threads runs each program under a governor: i
 call of every run, and when the last runs at N threads are much slower than the best it has
 seen at N (contention), it tries a few runs at 1 thread and keeps whichever count was faster.
 On 1 thread it tries N again now and then (backing off while 1 keeps winning), and goes back
-as soon as N is faster. On a quiet machine the requested count is never left and nothing is
-tried. Outputs do not depend on the thread count (kernels split work, never a reduction), so
+as soon as N is faster. After the first runs it tries one thread once (the program may start
+under load, when the best seen at N is already slow). On a quiet machine that is all: the
+requested count is never left and nothing else is tried. Outputs do not depend on the thread count (kernels split work, never a reduction), so
 switching changes latency only. `CompileOptions.adaptive_threads=False` keeps N fixed.
 """
 from __future__ import annotations
@@ -68,6 +69,7 @@ class ThreadGovernor:
         self._probe: list[float] = []
         self._wait = self._settings.recheck_seconds
         self._next_try = 0.0
+        self._compared = False  # one thread tried at least once (a run may start under load)
 
     def threads(self) -> int | None:
         requested = self._requested_fn()
@@ -96,7 +98,7 @@ class ThreadGovernor:
         block.clear()
         if self.current == self.requested:
             self._best = min(self._best, self._last_median)
-            calm = self._last_median <= self._settings.slowdown * self._best
+            calm = self._compared and self._last_median <= self._settings.slowdown * self._best
             if calm:
                 self._wait = self._settings.recheck_seconds
         else:
@@ -109,6 +111,7 @@ class ThreadGovernor:
         try (sooner after a switch, later after each probe that changed nothing)."""
         tried = _median(self._probe)
         other = 1 if self.current != 1 else self.requested
+        self._compared = True
         if tried < self._settings.margin * self._last_median:
             self.current = other
             self._wait = self._settings.recheck_seconds
