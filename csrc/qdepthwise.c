@@ -205,16 +205,35 @@ QINLINE void dw_quad_store(__m512i b, int64_t f, int64_t oy, int64_t step, int64
     }
 }
 
+/* Where a group's outputs go when they are stored at once: its kept lanes (of run positions
+ * at, ..., at + 63), compressed (VBMI2), are the contiguous output bytes from `out`. One store
+ * a group instead of one an output row (7 a channel on 7x7 planes, each ~5 cycles). */
+typedef struct {
+    uint64_t keep;
+    int64_t out;
+} dw_group_store;
+
 /* One channel's run of `run` positions in groups of 64 (the last one ends at the run's end,
- * storing equal bytes again) into the output plane y. */
+ * storing equal bytes again) into the output plane y: by groups (stores, VBMI2) or rows. */
 QINLINE void dw_quad_run(const uint8_t* const* tops, const __m512i* wq, int64_t sw, int64_t run,
                          int64_t step, int64_t ow, int64_t oh, const dw_quad_consts* c, int u8,
-                         int guard, uint8_t* y) {
+                         int guard, const dw_group_store* stores, uint8_t* y) {
     int64_t oy = 0;
     for (int64_t f = 0; f < run; f += 64) {
         const int64_t at = f + 64 > run && run >= 64 ? run - 64 : f;
+        const __m512i b = dw_quad_group(tops, wq, sw, at, c, u8, guard);
+#ifdef __AVX512VBMI2__
+        if (stores) {
+            const dw_group_store* st = stores + f / 64;
+            _mm512_mask_storeu_epi8(y + st->out, dw_bits(0, _mm_popcnt_u64(st->keep)),
+                                    _mm512_maskz_compress_epi8(st->keep, b));
+            continue;
+        }
+#else
+        (void)stores;
+#endif
         while ((oy + 1) * step <= at) ++oy;
-        dw_quad_store(dw_quad_group(tops, wq, sw, at, c, u8, guard), at, oy, step, ow, oh, y);
+        dw_quad_store(b, at, oy, step, ow, oh, y);
     }
 }
 
@@ -247,6 +266,32 @@ static dw_quad_geometry dw_quad_geometry_of(const graphopt_qconv_shape* s) {
     if (g.reach < g.plane) g.reach = g.plane;
     return g;
 }
+
+#ifdef __AVX512VBMI2__
+#define DW_STORE_GROUPS 64 /* runs up to 4096 positions */
+
+/* The store of every group of the run (see dw_group_store); 0 if it has too many groups, or
+ * rows so long that a group meets at most two (the compress, ~5 cycles, then saves too little:
+ * 1.2x faster on 7x7 to 28x28 planes, even at 56x56, 1.5x slower at 112x112). */
+static int dw_group_stores_of(const dw_quad_geometry* g, int64_t ow, int64_t oh,
+                              dw_group_store* stores) {
+    const int64_t groups = (g->run + 63) / 64;
+    if (groups > DW_STORE_GROUPS || g->step > 32) return 0;
+    for (int64_t k = 0; k < groups; ++k) {
+        const int64_t at = 64 * k + 64 > g->run && g->run >= 64 ? g->run - 64 : 64 * k;
+        int64_t oy = at / g->step, ox = at % g->step; /* of lane i */
+        stores[k].keep = 0;
+        stores[k].out = -1;
+        for (int64_t i = 0; i < 64 && oy < oh; i += g->step - ox, ox = 0, ++oy) {
+            if (ox >= ow) continue; /* lanes i.. up to the row's end: past the output row */
+            stores[k].keep |= dw_bits(i, ow - ox < 64 - i ? ow - ox : 64 - i);
+            if (stores[k].out < 0) stores[k].out = oy * ow + ox;
+        }
+        if (!stores[k].keep) return 0;
+    }
+    return 1;
+}
+#endif
 
 /* Where padded row py is stored: rows `pitch` apart, at stride 2 the even rows first, then
  * the odd rows from `odd`. */
@@ -287,6 +332,13 @@ static void dw_quad_pad(const uint8_t* xc, const graphopt_qconv_shape* s,
     }
 }
 
+/* A 64-byte chunk of a padded plane made from the input by one byte permute (VBMI, below). */
+typedef struct {
+    int64_t start; /* the window's first input byte (channel offset) */
+    uint64_t from_input; /* plane bytes taken from the window (the others: the zero point) */
+    uint8_t index[64];   /* their window offsets */
+} dw_pad_chunk;
+
 #ifdef __AVX512VBMI__
 /* Small planes (up to DW_TABLE_BYTES) are padded 64 bytes at a time by vpermi2b instead of row
  * by row: per 64-byte chunk of the plane, a table made once per call gives the 128-byte window
@@ -294,26 +346,25 @@ static void dw_quad_pad(const uint8_t* xc, const graphopt_qconv_shape* s,
  * point). On 7x7 and 14x14 planes the row copies were about half the layer's time. */
 #define DW_TABLE_BYTES 4096 /* planes up to 56x56 (the table is on the stack) */
 
-typedef struct {
-    int64_t start; /* the window's first input byte (channel offset) */
-    uint64_t from_input; /* plane bytes taken from the window (the others: the zero point) */
-    uint8_t index[64];   /* their window offsets */
-} dw_pad_chunk;
-
 /* source[b]: the input offset plane byte b comes from, -1 for the border (rows `pitch` apart,
  * at stride 2 the even rows first, then the odd ones); bytes past the plane up to a whole
- * chunk are border too. */
+ * chunk are border too. Made at every call: 16 offsets a store. */
 static void dw_plane_sources(const graphopt_qconv_shape* s, const dw_quad_geometry* g,
                              int32_t* source) {
     const int64_t ph = q_padded_h(s), pw = q_padded_w(s);
-    for (int64_t b = 0; b < q_round_up(g->plane, 64); ++b) source[b] = -1;
+    const int64_t left = s->pad_left < pw ? s->pad_left : pw;
+    const int64_t inner = s->width < pw - left ? s->width : pw - left;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    for (int64_t b = 0; b < q_round_up(g->plane, 64); b += 16)
+        _mm512_storeu_si512(source + b, _mm512_set1_epi32(-1));
     for (int64_t py = 0; py < ph; ++py) {
         const int64_t iy = py - s->pad_top;
         if (iy < 0 || iy >= s->height) continue;
-        const int64_t row = dw_plane_row(py, s->stride_h, g->pitch, g->odd);
-        for (int64_t px = 0; px < pw; ++px) {
-            const int64_t ix = px - s->pad_left;
-            if (ix >= 0 && ix < s->width) source[row + px] = (int32_t)(iy * s->width + ix);
+        int32_t* row = source + dw_plane_row(py, s->stride_h, g->pitch, g->odd) + left;
+        for (int64_t j = 0; j < inner; j += 16) {
+            const __mmask16 kept = (__mmask16)dw_bits(0, inner - j < 16 ? inner - j : 16);
+            const __m512i first = _mm512_set1_epi32((int32_t)(iy * s->width + j));
+            _mm512_mask_storeu_epi32(row + j, kept, _mm512_add_epi32(iota, first));
         }
     }
 }
@@ -325,19 +376,26 @@ static int dw_table_of(const graphopt_qconv_shape* s, const dw_quad_geometry* g,
     int32_t source[DW_TABLE_BYTES + 64];
     dw_plane_sources(s, g, source);
     for (int64_t k = 0; k * 64 < g->plane; ++k) {
-        const int32_t* o = source + 64 * k;
-        int32_t lo = -1, hi = -1;
-        for (int i = 0; i < 64; ++i) {
-            if (o[i] >= 0 && (lo < 0 || o[i] < lo)) lo = o[i];
-            if (o[i] > hi) hi = o[i];
+        __m512i v[4];
+        __mmask16 valid[4];
+        int32_t lo = INT32_MAX, hi = -1;
+        for (int q = 0; q < 4; ++q) {
+            v[q] = _mm512_loadu_si512(source + 64 * k + 16 * q);
+            valid[q] = _mm512_cmpge_epi32_mask(v[q], _mm512_setzero_si512());
+            const int32_t qlo = _mm512_mask_reduce_min_epi32(valid[q], v[q]);
+            const int32_t qhi = _mm512_reduce_max_epi32(v[q]);
+            lo = qlo < lo ? qlo : lo;
+            hi = qhi > hi ? qhi : hi;
         }
-        if (hi - lo >= 128) return 0;
+        if (hi >= 0 && hi - lo >= 128) return 0;
         dw_pad_chunk* c = chunks + k;
-        c->start = lo < 0 ? 0 : lo;
+        c->start = hi < 0 ? 0 : lo;
         c->from_input = 0;
-        for (int i = 0; i < 64; ++i) {
-            c->index[i] = (uint8_t)(o[i] < 0 ? 0 : o[i] - c->start);
-            c->from_input |= o[i] < 0 ? 0 : 1ULL << i;
+        for (int q = 0; q < 4; ++q) {
+            const __m512i index = _mm512_maskz_sub_epi32(valid[q], v[q],
+                                                         _mm512_set1_epi32((int32_t)c->start));
+            _mm_storeu_si128((__m128i*)(c->index + 16 * q), _mm512_cvtepi32_epi8(index));
+            c->from_input |= (uint64_t)valid[q] << (16 * q);
         }
     }
     return 1;
@@ -480,9 +538,10 @@ static void dw_weight_quads(const int8_t* wc, __m512i* wq) {
  * need. */
 static void dw_quad_channel(const uint8_t* plane, const __m512i* wq, const dw_quad_geometry* g,
                             const dw_quad_consts* c, int64_t ow, int64_t oh, int variant,
-                            uint8_t* y) {
+                            const dw_group_store* stores, uint8_t* y) {
     const uint8_t* tops[3] = {plane + g->top[0], plane + g->top[1], plane + g->top[2]};
-#define DW_RUN(sw, u8, guard) dw_quad_run(tops, wq, sw, g->run, g->step, ow, oh, c, u8, guard, y)
+#define DW_RUN(sw, u8, guard) \
+    dw_quad_run(tops, wq, sw, g->run, g->step, ow, oh, c, u8, guard, stores, y)
     DW_VARIANTS(variant, DW_RUN)
 #undef DW_RUN
 }
@@ -499,6 +558,67 @@ static void dw_direct_channel(const uint8_t* xc, const __m512i* wq, const dw_dir
 #undef DW_RUN
 }
 
+/* What the threads of dw_quad share, read only. */
+typedef struct {
+    const uint8_t* X;
+    const int8_t* W;
+    const graphopt_qconv_shape* s;
+    const graphopt_qepilogue* e;
+    void* Y;
+    void* work;
+    int64_t slot, chunk;
+    uint8_t pad, x; /* the zero point as stored, the flip of s8 inputs */
+    const dw_quad_geometry* g;
+    const dw_direct_geometry* dg; /* direct: stride 2 read from the input rows */
+    int direct;
+    const dw_pad_chunk* table; /* of `chunks` chunks; NULL: planes padded row by row */
+    int64_t chunks;
+    const dw_group_store* stores; /* NULL: stores row by row */
+    const dw_quad_consts* proto;  /* the epilogue's constants (bias and mult: per channel) */
+} dw_quad_job;
+
+/* A thread's channels of dw_quad: its chunks within a parallel region; called outside one,
+ * the (orphaned) omp for gives the caller every channel. */
+static void dw_quad_thread(const dw_quad_job* j) {
+    const graphopt_qconv_shape* s = j->s;
+    const int64_t plane_out = s->out_height * s->out_width, plane_in = s->height * s->width;
+    const uint8_t* end = j->X + s->channels * plane_in; /* the input's last byte + 1 */
+    const int u8 = j->e->out_type == GRAPHOPT_Q_U8;
+    uint8_t* plane = q_slot_of(j->work, j->slot);
+    dw_quad_consts c = *j->proto;
+    int first = 1; /* this thread's plane has no border yet */
+    if (!j->direct) /* read past the plane: defined */
+        memset(plane + j->g->plane, 0, (size_t)(j->g->reach - j->g->plane));
+#ifdef __AVX512VBMI__
+    const __m512i zpv = _mm512_set1_epi8((char)j->pad), flip = _mm512_set1_epi8((char)j->x);
+#endif
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, j->chunk)
+#endif
+    for (int64_t ch = 0; ch < s->channels; ++ch) {
+        const float mult = j->e->mult[ch];
+        const int variant = (s->stride_w == 2) * 4 + u8 * 2 + !(mult < 0.5f && mult > -0.5f);
+        __m512i wq[3];
+        dw_weight_quads(j->W + ch * 9, wq);
+        c.bias = _mm512_set1_epi32(j->e->bias ? j->e->bias[ch] : 0);
+        c.mult = _mm512_set1_ps(mult);
+        uint8_t* y = (uint8_t*)j->Y + ch * plane_out;
+        const uint8_t* xc = j->X + ch * plane_in;
+        if (j->direct) {
+            dw_direct_channel(xc, wq, j->dg, s, j->pad, j->x, &c, variant, y);
+            continue;
+        }
+#ifdef __AVX512VBMI__
+        if (j->table)
+            dw_table_pad(xc, j->table, j->chunks, zpv, flip, end, plane);
+        else
+#endif
+            dw_quad_pad(xc, s, j->g, j->pad, j->x, first, end, plane);
+        first = 0;
+        dw_quad_channel(plane, wq, j->g, &c, s->out_width, s->out_height, variant, j->stores, y);
+    }
+}
+
 /* graphopt_qdepthwise on the quad path (the slot: the plane and its over-read). */
 static void dw_quad(const uint8_t* X, const int8_t* W, const graphopt_qconv_shape* s,
                     uint8_t pad, uint8_t x, const graphopt_qepilogue* e, void* Y, void* work,
@@ -510,67 +630,39 @@ static void dw_quad(const uint8_t* X, const int8_t* W, const graphopt_qconv_shap
                        s->out_width <= 64 * DW_DIRECT_GROUPS;
     const dw_direct_geometry dg = dw_direct_geometry_of(s);
     const int64_t chunks = (g.plane + 63) / 64; /* of the plane, stored whole by the table */
-    int tabled = 0;
+    dw_quad_job job = {X, W, s, e, Y, work, slot, dw_chunk(s->channels, team), pad, x, &g, &dg,
+                       direct, NULL, chunks, NULL, NULL};
 #ifdef __AVX512VBMI__
     dw_pad_chunk table[DW_TABLE_BYTES / 64]; /* made once, read by every thread */
-    tabled = !direct && g.plane <= DW_TABLE_BYTES && 64 * chunks <= slot &&
-             dw_table_of(s, &g, table);
+    if (!direct && g.plane <= DW_TABLE_BYTES && 64 * chunks <= slot && dw_table_of(s, &g, table))
+        job.table = table;
 #endif
-    /* one-core time per channel, fitted on Zen 4 (ns: 5 a group of 64 outputs, 2.6 an output
-     * row, 1.5 a 64-byte chunk padded from the table or 4 a row copied, 6 the rest), as the
-     * fp32 multiply-adds of the grain rule (20 a ns): small planes cost far more than their
-     * MACs say (a 14x14 stride-2 layer of 576 channels: ~20 us, left on one thread) */
-    const int64_t pad_ns = tabled ? 3 * chunks / 2 : direct ? 0 : 4 * q_padded_h(s);
-    const int64_t ns = s->channels * (6 + 5 * ((g.run + 63) / 64) + 13 * s->out_height / 5 +
-                                      pad_ns);
-    const int parallel = GRAPHOPT_WORTH_THREADS(20 * ns, 0);
-    const int64_t plane_out = s->out_height * s->out_width, plane_in = s->height * s->width;
-    const int u8 = e->out_type == GRAPHOPT_Q_U8;
-    const uint8_t* end = X + s->channels * plane_in; /* the input's last byte + 1 */
+#ifdef __AVX512VBMI2__
+    dw_group_store stores[DW_STORE_GROUPS]; /* made once, read by every thread */
+    if (!direct && dw_group_stores_of(&g, s->out_width, s->out_height, stores))
+        job.stores = stores;
+#endif
     dw_quad_consts proto;
     proto.guard = _mm512_set1_ps(65536.0f);
     proto.zp16 = _mm512_set1_epi16((int16_t)e->zero_point);
     proto.lo = _mm512_set1_epi8((char)e->lo);
     proto.hi = _mm512_set1_epi8((char)e->hi);
     proto.order = dw_quad_order(s->stride_w);
-    const int64_t chunk = dw_chunk(s->channels, team);
-    (void)parallel;
-    (void)chunk;
+    job.proto = &proto;
+    /* one-core time per channel, fitted on Zen 4 (ns: 5 a group of 64 outputs, 2.6 an output
+     * row, 1.5 a 64-byte chunk padded from the table or 4 a row copied, 6 the rest), as the
+     * fp32 multiply-adds of the grain rule (20 a ns): small planes cost far more than their
+     * MACs say (a 14x14 stride-2 layer of 576 channels: ~20 us, left on one thread) */
+    const int64_t pad_ns = job.table ? 3 * chunks / 2 : direct ? 0 : 4 * q_padded_h(s);
+    const int64_t ns = s->channels * (6 + 5 * ((g.run + 63) / 64) + 13 * s->out_height / 5 +
+                                      pad_ns);
+    if (team > 1 && GRAPHOPT_WORTH_THREADS(20 * ns, 0)) {
 #ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (parallel)
+#pragma omp parallel num_threads(team)
 #endif
-    {
-        uint8_t* plane = q_slot_of(work, slot);
-        dw_quad_consts c = proto;
-        int first = 1; /* this thread's plane has no border yet */
-        if (!direct) memset(plane + g.plane, 0, (size_t)(g.reach - g.plane)); /* read: defined */
-#ifdef __AVX512VBMI__
-        const __m512i zpv = _mm512_set1_epi8((char)pad), flip = _mm512_set1_epi8((char)x);
-#endif
-#ifdef _OPENMP
-#pragma omp for schedule(dynamic, chunk)
-#endif
-        for (int64_t ch = 0; ch < s->channels; ++ch) {
-            const float mult = e->mult[ch];
-            const int variant = (s->stride_w == 2) * 4 + u8 * 2 + !(mult < 0.5f && mult > -0.5f);
-            __m512i wq[3];
-            dw_weight_quads(W + ch * 9, wq);
-            c.bias = _mm512_set1_epi32(e->bias ? e->bias[ch] : 0);
-            c.mult = _mm512_set1_ps(mult);
-            uint8_t* y = (uint8_t*)Y + ch * plane_out;
-            if (direct) {
-                dw_direct_channel(X + ch * plane_in, wq, &dg, s, pad, x, &c, variant, y);
-                continue;
-            }
-#ifdef __AVX512VBMI__
-            if (tabled)
-                dw_table_pad(X + ch * plane_in, table, chunks, zpv, flip, end, plane);
-            else
-#endif
-                dw_quad_pad(X + ch * plane_in, s, &g, pad, x, first, end, plane);
-            first = 0;
-            dw_quad_channel(plane, wq, &g, &c, s->out_width, s->out_height, variant, y);
-        }
+        dw_quad_thread(&job);
+    } else { /* no parallel region at all: even one of a single thread costs libgomp ~1 us */
+        dw_quad_thread(&job);
     }
 }
 #endif

@@ -77,13 +77,18 @@ static void qadd_range(const void* a, const void* b, int64_t b_step, int64_t fro
 
 void graphopt_qadd(const void* a, const void* b, int64_t b_step, int64_t n, int is_signed,
                    float ratio_a, float ratio_b, float fixed, int32_t lo, int32_t hi, void* y) {
-    const int64_t block = 1 << 14, blocks = (n + block - 1) / block;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (GRAPHOPT_WORTH_THREADS(0, 3 * n))
+    /* a parallel region only when shared: even one of a single thread costs libgomp ~1 us */
+    if (GRAPHOPT_WORTH_THREADS(0, 3 * n) && omp_get_max_threads() > 1) {
+        const int64_t block = 1 << 14, blocks = (n + block - 1) / block;
+#pragma omp parallel for schedule(static)
+        for (int64_t p = 0; p < blocks; ++p)
+            qadd_range(a, b, b_step, p * block, p * block + block < n ? p * block + block : n,
+                       is_signed, ratio_a, ratio_b, fixed, lo, hi, y);
+        return;
+    }
 #endif
-    for (int64_t p = 0; p < blocks; ++p)
-        qadd_range(a, b, b_step, p * block, p * block + block < n ? p * block + block : n,
-                   is_signed, ratio_a, ratio_b, fixed, lo, hi, y);
+    qadd_range(a, b, b_step, 0, n, is_signed, ratio_a, ratio_b, fixed, lo, hi, y);
 }
 
 void graphopt_qrequant(const void* x, int64_t n, int x_signed, int32_t x_zp, float x_scale,

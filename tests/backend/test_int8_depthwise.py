@@ -4,7 +4,8 @@ numpy reference (reference.requantize_rows, i.e. rounding.py), bit for bit.
 The kernel is compiled alone (ctypes, with the two files it calls: qplane.c, qepilogue.c) once
 per path: portable C, AVX2, and AVX-512 (F/BW/VL + VNNI: the 3x3 "quad" path for stride 1 and
 2, from a padded copy or, at stride 2 on wide planes, from the input rows directly), with and
-without VBMI (small planes padded by byte permutes). A path this CPU cannot run is compiled
+without VBMI (small planes padded by byte permutes) and VBMI2 (narrow planes stored a group at a
+time, compressed). A path this CPU cannot run is compiled
 only; its run is skipped with the missing flags. The cases aim at the quad path's edges: runs
 shorter than one group of 64 and ending mid-group, rows wider than 64, stride 2 with odd and
 even planes, asymmetric and no padding, s8 inputs (stored flipped), s8 outputs with a negative
@@ -36,6 +37,10 @@ PATHS = {  # name -> (compiler flags, CPU flags needed to run)
     # + VBMI: small planes padded by vpermi2b from a per-call table instead of row copies
     "avx512vbmi": (["-O3", *AVX512, "-mavx512vbmi"], ("avx2", "fma", "avx512f", "avx512bw",
                                                       "avx512vl", "avx512_vnni", "avx512vbmi")),
+    # + VBMI2: the groups of narrow planes stored compressed (vpcompressb), one store a group
+    "avx512vbmi2": (["-O3", *AVX512, "-mavx512vbmi", "-mavx512vbmi2"],
+                    ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                     "avx512vbmi", "avx512_vbmi2")),
 }
 
 
@@ -159,8 +164,8 @@ def test_depthwise_s8_inputs(libraries, path, case):
 def test_depthwise_quad_path_threads(libraries, tmp_path):
     """The AVX-512 build with OpenMP and 2 slots: the single-threaded integers, each thread in
     its own slot (enough channels and plane for the grain rule to share the call)."""
-    runnable(libraries, "avx512vbmi")
-    lib = ctypes.CDLL(str(build(tmp_path, "omp", ["-O2", "-fopenmp", *PATHS["avx512vbmi"][0]])))
+    runnable(libraries, "avx512vbmi2")
+    lib = ctypes.CDLL(str(build(tmp_path, "omp", ["-O2", "-fopenmp", *PATHS["avx512vbmi2"][0]])))
     case = (256, (28, 28), 1, (1, 1, 1, 1))  # ~50 us on one Zen 4 core: past the grain
     got, expected, work = _depthwise(lib, case, "u8-relu6", 0, 9, slots=2)
     np.testing.assert_array_equal(got, expected)

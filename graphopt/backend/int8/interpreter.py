@@ -135,6 +135,16 @@ def _int8_global_pool(step: Step, args: list) -> list[Array]:
     return [q.reshape(step.outputs[0].shape)]
 
 
+def _int8_reduce_mean(step: Step, args: list) -> list[Array]:
+    a = step.node.attrs
+    y_dtype = step.outputs[0].dtype.numpy
+    x = args[0]
+    q = reference.qdq_reduce_mean(x, int(a["rows"]), np.float32(a["x_scale"]),
+                                  np.array(a["x_zero_point"], x.dtype), np.float32(a["y_scale"]),
+                                  np.array(a["y_zero_point"], y_dtype))
+    return [q.reshape(step.outputs[0].shape)]
+
+
 def _int8_concat(step: Step, args: list) -> list[Array]:
     a = step.node.attrs
     y_dtype = step.outputs[0].dtype.numpy
@@ -157,6 +167,7 @@ def _int8_maxpool(step: Step, args: list) -> list[Array]:
 _RUNNERS: dict[str, Callable[[Step, list], list[Array]]] = {
     "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize, "Int8Conv": _int8_conv,
     "Int8MatMul": _int8_matmul, "Int8Add": _int8_add,
-    "Int8GlobalAveragePool": _int8_global_pool, "Int8Concat": _int8_concat,
+    "Int8GlobalAveragePool": _int8_global_pool, "Int8ReduceMean": _int8_reduce_mean,
+    "Int8Concat": _int8_concat,
     "Int8MaxPool": _int8_maxpool,
 }

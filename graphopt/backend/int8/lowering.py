@@ -11,8 +11,10 @@ absorb-qdq pass for QDQ files). After specialization, this pass rewrites the Pro
   Add or a graph output);
 - a following QLinearAdd (an Add of two annotated values into an annotated value) is fused
   into that step's epilogue, else it runs as an `Int8Add` step; Concat and GlobalAveragePool of
-  annotated values run as `Int8Concat` / `Int8GlobalAveragePool`; MaxPool (as `Int8MaxPool`
-  when 2-D) and the Reshape family run on the integers when input and output share parameters;
+  annotated values run as `Int8Concat` / `Int8GlobalAveragePool`, a ReduceMean over trailing
+  axes as `Int8ReduceMean` (onnxruntime's float arithmetic for it, on the integers); MaxPool
+  (as `Int8MaxPool` when 2-D) and the Reshape family run on the integers when input and output
+  share parameters;
 - everything else runs in float. Where a float step produces an annotated value that an
   integer step reads, a QuantizeLinear step is inserted; a float step reading an annotated
   value reads DequantizeLinear of its integers (what the QDQ model computes), so activations
@@ -354,6 +356,8 @@ def _lower_other(state: _State, step: Step) -> bool:
         return _lower_add(state, step, py)
     if op == "GlobalAveragePool":
         return _lower_global_pool(state, step, py)
+    if op == "ReduceMean":
+        return _lower_reduce_mean(state, step, py)
     if op == "Concat":
         return _lower_concat(state, step, py)
     return False
@@ -423,6 +427,47 @@ def _lower_global_pool(state: _State, step: Step, py: QuantParams) -> bool:
                           [state.int_tensor(x)], [q]))
     state.ints[id(y)] = q
     state._count("Int8GlobalAveragePool")
+    return True
+
+
+def _trailing_axes(step: Step, rank: int) -> int | None:
+    """The first reduced axis of a ReduceMean reducing axes first..rank-1 (first >= 1), else
+    None."""
+    if len(step.inputs) > 1 and step.inputs[1] is not None:
+        axes_input = step.inputs[1]
+        if not axes_input.is_const:
+            return None
+        axes = [int(a) for a in axes_input.const.reshape(-1)]
+    else:
+        axes = [int(a) for a in step.node.attrs.get("axes", [])]
+    axes = sorted({a % rank for a in axes})
+    if not axes or axes[0] == 0 or axes != list(range(axes[0], rank)):
+        return None
+    return axes[0]
+
+
+def _lower_reduce_mean(state: _State, step: Step, py: QuantParams) -> bool:
+    """DequantizeLinear -> ReduceMean over trailing axes -> QuantizeLinear on the integers, as
+    `Int8ReduceMean`. onnxruntime has no integer kernel for it: it runs the float ops, so the
+    integers depend on its float sum's order (reference.qdq_reduce_mean reproduces it), not
+    QLinearGlobalAveragePool's exact integer sum."""
+    from graphopt.backend.c.registry import has_emitter
+
+    x, y = step.inputs[0], step.outputs[0]
+    px = state.params(x)
+    if px is None or px.zero_point.dtype != py.zero_point.dtype or x.rank < 2:
+        return False
+    first = _trailing_axes(step, x.rank)
+    node = _node("Int8ReduceMean", step.node.name, {})
+    if first is None or not has_emitter(node):
+        return False
+    (sx, zx), (sy, zy) = _scalar(px), _scalar(py)
+    node.attrs.update(rows=int(np.prod(x.shape[:first])), x_scale=sx, x_zero_point=zx,
+                      y_scale=sy, y_zero_point=zy)
+    q = Tensor(f"{y.name}_int8", _INT_DTYPES[py.zero_point.dtype], y.shape)
+    state.out.append(Step(node, [state.int_tensor(x)], [q]))
+    state.ints[id(y)] = q
+    state._count("Int8ReduceMean")
     return True
 
 

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from graphopt.quantization.rounding import int_range, requantize
+from graphopt.quantization.rounding import (dequantize_linear, int_range, quantize_linear,
+                                            requantize)
 
 
 def qgemm(w: np.ndarray, x: np.ndarray, bias: np.ndarray | None, multiplier: np.ndarray,
@@ -81,3 +82,54 @@ def maxpool2d(x: np.ndarray, kernel: tuple[int, int], strides: tuple[int, int],
                             kx * dw: kx * dw + (ow - 1) * sw + 1: sw]
             out = np.maximum(out, window)
     return out
+
+
+def onnxruntime_row_sums(values: np.ndarray) -> np.ndarray:
+    """float32 sums of the rows of `values` [rows, n] as onnxruntime's ReduceSum/ReduceMean sums
+    the contiguous rows of a 16-byte aligned buffer (Eigen's redux, 4-float SSE packets): row r
+    starts its packets at its first aligned element, (-r * n) mod 4."""
+    values = np.asarray(values, np.float32)
+    rows, n = values.shape
+    sums = np.empty(rows, np.float32)
+    first_aligned = (-(np.arange(rows, dtype=np.int64) * n)) % 4
+    for start in range(4):
+        picked = np.nonzero(first_aligned == start)[0]
+        if picked.size:
+            sums[picked] = _eigen_sums(values[picked], min(start, n))
+    return sums
+
+
+def _eigen_sums(v: np.ndarray, start: int) -> np.ndarray:
+    """Eigen's order from `start`: packets into two accumulators in turn, added, then an odd
+    last packet, the horizontal sum (a0 + a2) + (a1 + a3), then the elements before `start`
+    and after the packets; fewer than 4 elements from `start`: left to right."""
+    n = v.shape[1]
+    packets = (n - start) // 4
+    if packets == 0:
+        total = v[:, 0].copy()
+        for i in range(1, n):
+            total = total + v[:, i]
+        return total
+    end, pairs_end = start + 4 * packets, start + 8 * (packets // 2)
+    acc = v[:, start:start + 4].copy()
+    if packets > 1:
+        second = v[:, start + 4:start + 8].copy()
+        for i in range(start + 8, pairs_end, 8):
+            acc, second = acc + v[:, i:i + 4], second + v[:, i + 4:i + 8]
+        acc = acc + second
+        if end > pairs_end:
+            acc = acc + v[:, pairs_end:end]
+    total = (acc[:, 0] + acc[:, 2]) + (acc[:, 1] + acc[:, 3])
+    for i in [*range(start), *range(end, n)]:
+        total = total + v[:, i]
+    return total
+
+
+def qdq_reduce_mean(x: np.ndarray, rows: int, x_scale: float, x_zero: np.ndarray,
+                    y_scale: float, y_zero: np.ndarray) -> np.ndarray:
+    """DequantizeLinear, ReduceMean over the trailing elements of `rows` contiguous rows, then
+    QuantizeLinear, in onnxruntime's float arithmetic (it runs the three ops of a QDQ ReduceMean
+    unfused): the row sum in its order, divided by the count in float32."""
+    values = dequantize_linear(np.asarray(x).reshape(rows, -1), np.float32(x_scale), x_zero)
+    means = onnxruntime_row_sums(values) / np.float32(values.shape[1])
+    return quantize_linear(means.astype(np.float32), np.float32(y_scale), y_zero)
