@@ -83,6 +83,14 @@
 #define QINLINE static inline
 #endif
 
+/* Accumulators stored and reloaded whole vectors at a time: on Zen 4 a zmm store across a
+ * cache line costs two, and its reload misses the store forwarding. */
+#if defined(__GNUC__)
+#define QALIGNED(n) __attribute__((aligned(n)))
+#else
+#define QALIGNED(n)
+#endif
+
 static inline int64_t q_k_groups(int64_t K) { return (K + 3) / 4; }
 
 static inline int64_t q_round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -134,9 +142,14 @@ void graphopt_q_copy_short(void* dst, const void* src, size_t n);
  * low byte of each 16-bit pair: the even elements. */
 static inline __m128i q_strided16(const uint8_t* src, int64_t sw) {
     if (sw == 1) return _mm_loadu_si128((const __m128i*)src);
+#if QISA == 2 && defined(__AVX512VL__)
+    /* vpmovwb: the low byte of each 16-bit pair in one instruction (not three) */
+    return _mm256_cvtepi16_epi8(_mm256_loadu_si256((const __m256i*)src));
+#else
     const __m256i v = _mm256_and_si256(_mm256_loadu_si256((const __m256i*)src),
                                        _mm256_set1_epi16(0xff));
     return _mm256_castsi256_si128(_mm256_permute4x64_epi64(_mm256_packus_epi16(v, v), 0x08));
+#endif
 }
 
 /* Saturating narrowing of 8 (then 16) int32 lanes already in range: the store's bytes. */
@@ -265,6 +278,21 @@ void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
                                 int8_t* out, int64_t rs);
 #endif
 
+/* A run of real output columns among a register tile's QTN columns: lanes (bit c: tile column
+ * c) go to row element `at` + c. */
+typedef struct {
+    int64_t at;
+    uint64_t lanes;
+} graphopt_qrun;
+
+/* Rows r0 .. r0 + m of a register tile's accumulators (acc, row stride QTN) stored to C (rows
+ * rs apart) in `count` runs of columns, with the vector epilogue k (the implicit GEMM's tiles,
+ * whose columns skip the padded width's). Returns 0 (nothing done) where this ISA has no such
+ * store, or without k. */
+int graphopt_q_store_runs(const int32_t* acc, const graphopt_qepilogue* e,
+                          const graphopt_qconsts* k, int64_t r0, int m, const graphopt_qrun* runs,
+                          int count, void* C, int64_t rs);
+
 /* ---- the micro-kernel (qgemm_tile.c) and the tile loop (qgemm.c) ------------------------- */
 
 /* acc[r*QTN + c] = sum_k A[r, k] * B[k, c] over one register tile of ma <= QTILE_A row panels
@@ -274,10 +302,25 @@ void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
 void graphopt_q_compute_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
                              int32_t* acc, int narrow, int64_t n);
 
-/* acc[r*QTN] = sum_k A[r, k] * B[k, 0]: column 0 of b only, ma row panels. Returns 0 (nothing
- * done) where this ISA has no such kernel (then a whole tile is computed). */
-int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int narrow,
-                         int32_t* acc);
+/* A whole register tile (QTILE_A x QTILE_B panels) into acc as graphopt_q_compute_tile, and
+ * column 0 of the column panel after it into column[r] (QTM rows) in the same pass over A: a
+ * last panel of one column (7x7 planes: 3 * 16 + 1) without reading A again. Returns 0
+ * (nothing done) where this ISA has no such kernel. */
+int graphopt_q_compute_tile_column(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
+                                   int32_t* column);
+
+/* acc[r*QTN + c] = sum_k A[r, k] * B[k, c] for the first n columns of b only (a last panel of
+ * a few: n 1, and 2 to 4 on VNNI), ma row panels. Returns 0 (nothing done) where this ISA has
+ * no such kernel (then a whole tile is computed). */
+int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int64_t n,
+                         int narrow, int32_t* acc);
+
+/* acc as graphopt_q_compute_tile, B read straight from interleaved padded planes (the
+ * implicit GEMM of qconv.c): group g of the tile's first column panel is the 64 bytes at
+ * b + offs[g], its next panels follow 64 bytes apart. Returns 0 (nothing done) where this ISA
+ * has no such kernel (then B is packed from the planes, graphopt_q_compute_tile). */
+int graphopt_q_compute_tile_implicit(int64_t K4, const int8_t* a, int ma, const uint8_t* b,
+                                     int nb, const int64_t* offs, int32_t* acc);
 
 /* Tiles of row panels [ip0, ip1) x column panels [jp0, jp1) of C = epilogue(A B), each
  * computed and stored (C[r*rs + c*cs]); Bp: column panel jp0 of the packed B (the others

@@ -76,6 +76,15 @@ void graphopt_qconv(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
                     const int8_t* Ap, uint8_t pad, int flip, const graphopt_qepilogue* e,
                     void* Y, void* work, int slots);
 
+/* graphopt_qconv for a stride-1 window without dilation, as an implicit GEMM: K ordered
+ * tap-outer, channel-group-inner (k = (ky * kw + kx) * 4 * ceil(channels / 4) + c, zero
+ * weights for the channels past the last: int8/packing.py pack_implicit_a), B read straight
+ * from padded planes of 4 interleaved channels. Work: graphopt_qconv_implicit_work. */
+int64_t graphopt_qconv_implicit_work(const graphopt_qconv_shape* s, int slots);
+void graphopt_qconv_implicit(const uint8_t* X, const graphopt_qconv_shape* s, int64_t M,
+                             const int8_t* Ap, uint8_t pad, int flip,
+                             const graphopt_qepilogue* e, void* Y, void* work, int slots);
+
 /* C[r*rs + c*cs] = epilogue(acc[r, c]) for r < M, c < N: C is uint8_t, int8_t or float. */
 void graphopt_qgemm(int64_t M, int64_t N, int64_t K, const int8_t* Ap, const uint8_t* Bp,
                     const graphopt_qepilogue* e, void* C, int64_t rs, int64_t cs);
@@ -105,6 +114,11 @@ void graphopt_qrequant(const void* x, int64_t n, int x_signed, int32_t x_zp, flo
  * y = clamp(rint(float(sum - size * x_zp) * scale) + y_zp), scale = x_scale / y_scale / size. */
 void graphopt_qglobal_avgpool(const void* x, int64_t channels, int64_t size, int is_signed,
                               int32_t x_zp, float scale, int32_t y_zp, void* y);
+
+/* DequantizeLinear -> ReduceMean over the `size` elements of each of `rows` rows ->
+ * QuantizeLinear, in onnxruntime's float arithmetic (its order of the row sums: qpool.c). */
+void graphopt_qreduce_mean(const void* x, int64_t rows, int64_t size, int is_signed,
+                           int32_t x_zp, float x_scale, int32_t y_zp, float y_scale, void* y);
 
 /* Which micro-kernel this build uses: 0 scalar, 1 AVX2, 2 AVX-512 VNNI, 3 NEON. */
 int graphopt_qgemm_isa(void);

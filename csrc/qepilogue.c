@@ -79,21 +79,91 @@ static zmm_consts zmm_consts_of(const graphopt_qconsts* k) {
     return z;
 }
 
-QINLINE __m128i requant16_zmm(__m512i acc, __m512i bias, __m512 mult, const zmm_consts* z,
-                              const int8_t* add, int u8, int clamp_low) {
+/* 16 requantized outputs as int32 lanes (before the narrowing to bytes), no residual. */
+QINLINE __m512i requant_plain_zmm(__m512i acc, __m512i bias, __m512 mult, const zmm_consts* z,
+                                  int clamp_low) {
     const __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_add_epi32(acc, bias)), mult);
     const __m512 low = clamp_low ? _mm512_max_ps(v, z->lo) : v;
-    __m512i q = _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(low, z->hi)), z->zp);
-    if (add) {
-        const __m128i raw = _mm_loadu_si128((const __m128i*)add);
-        const __m512 b = _mm512_cvtepi32_ps(u8 ? _mm512_cvtepu8_epi32(raw)
-                                               : _mm512_cvtepi8_epi32(raw));
-        const __m512 s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), z->ra,
-                                         _mm512_fmadd_ps(b, z->rb, z->fixed));
-        q = _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(s, z->add_lo), z->add_hi));
-    }
+    return _mm512_add_epi32(_mm512_cvtps_epi32(_mm512_min_ps(low, z->hi)), z->zp);
+}
+
+/* The fused QLinearAdd of 16 requantized outputs q and their residual bytes raw. */
+QINLINE __m512i residual_zmm(__m512i q, __m128i raw, const zmm_consts* z, int u8) {
+    const __m512 b = _mm512_cvtepi32_ps(u8 ? _mm512_cvtepu8_epi32(raw)
+                                           : _mm512_cvtepi8_epi32(raw));
+    const __m512 s = _mm512_fmadd_ps(_mm512_cvtepi32_ps(q), z->ra,
+                                     _mm512_fmadd_ps(b, z->rb, z->fixed));
+    return _mm512_cvtps_epi32(_mm512_min_ps(_mm512_max_ps(s, z->add_lo), z->add_hi));
+}
+
+/* 16 requantized outputs as int32 lanes (before the narrowing to bytes). */
+QINLINE __m512i requant_zmm(__m512i acc, __m512i bias, __m512 mult, const zmm_consts* z,
+                            const int8_t* add, int u8, int clamp_low) {
+    const __m512i q = requant_plain_zmm(acc, bias, mult, z, clamp_low);
+    return add ? residual_zmm(q, _mm_loadu_si128((const __m128i*)add), z, u8) : q;
+}
+
+QINLINE __m128i requant16_zmm(__m512i acc, __m512i bias, __m512 mult, const zmm_consts* z,
+                              const int8_t* add, int u8, int clamp_low) {
+    const __m512i q = requant_zmm(acc, bias, mult, z, add, u8, clamp_low);
     return u8 ? _mm512_cvtusepi32_epi8(_mm512_max_epi32(q, _mm512_setzero_si512()))
               : _mm512_cvtsepi32_epi8(q);
+}
+
+/* 48 requantized outputs (int32 lanes of q[0..2]) narrowed to the low 48 bytes, in order:
+ * saturated to 16 then 8 bits by in-lane packs (the same bytes as vpmovusdb after the max with
+ * 0 / vpmovsdb: saturation is monotone), then the lanes put in order. */
+QINLINE __m512i narrow48(const __m512i q[3], int u8) {
+    const __m512i w01 = _mm512_packs_epi32(q[0], q[1]), w22 = _mm512_packs_epi32(q[2], q[2]);
+    /* lane L: 4 bytes each of q0, q1, q2, q2 (their lane L) */
+    const __m512i b = u8 ? _mm512_packus_epi16(w01, w22) : _mm512_packs_epi16(w01, w22);
+    const __m512i order = _mm512_setr_epi32(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15);
+    return _mm512_permutexvar_epi32(order, b);
+}
+
+/* 48 outputs of a row (a whole tile's) from three vectors of accumulators: saturated to 16
+ * then 8 bits by in-lane packs (the same bytes as vpmovusdb after the max with 0 / vpmovsdb:
+ * saturation is monotone), then the lanes put in order; 2 packs and a permute for 48 bytes
+ * instead of three 2-uop vpmov. */
+QINLINE void requant48_zmm(const int32_t* acc, __m512i bias, __m512 mult, const zmm_consts* z,
+                           const int8_t* add, int u8, int clamp_low, int8_t* out) {
+    __m512i q[3];
+    for (int i = 0; i < 3; ++i)
+        q[i] = requant_zmm(_mm512_loadu_si512((const void*)(acc + 16 * i)), bias, mult, z,
+                           add ? add + 16 * i : NULL, u8, clamp_low);
+    const __m512i v = narrow48(q, u8);
+    _mm256_storeu_si256((__m256i*)out, _mm512_castsi512_si256(v));
+    _mm_storeu_si128((__m128i*)(out + 32), _mm512_extracti32x4_epi32(v, 2));
+}
+
+/* Rows of a tile of the implicit GEMM (graphopt_q_store_runs): each row's 48 virtual columns
+ * requantized together (their residual bytes gathered by masked loads), then its runs of real
+ * columns stored by masked stores: no per-run calls, no scalar tails. */
+QINLINE void runs_rows(const int32_t* acc, const graphopt_qepilogue* e,
+                       const graphopt_qconsts* k, int64_t r0, int m, const graphopt_qrun* runs,
+                       int count, int8_t* C, int64_t rs, int u8, int clamp_low) {
+    const zmm_consts z = zmm_consts_of(k);
+    for (int r = 0; r < m; ++r) {
+        const __m512i bv = _mm512_set1_epi32(e->bias ? e->bias[r0 + r] : 0);
+        const __m512 mv = _mm512_set1_ps(e->mult[r0 + r]);
+        __m512i q[3];
+        for (int i = 0; i < 3; ++i)
+            q[i] = requant_plain_zmm(_mm512_loadu_si512((const void*)(acc + r * QTN + 16 * i)),
+                                     bv, mv, &z, clamp_low);
+        if (k->fused) {
+            const int8_t* add = (const int8_t*)e->add + (r0 + r) * e->add_rs;
+            __m512i raw = _mm512_setzero_si512();
+            for (int j = 0; j < count; ++j)
+                raw = _mm512_mask_loadu_epi8(raw, runs[j].lanes, add + runs[j].at);
+            q[0] = residual_zmm(q[0], _mm512_extracti32x4_epi32(raw, 0), &z, u8);
+            q[1] = residual_zmm(q[1], _mm512_extracti32x4_epi32(raw, 1), &z, u8);
+            q[2] = residual_zmm(q[2], _mm512_extracti32x4_epi32(raw, 2), &z, u8);
+        }
+        const __m512i v = narrow48(q, u8);
+        int8_t* row = C + (r0 + r) * rs;
+        for (int j = 0; j < count; ++j)
+            _mm512_mask_storeu_epi8(row + runs[j].at, runs[j].lanes, v);
+    }
 }
 #endif
 
@@ -112,6 +182,10 @@ QINLINE void full_tile_rows(const int32_t* acc, const graphopt_qepilogue* e,
 #if QISA == 2
         const __m512i bv = _mm512_set1_epi32(bias);
         const __m512 mv = _mm512_set1_ps(mult);
+        if (n == 48) {
+            requant48_zmm(acc + r * QTN, bv, mv, &z, add, u8, clamp_low, out + r * rs);
+            continue;
+        }
         for (int c = 0; c < n; c += 16)
             _mm_storeu_si128((__m128i*)(out + r * rs + c),
                              requant16_zmm(_mm512_loadu_si512((const void*)(acc + r * QTN + c)),
@@ -126,18 +200,44 @@ QINLINE void full_tile_rows(const int32_t* acc, const graphopt_qepilogue* e,
     }
 }
 
+/* call(u8, clamp_low) with the output type and whether the low clamp is needed as constants,
+ * so each of the four inlined variants drops the branches it does not need. */
+#define WITH_STORE_FLAGS(k, call)          \
+    do {                                   \
+        if ((k)->u8 && (k)->low_free)      \
+            call(1, 0);                    \
+        else if ((k)->u8)                  \
+            call(1, 1);                    \
+        else if ((k)->low_free)            \
+            call(0, 0);                    \
+        else                               \
+            call(0, 1);                    \
+    } while (0)
+
 void graphopt_q_store_full_tile(const int32_t* acc, const graphopt_qepilogue* e,
                                 const graphopt_qconsts* k, int64_t r0, int64_t c0, int m, int n,
                                 int8_t* out, int64_t rs) {
-    if (k->u8 && k->low_free)
-        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 1, 0);
-    else if (k->u8)
-        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 1, 1);
-    else if (k->low_free)
-        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 0, 0);
-    else
-        full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, 0, 1);
+#define FULL_TILE_ROWS(u8, clamp_low) full_tile_rows(acc, e, k, r0, c0, m, n, out, rs, u8, clamp_low)
+    WITH_STORE_FLAGS(k, FULL_TILE_ROWS);
+#undef FULL_TILE_ROWS
 }
+
+#if QISA == 2 && defined(__AVX512VL__)
+/* n < 16 outputs of a row from acc (add: their n residual bytes) with requant16_zmm's
+ * arithmetic, lanes past n masked off (nothing read or written past them). Returns n. */
+static int64_t masked_tail(const int32_t* acc, int32_t bias, float mult,
+                           const graphopt_qconsts* k, const int8_t* add, int64_t n, int8_t* out) {
+    const __mmask16 lanes = (__mmask16)((1u << n) - 1);
+    const zmm_consts z = zmm_consts_of(k);
+    int8_t residual[16] = {0};
+    if (add) memcpy(residual, add, (size_t)n);
+    const __m128i q = requant16_zmm(_mm512_maskz_loadu_epi32(lanes, acc),
+                                    _mm512_set1_epi32(bias), _mm512_set1_ps(mult), &z,
+                                    add ? residual : NULL, k->u8, 1);
+    _mm_mask_storeu_epi8(out, lanes, q);
+    return n;
+}
+#endif
 
 /* One output row c0 .. c0 + n (contiguous) from acc: 16, then 8 at a time; returns the count
  * stored (the rest is left to the scalar loop). */
@@ -152,6 +252,10 @@ QINLINE int64_t store_row_vec(const int32_t* acc, int32_t bias, float mult,
         q_requant_store16(_mm256_loadu_si256((const __m256i*)(acc + c)),
                         _mm256_loadu_si256((const __m256i*)(acc + c + 8)), bv, mv, k,
                         add ? add + c : NULL, k->u8, 1, out + c);
+#if QISA == 2 && defined(__AVX512VL__)
+    if (c < n) /* the last 1 to 15 (runs of the implicit GEMM's rows): masked, not scalar */
+        c += masked_tail(acc + c, bias, mult, k, add ? add + c : NULL, n - c, out + c);
+#endif
     for (; c + 8 <= n; c += 8) {
         const __m256i q = q_requant_vec(_mm256_loadu_si256((const __m256i*)(acc + c)), bv, mv,
                                         k, add ? add + c : NULL, 1);
@@ -213,4 +317,20 @@ void graphopt_q_store_tile(const int32_t* acc, int64_t lda, int64_t r0, int64_t 
                 ((int8_t*)C)[at] = (int8_t)q;
         }
     }
+}
+
+int graphopt_q_store_runs(const int32_t* acc, const graphopt_qepilogue* e,
+                          const graphopt_qconsts* k, int64_t r0, int m, const graphopt_qrun* runs,
+                          int count, void* C, int64_t rs) {
+#if QISA == 2
+    if (!k) return 0;
+    int8_t* out = (int8_t*)C;
+#define RUNS_ROWS(u8, clamp_low) runs_rows(acc, e, k, r0, m, runs, count, out, rs, u8, clamp_low)
+    WITH_STORE_FLAGS(k, RUNS_ROWS);
+#undef RUNS_ROWS
+    return 1;
+#else
+    (void)acc, (void)e, (void)k, (void)r0, (void)m, (void)runs, (void)count, (void)C, (void)rs;
+    return 0;
+#endif
 }

@@ -49,10 +49,18 @@ QINLINE int32_t weights4(const int8_t* p) {
         if (NB > 2) _mm512_storeu_si512((void*)(acc + r * QTN + 2 * QNR), c##r##2);        \
     } while (0)
 
+/* COLUMN (MA 2): also column 0 of the panel after the tile's into column[8], from the same A
+ * loads (a ymm vpdpbusd: the column's quad against the 4 k of the 8 rows).
+ * IMPLICIT (graphopt_q_compute_tile_implicit): group g of the tile's first panel is at
+ * b + offs[g] and the next panels follow it 64 bytes apart (16 consecutive pixels of an
+ * interleaved plane each), not at b + g * 64 and K4 * 64 apart. */
 QINLINE void tile_vnni(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc, const int MA,
-                       const int NB) {
-    const int64_t a_panel = K4 * QMR * 4, b_panel = K4 * QNR * 4;
+                       const int NB, const int COLUMN, int32_t* column, const int IMPLICIT,
+                       const int64_t* offs) {
+    const int64_t a_panel = K4 * QMR * 4, b_panel = IMPLICIT ? QNR * 4 : K4 * QNR * 4;
     const int8_t* a1 = a + a_panel;
+    const uint8_t* bx = b + NB * b_panel;
+    __m256i cx = _mm256_setzero_si256();
     QV_DECLARE(0);
     QV_DECLARE(1);
     QV_DECLARE(2);
@@ -61,10 +69,17 @@ QINLINE void tile_vnni(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* a
     QV_DECLARE(5);
     QV_DECLARE(6);
     QV_DECLARE(7);
-    for (int64_t g = 0; g < K4; ++g, a += QMR * 4, a1 += QMR * 4, b += QNR * 4) {
-        const __m512i b0 = _mm512_loadu_si512((const void*)b);
-        const __m512i b1 = NB > 1 ? _mm512_loadu_si512((const void*)(b + b_panel)) : b0;
-        const __m512i b2 = NB > 2 ? _mm512_loadu_si512((const void*)(b + 2 * b_panel)) : b0;
+    for (int64_t g = 0; g < K4; ++g, a += QMR * 4, a1 += QMR * 4, bx += QNR * 4) {
+        const uint8_t* bg = IMPLICIT ? b + offs[g] : b + g * QNR * 4;
+        if (COLUMN) {
+            const __m256i rows = _mm256_inserti128_si256(
+                _mm256_castsi128_si256(_mm_loadu_si128((const __m128i*)a)),
+                _mm_loadu_si128((const __m128i*)a1), 1);
+            cx = _mm256_dpbusd_epi32(cx, _mm256_set1_epi32(weights4((const int8_t*)bx)), rows);
+        }
+        const __m512i b0 = _mm512_loadu_si512((const void*)bg);
+        const __m512i b1 = NB > 1 ? _mm512_loadu_si512((const void*)(bg + b_panel)) : b0;
+        const __m512i b2 = NB > 2 ? _mm512_loadu_si512((const void*)(bg + 2 * b_panel)) : b0;
         QV_ROW(0, a);
         QV_ROW(1, a + 4);
         QV_ROW(2, a + 8);
@@ -76,6 +91,7 @@ QINLINE void tile_vnni(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* a
             QV_ROW(7, a1 + 12);
         }
     }
+    if (COLUMN) _mm256_storeu_si256((__m256i*)column, cx);
     QV_STORE(0);
     QV_STORE(1);
     QV_STORE(2);
@@ -94,22 +110,28 @@ QINLINE void tile_vnni(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* a
 #error "the VNNI micro-kernel is written for 2 x 3 panels (8 x 48)"
 #endif
 
+/* The ma x nb tile with constant sizes (IMPLICIT: B read through offs). */
+QINLINE void tile_vnni_sized(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
+                             int32_t* acc, const int IMPLICIT, const int64_t* offs) {
+    if (ma == 2 && nb == 3)
+        tile_vnni(K4, a, b, acc, 2, 3, 0, NULL, IMPLICIT, offs);
+    else if (ma == 2 && nb == 2)
+        tile_vnni(K4, a, b, acc, 2, 2, 0, NULL, IMPLICIT, offs);
+    else if (ma == 2)
+        tile_vnni(K4, a, b, acc, 2, 1, 0, NULL, IMPLICIT, offs);
+    else if (nb == 3)
+        tile_vnni(K4, a, b, acc, 1, 3, 0, NULL, IMPLICIT, offs);
+    else if (nb == 2)
+        tile_vnni(K4, a, b, acc, 1, 2, 0, NULL, IMPLICIT, offs);
+    else
+        tile_vnni(K4, a, b, acc, 1, 1, 0, NULL, IMPLICIT, offs);
+}
+
 static void tile_simd(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int nb,
                       int32_t* acc, int narrow, int64_t n) {
     (void)narrow;
     (void)n;
-    if (ma == 2 && nb == 3)
-        tile_vnni(K4, a, b, acc, 2, 3);
-    else if (ma == 2 && nb == 2)
-        tile_vnni(K4, a, b, acc, 2, 2);
-    else if (ma == 2)
-        tile_vnni(K4, a, b, acc, 2, 1);
-    else if (nb == 3)
-        tile_vnni(K4, a, b, acc, 1, 3);
-    else if (nb == 2)
-        tile_vnni(K4, a, b, acc, 1, 2);
-    else
-        tile_vnni(K4, a, b, acc, 1, 1);
+    tile_vnni_sized(K4, a, ma, b, nb, acc, 0, NULL);
 }
 
 /* The 4 lanes of each 128-bit quarter summed: the rows of a panel. */
@@ -169,6 +191,45 @@ static void gemv_vnni(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int
     _mm_storeu_si128((__m128i*)sum[1], sum_quarters(_mm512_add_epi32(s10, s11)));
     for (int p = 0; p < ma; ++p)
         for (int r = 0; r < QMR; ++r) acc[(p * QMR + r) * QTN] = sum[p][r];
+}
+
+/* Group g of the first 4 columns of the panel at b against one A panel at a, into *sum:
+ * lane 4c + r sums column c's quad (spread over quarter c) against row r's (A's 16 bytes in
+ * every quarter). */
+QINLINE void columns4_group(const int8_t* a, const uint8_t* b, int64_t g, __m512i* sum) {
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    const __m128i quads = _mm_loadu_si128((const __m128i*)(b + g * QNR * 4));
+    const __m128i rows = _mm_loadu_si128((const __m128i*)(a + g * QMR * 4));
+    const __m512i x = _mm512_permutexvar_epi32(spread, _mm512_castsi128_si512(quads));
+    *sum = _mm512_dpbusd_epi32(*sum, x, _mm512_broadcast_i32x4(rows));
+}
+
+/* acc[r * QTN + c] for the first 2 to 4 columns c of the panel at b (ma row panels): a tile
+ * with 44 of its 48 columns wasted (14x14 planes: 12 * 16 + 4) costs 8 vpdpbusd a group, this
+ * one per row panel (columns4_group). Four groups a step into their own sums (vpdpbusd's
+ * latency). */
+static void gemv4_vnni(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int32_t* acc) {
+    const int8_t* a1 = a + K4 * QMR * 4;
+    __m512i s0[4], s1[4];
+    for (int u = 0; u < 4; ++u) s0[u] = s1[u] = _mm512_setzero_si512();
+    int64_t g = 0;
+    for (; g + 4 <= K4; g += 4)
+        for (int u = 0; u < 4; ++u) {
+            columns4_group(a, b, g + u, &s0[u]);
+            if (ma > 1) columns4_group(a1, b, g + u, &s1[u]);
+        }
+    for (; g < K4; ++g) {
+        columns4_group(a, b, g, &s0[0]);
+        if (ma > 1) columns4_group(a1, b, g, &s1[0]);
+    }
+    int32_t sum[2][16];
+    _mm512_storeu_si512((void*)sum[0], _mm512_add_epi32(_mm512_add_epi32(s0[0], s0[1]),
+                                                        _mm512_add_epi32(s0[2], s0[3])));
+    _mm512_storeu_si512((void*)sum[1], _mm512_add_epi32(_mm512_add_epi32(s1[0], s1[1]),
+                                                        _mm512_add_epi32(s1[2], s1[3])));
+    for (int p = 0; p < ma; ++p)
+        for (int r = 0; r < QMR; ++r)
+            for (int c = 0; c < 4; ++c) acc[(p * QMR + r) * QTN + c] = sum[p][4 * c + r];
 }
 #elif QISA == 1
 /* vpmaddubsw: u8 x s8 pairs summed into int16, exact when |w| <= 64 (|255 * 64 * 2| = 32640
@@ -333,18 +394,34 @@ static void gemv_maddubs(int64_t K4, const int8_t* a, const uint8_t* b, int32_t*
 }
 #endif
 
-int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int narrow,
-                         int32_t* acc) {
+int graphopt_q_gemv_tile(int64_t K4, const int8_t* a, int ma, const uint8_t* b, int64_t n,
+                         int narrow, int32_t* acc) {
 #if QISA == 2
     (void)narrow;
-    gemv_vnni(K4, a, ma, b, acc);
+    if (n == 1)
+        gemv_vnni(K4, a, ma, b, acc);
+    else if (n <= 4)
+        gemv4_vnni(K4, a, ma, b, acc);
+    else
+        return 0;
     return 1;
 #elif QISA == 1
-    if (!narrow || ma != 1) return 0;
+    if (!narrow || ma != 1 || n != 1) return 0;
     gemv_maddubs(K4, a, b, acc);
     return 1;
 #else
-    (void)K4, (void)a, (void)ma, (void)b, (void)narrow, (void)acc;
+    (void)K4, (void)a, (void)ma, (void)b, (void)n, (void)narrow, (void)acc;
+    return 0;
+#endif
+}
+
+int graphopt_q_compute_tile_column(int64_t K4, const int8_t* a, const uint8_t* b, int32_t* acc,
+                                   int32_t* column) {
+#if QISA == 2
+    tile_vnni(K4, a, b, acc, 2, 3, 1, column, 0, NULL);
+    return 1;
+#else
+    (void)K4, (void)a, (void)b, (void)acc, (void)column;
     return 0;
 #endif
 }
@@ -362,5 +439,16 @@ void graphopt_q_compute_tile(int64_t K4, const int8_t* a, int ma, const uint8_t*
 #else
     (void)tile_scalar, (void)ma, (void)nb; /* one panel each way: QTILE_A = QTILE_B = 1 */
     tile_simd(K4, a, b, acc, narrow, n);
+#endif
+}
+
+int graphopt_q_compute_tile_implicit(int64_t K4, const int8_t* a, int ma, const uint8_t* b,
+                                     int nb, const int64_t* offs, int32_t* acc) {
+#if QISA == 2
+    tile_vnni_sized(K4, a, ma, b, nb, acc, 1, offs);
+    return 1;
+#else
+    (void)K4, (void)a, (void)ma, (void)b, (void)nb, (void)offs, (void)acc;
+    return 0;
 #endif
 }

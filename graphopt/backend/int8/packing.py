@@ -80,6 +80,50 @@ def qconv_work_bytes(channels: int, in_hw: Pair, out_hw: Pair, kernel: Pair, str
     return shared + max(slots, 1) * slot
 
 
+# The implicit GEMM (graphopt_qconv_implicit) where its dropped columns (the padded width's
+# kernel_w - 1 a row) cost less than the im2col it saves: stride 1, no dilation, output rows of at
+# least this many pixels. Measured on Zen 4 (resnet18's 3x3 layers, against im2col, 1 / 2
+# threads): 56x56 0.89-0.92 / 0.82-0.86, 28x28 0.94-0.95 / 0.91-0.92, 14x14 0.97-0.98 /
+# 0.86-0.91; 7x7 (2 dropped columns of 9) 1.13-1.2.
+IMPLICIT_MIN_WIDTH = 14
+
+
+def implicit_applies(kernel: Pair, strides: Pair, dilations: Pair, out_hw: Pair) -> bool:
+    """Whether a (grouped or not) conv runs as graphopt_qconv_implicit: a window of more than one
+    tap, stride 1, no dilation, output rows at least IMPLICIT_MIN_WIDTH wide."""
+    return (kernel[0] * kernel[1] > 1 and tuple(strides) == (1, 1)
+            and tuple(dilations) == (1, 1) and out_hw[1] >= IMPLICIT_MIN_WIDTH)
+
+
+def pack_implicit_a(weights: np.ndarray, channels: int) -> np.ndarray:
+    """int8 [M, channels * taps] (channel-major, the Conv's order) -> pack_a of the implicit
+    GEMM's K order: tap-outer, channels inner, rounded up to groups of 4 with zero weights."""
+    w = np.asarray(weights, dtype=np.int8)
+    m = w.shape[0]
+    taps = w.shape[1] // channels
+    c4 = -(-channels // 4) * 4
+    ordered = np.zeros((m, taps, c4), dtype=np.int8)
+    ordered[:, :, :channels] = w.reshape(m, channels, taps).transpose(0, 2, 1)
+    return pack_a(ordered.reshape(m, taps * c4))
+
+
+def qconv_implicit_work_bytes(channels: int, out_hw: Pair, kernel: Pair, slots: int) -> int:
+    """Work memory of graphopt_qconv_implicit (graphopt_qconv_implicit_work): the interleaved
+    padded planes (4 channels a pixel) and their slack, the offset table, then per slot a block
+    of B panels (packed there on ISAs without the direct kernel)."""
+    c4 = -(-channels // 4)
+    k4 = kernel[0] * kernel[1] * c4
+    ph, pw = (o + k - 1 for o, k in zip(out_hw, kernel))
+    nv = (out_hw[0] - 1) * pw + out_hw[1]
+    per = BLOCK_BYTES // (k4 * QNR * 4)
+    if per >= BLOCK_PANELS:
+        per = per // BLOCK_PANELS * BLOCK_PANELS
+    per = min(max(per, 1), -(-nv // QNR))
+    planes = _round_up(c4 * ph * pw * 4 + PLANE_SLACK, 64)
+    table = _round_up(k4 * 8, 64)
+    return planes + table + max(slots, 1) * _round_up(per * k4 * QNR * 4, 64)
+
+
 def qdepthwise_work_bytes(out_hw: Pair, kernel: Pair, strides: Pair, dilations: Pair) -> int:
     """One thread's work memory of graphopt_qdepthwise (graphopt_qdepthwise_work): tap offsets
     (int64), int32 accumulators of a plane (+16 for the vector stores), the flat row of a

@@ -4,11 +4,14 @@
   multipliers [M], optional residual): per image and group, `graphopt_qconv` packs the
   activations into the GEMM's u8 panels block by block (im2col with the zero point as padding,
   or the planes as they are for a 1x1 stride-1 window) and runs the GEMM on weights packed at
-  compile time; depthwise layers run `graphopt_qdepthwise`. The algorithm is recorded on the
-  step in lowering.
+  compile time; a stride-1 window over rows of 14 pixels or more runs `graphopt_qconv_implicit`
+  instead (no im2col: B read from padded planes of 4 interleaved channels, the weights packed
+  tap-outer by packing.pack_implicit_a); depthwise layers run `graphopt_qdepthwise`. The
+  algorithm is recorded on the step in lowering.
 - `Int8MatMul` (Gemm/MatMul): Y^T = W [N, K] @ X^T, the kernel writing Y through strides.
 - `Int8Add` (QLinearAdd), `Int8Concat` (requantizing inputs whose parameters differ),
-  `Int8GlobalAveragePool` (QLinearGlobalAveragePool), `Int8MaxPool` (MaxPool of 2-D planes).
+  `Int8GlobalAveragePool` (QLinearGlobalAveragePool), `Int8ReduceMean` (a QDQ ReduceMean over
+  trailing axes), `Int8MaxPool` (MaxPool of 2-D planes).
 Every epilogue parameter is a compile-time constant (float literals in hex, exact).
 """
 from __future__ import annotations
@@ -144,11 +147,23 @@ def _emit_conv_gemm(k: Kernel) -> None:
     em, X, Y = k.em, k.arg(x), k.arg(y)
     mg, plane = shape.mg, shape.plane_out
     group = shape.group
-    panels = k.packed(w, "qpanels", lambda a: pack_groups(a, group, packing.pack_a))
-    a_step = packing.packed_a_bytes(mg, shape.depth)
     slots = packing.work_slots(k.target.openmp)
-    work = k.scratch(packing.qconv_work_bytes(shape.cg, shape.in_hw, shape.out_hw, shape.kernel,
-                                              shape.strides, shape.pads, shape.dilations, slots))
+    # the same choice on every target: the packed weights do not depend on it
+    implicit = packing.implicit_applies(shape.kernel, shape.strides, shape.dilations,
+                                        shape.out_hw)
+    if implicit:
+        cg = shape.cg
+        panels = k.packed(w, "qpanels_implicit", lambda a: pack_groups(
+            a, group, lambda rows: packing.pack_implicit_a(rows, cg)))
+        a_step = packing.packed_a_bytes(mg, shape.kernel[0] * shape.kernel[1] * -(-cg // 4) * 4)
+        work = k.scratch(packing.qconv_implicit_work_bytes(cg, shape.out_hw, shape.kernel, slots))
+    else:
+        panels = k.packed(w, "qpanels", lambda a: pack_groups(a, group, packing.pack_a))
+        a_step = packing.packed_a_bytes(mg, shape.depth)
+        work = k.scratch(packing.qconv_work_bytes(shape.cg, shape.in_hw, shape.out_hw,
+                                                  shape.kernel, shape.strides, shape.pads,
+                                                  shape.dilations, slots))
+    conv = "graphopt_qconv_implicit" if implicit else "graphopt_qconv"
     residual = _residual(k)
     _epilogue(k, residual, (plane, 1))
     em.line("const int32_t* bias0 = e.bias; const float* mult0 = e.mult;")
@@ -160,7 +175,7 @@ def _emit_conv_gemm(k: Kernel) -> None:
         em.line(f"e.bias = bias0 + {g} * {mg}; e.mult = mult0 + {g} * {mg};")
         if residual != "NULL":
             em.line(f"e.add = {residual} + {out};")
-        em.line(f"graphopt_qconv({x_block}, &s, {mg}, {panels} + {g} * {a_step}, {_pad(k)}, "
+        em.line(f"{conv}({x_block}, &s, {mg}, {panels} + {g} * {a_step}, {_pad(k)}, "
                 f"{int(k.attr('flip'))}, &e, {Y} + {out}, {work}, {slots});")
 
 
@@ -202,6 +217,18 @@ def emit_int8_global_average_pool(k: Kernel) -> None:
     k.em.line(f"graphopt_qglobal_avgpool({k.arg(x)}, {planes}, {x.size // planes}, "
               f"{int(x.dtype == DType.INT8)}, {int(k.attr('x_zero_point'))}, "
               f"{_f32(k.attr('scale'))}, {int(k.attr('y_zero_point'))}, {k.arg(y)});")
+
+
+@register_op("Int8ReduceMean", dtypes=INT8)
+def emit_int8_reduce_mean(k: Kernel) -> None:
+    """DequantizeLinear -> ReduceMean over the trailing axes -> QuantizeLinear of `rows` rows,
+    in onnxruntime's float arithmetic."""
+    _include(k)
+    x, y = k.input(0), k.outputs[0]
+    rows, at = int(k.attr("rows")), k.attr
+    k.em.line(f"graphopt_qreduce_mean({k.arg(x)}, {rows}, {x.size // rows}, "
+              f"{int(x.dtype == DType.INT8)}, {int(at('x_zero_point'))}, {_f32(at('x_scale'))}, "
+              f"{int(at('y_zero_point'))}, {_f32(at('y_scale'))}, {k.arg(y)});")
 
 
 @register_op("Int8MaxPool", dtypes=INT8)
