@@ -11,11 +11,13 @@ thread 42 us (onnxruntime, whose calling thread does the work its workers have n
 So a CompiledModel asked for N > 1 threads runs each program under a governor: it times the C
 call of every run, and when the last runs at N threads are much slower than the best it has
 seen at N (contention), it tries a few runs at 1 thread and keeps whichever count was faster.
-On 1 thread it tries N again now and then (backing off while 1 keeps winning), and goes back
-as soon as N is faster. After the first runs it tries one thread once (the program may start
-under load, when the best seen at N is already slow). On a quiet machine that is all: the
-requested count is never left and nothing else is tried. Outputs do not depend on the thread count (kernels split work, never a reduction), so
-switching changes latency only. `CompileOptions.adaptive_threads=False` keeps N fixed.
+On 1 thread it tries N again now and then (waiting at least 20 times what the last try took,
+so trying costs at most ~5%), and goes back as soon as N is faster: on these guests a core can
+be starved for a few hundred milliseconds at a time, so N must be retried often. After the
+first runs it tries one thread once (the program may start under load, when the best seen at N
+is already slow); on a quiet machine that is all. Outputs do not depend on the thread count
+(kernels split work, never a reduction), so switching changes latency only.
+`CompileOptions.adaptive_threads=False` keeps N fixed.
 """
 from __future__ import annotations
 
@@ -29,11 +31,17 @@ from typing import Callable
 @dataclass(frozen=True)
 class GovernorSettings:
     block: int = 8  # runs whose median stands for a thread count's current latency
-    probe_runs: int = 5  # runs of the other count when trying it
+    probe_runs: int = 5  # runs of the other count when trying it, at least
+    # and at least this long: a core that sat idle runs slow for a millisecond or so (clock
+    # ramp, wake-up) before it reaches its speed; only the probe's later half is compared
+    probe_seconds: float = 0.003
     slowdown: float = 1.5  # block median over the best block median that means contention
     margin: float = 0.9  # the other count must be at least this much faster to switch to it
-    recheck_seconds: float = 0.5  # first wait before trying again (doubles while it fails)
-    max_recheck_seconds: float = 8.0
+    # wait before trying again: at least this, and at least `probe_cost` times what the
+    # failed probe took (so probing costs at most ~5% of the time), at most max_recheck
+    recheck_seconds: float = 0.25
+    probe_cost: float = 20.0
+    max_recheck_seconds: float = 4.0
 
 
 def _median(values: list[float]) -> float:
@@ -65,8 +73,9 @@ class ThreadGovernor:
         self._block: list[float] = []
         self._best = math.inf  # best block median at the requested count
         self._last_median = math.inf  # current count's latest block median
-        self._probing = 0  # runs left in the current probe
+        self._probing = False  # a probe of the other count is running
         self._probe: list[float] = []
+        self._probe_seconds = 0.0
         self._wait = self._settings.recheck_seconds
         self._next_try = 0.0
         self._compared = False  # one thread tried at least once (a run may start under load)
@@ -84,8 +93,10 @@ class ThreadGovernor:
             return
         if self._probing:
             self._probe.append(seconds)
-            self._probing -= 1
-            if not self._probing:
+            self._probe_seconds += seconds
+            if len(self._probe) >= self._settings.probe_runs and \
+                    self._probe_seconds >= self._settings.probe_seconds:
+                self._probing = False
                 self.runs[self._count or 0] += len(self._probe)
                 self._decide()
             return
@@ -104,12 +115,12 @@ class ThreadGovernor:
         else:
             calm = False  # on one thread: the requested count is worth retrying now and then
         if not calm and self._clock() >= self._next_try:
-            self._probing, self._probe = self._settings.probe_runs, []
+            self._probing, self._probe, self._probe_seconds = True, [], 0.0
 
     def _decide(self) -> None:
         """After a probe: switch if the other count was clearly faster, and schedule the next
         try (sooner after a switch, later after each probe that changed nothing)."""
-        tried = _median(self._probe)
+        tried = _median(self._probe[len(self._probe) // 2:])  # once the cores are up to speed
         other = 1 if self.current != 1 else self.requested
         self._compared = True
         if tried < self._settings.margin * self._last_median:
@@ -118,6 +129,8 @@ class ThreadGovernor:
             if other == self.requested:
                 self._best = min(self._best, tried)
         else:
-            self._wait = min(2 * self._wait, self._settings.max_recheck_seconds)
+            self._wait = min(max(self._settings.recheck_seconds,
+                                 self._settings.probe_cost * self._probe_seconds),
+                             self._settings.max_recheck_seconds)
         self._next_try = self._clock() + self._wait
         self._block.clear()

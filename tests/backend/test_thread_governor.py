@@ -46,9 +46,29 @@ def test_quiet_machine_never_leaves_the_requested_count() -> None:
     rng = np.random.default_rng(0)
     counts = drive(governor, clock, lambda n, t: (20e-6 if n == 2 else 35e-6)
                    * (1 + 0.2 * rng.random()), 5000)
-    probe = GovernorSettings().probe_runs  # one thread is tried once, after the first block
-    assert counts.count(1) == probe and counts[-4000:] == [2] * 4000
-    assert governor.runs[1] == probe and governor.runs[2] > 5000 - probe - 8  # whole blocks
+    settings = GovernorSettings()  # one thread is tried once, after the first block
+    ones = counts.count(1)
+    assert settings.probe_runs <= ones <= settings.probe_seconds / 35e-6 + 1
+    assert counts[counts.index(1):][:ones] == [1] * ones, "one probe, then never again"
+    assert governor.runs[1] == ones and governor.runs[2] > 5000 - ones - 8  # whole blocks
+
+
+def test_a_core_slow_to_wake_does_not_decide_the_probe() -> None:
+    """After sitting idle, the second core runs slow for a millisecond or so: a probe of two
+    threads compares only its later runs, so a wrong early move to one thread is undone."""
+    governor, clock = make()
+    woke = [0.0]  # when two threads last started after one
+
+    def latency(threads: int, now: float) -> float:
+        if threads == 1:
+            woke[0] = -1.0
+            return 41e-6
+        if woke[0] < 0:
+            woke[0] = now
+        return 40e-6 if now - woke[0] < 1.2e-3 else 21e-6
+
+    counts = drive(governor, clock, latency, until=3.0)
+    assert counts[-2000:].count(2) > 0.95 * 2000
 
 
 def test_a_program_that_starts_under_load_moves_to_one_thread() -> None:
@@ -70,26 +90,32 @@ def test_contention_switches_to_one_thread_and_back_when_it_ends() -> None:
     before = drive(governor, clock, latency, until=busy[0])
     during = drive(governor, clock, latency, until=busy[1])
     after = drive(governor, clock, latency, until=busy[1] + GovernorSettings().max_recheck_seconds)
-    assert before.count(1) == GovernorSettings().probe_runs  # the one early comparison
+    assert 0 < before.count(1) < 0.01 * len(before)  # the one early comparison
     assert during.count(1) > 0.95 * len(during), "contention must move the runs to 1 thread"
     assert after[-1000:] == [2] * 1000, "the requested count must come back once it ends"
 
 
-def test_retries_back_off_while_one_thread_keeps_winning() -> None:
-    governor, clock = make()
-    tries: list[float] = []
+def test_retries_cost_a_bounded_share_while_one_thread_keeps_winning() -> None:
+    """While N stays slow, it is retried at least every max_recheck_seconds, and the retries
+    (each at least probe_seconds of slow runs) cost at most ~1/probe_cost of the time."""
+    settings = GovernorSettings()
+    for slow in (1e-3, 20e-3):  # a small model's starved run, a large one's
+        governor, clock = make()
+        tries: list[float] = []
+        spent = [0.0]
 
-    def latency(threads: int, now: float) -> float:
-        if threads == 2 and governor.current == 1:
-            tries.append(now)
-        return 40e-6 if threads == 1 else (20e-6 if now < 0.01 else 1e-3)
+        def latency(threads: int, now: float) -> float:
+            seconds = 40e-6 if threads == 1 else (20e-6 if now < 0.01 else slow)
+            if threads == 2 and governor.current == 1:
+                tries.append(now)
+                spent[0] += seconds
+            return seconds
 
-    drive(governor, clock, latency, 400000)
-    starts = [t for i, t in enumerate(tries) if i == 0 or t - tries[i - 1] > 0.1]
-    gaps = np.diff(starts)
-    assert len(gaps) >= 4
-    assert all(b >= a * 1.5 for a, b in zip(gaps[:3], gaps[1:4])), gaps  # doubling waits
-    assert gaps.max() <= GovernorSettings().max_recheck_seconds + 0.1
+        drive(governor, clock, latency, until=60.0)
+        starts = [t for i, t in enumerate(tries) if i == 0 or t - tries[i - 1] > 0.1]
+        gaps = np.diff(starts)
+        assert len(gaps) >= 10 and gaps.max() <= settings.max_recheck_seconds + 0.2, gaps
+        assert spent[0] / 60.0 < 1.5 / settings.probe_cost
 
 
 def test_a_mild_persistent_slowdown_is_not_probed_every_block() -> None:
@@ -137,9 +163,8 @@ def test_compiled_model_under_the_governor_matches_onnxruntime() -> None:
     for i in range(100):
         result = compiled.run({"x": x}, outputs=[out] if i % 2 else None)[0]
         np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)
-    settings = GovernorSettings()  # runs are counted by whole blocks and finished probes
-    assert 100 - settings.block - settings.probe_runs <= sum(compiled.thread_runs().values()) \
-        <= 100
+    # runs are counted by whole blocks and finished probes (a probe lasts 3 ms at least)
+    assert GovernorSettings().block <= sum(compiled.thread_runs().values()) <= 100
     fixed = gb.compile(model, threads=2, adaptive_threads=False)
     fixed.run({"x": x})
     assert fixed.thread_runs() == {}
