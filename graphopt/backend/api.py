@@ -106,8 +106,8 @@ def compile(model: ModelLike,  # noqa: A001
     adaptive_threads: with threads > 1, let a run drop to 1 thread while other load on the
       machine makes `threads` slower, and come back when it is not (thread_governor.py).
     """
-    options = _options(target, cache_dir, threads, planner, fuse_epilogues, dims, layout)
-    options = dataclasses.replace(options, adaptive_threads=adaptive_threads)
+    options = _options(target, cache_dir, threads, planner, fuse_epilogues, dims, layout,
+                       adaptive_threads)
     return CompiledModel(_prepare_graph(model, optimize, level, passes), options)
 
 
@@ -178,11 +178,11 @@ def _build_together(codes: list[GeneratedCode],
 
 def _options(target: "str | Target", cache_dir: "str | os.PathLike | None", threads: int | None,
              planner: str, fuse: bool, dims: Mapping[str, int] | None,
-             layout: str = "auto") -> CompileOptions:
+             layout: str = "auto", adaptive_threads: bool = True) -> CompileOptions:
     get_planner(planner)  # fail early on a bad name
     return CompileOptions(get_target(target), None if cache_dir is None else str(cache_dir),
                           threads, planner, fuse, dict(dims or {}),
-                          layout=check_layout_mode(layout))
+                          adaptive_threads=adaptive_threads, layout=check_layout_mode(layout))
 
 
 def _prepare_graph(model: ModelLike, optimize: bool, level: int, passes: str | None) -> Graph:
@@ -310,9 +310,8 @@ class CompiledModel:
         return results
 
     def thread_runs(self) -> dict[int, int]:
-        """How many runs each thread count took, over the runs the governor watched (those
-        asked for more than one thread with adaptive_threads on): the count the governor chose
-        is in thread_governor.py."""
+        """Runs per thread count chosen by the thread governors (thread_governor.py), over the
+        runs they watch: those asked for more than one thread with adaptive_threads on."""
         total: Counter[int] = Counter()
         for governor in self._governors.values():
             total.update(governor.runs)

@@ -3,21 +3,18 @@
 graphopt's kernels split each parallel loop between the threads of an OpenMP team, and every
 parallel region ends at a join where the caller waits for each thread of the team. When another
 process keeps a core busy, a worker may wait a whole scheduler slice (about a millisecond on the
-2-core guests) before it runs, and every region of a run can pay that. Measured on a 2-core
-AMD EPYC Zen 4 guest with two other busy processes: mlp at 2 threads 1.1 ms per run, at 1
-thread 42 us (onnxruntime, whose calling thread does the work its workers have not picked up,
-61 us). On a quiet machine 2 threads are faster (21 us).
+2-core guests), and every region of a run can pay that: with one spinning process beside it,
+mlp at 2 threads ran 26x slower than at 1 (benchmarks/governor_ab.py --busy 1, Zen 4 guest).
 
 So a CompiledModel asked for N > 1 threads runs each program under a governor: it times the C
 call of every run, and when the last runs at N threads are much slower than the best it has
 seen at N (contention), it tries a few runs at 1 thread and keeps whichever count was faster.
-On 1 thread it tries N again now and then (waiting at least 20 times what the last try took,
-so trying costs at most ~5%), and goes back as soon as N is faster: on these guests a core can
-be starved for a few hundred milliseconds at a time, so N must be retried often. After the
-first runs it tries one thread once (the program may start under load, when the best seen at N
-is already slow); on a quiet machine that is all. Outputs do not depend on the thread count
-(kernels split work, never a reduction), so switching changes latency only.
-`CompileOptions.adaptive_threads=False` keeps N fixed.
+After the first runs it tries one thread once (the program may start under load, when the best
+seen at N is already slow). On 1 thread it tries N again now and then, waiting at least 20
+times what the last try took (so trying costs at most ~5%), and goes back as soon as N is
+faster: on these guests a core can be starved for a while and then come back. Outputs do not
+depend on the thread count (kernels split work, never a reduction), so switching changes
+latency only. `CompileOptions.adaptive_threads=False` keeps N fixed.
 """
 from __future__ import annotations
 
@@ -32,8 +29,8 @@ from typing import Callable
 class GovernorSettings:
     block: int = 8  # runs whose median stands for a thread count's current latency
     probe_runs: int = 5  # runs of the other count when trying it, at least
-    # and at least this long: a core that sat idle runs slow for a millisecond or so (clock
-    # ramp, wake-up) before it reaches its speed; only the probe's later half is compared
+    # and at least this long: a core that sat idle starts slow (clock ramp, wake-up) before it
+    # reaches its speed; only the probe's later half is compared
     probe_seconds: float = 0.003
     slowdown: float = 1.5  # block median over the best block median that means contention
     margin: float = 0.9  # the other count must be at least this much faster to switch to it

@@ -168,3 +168,44 @@ def test_compiled_model_under_the_governor_matches_onnxruntime() -> None:
     fixed = gb.compile(model, threads=2, adaptive_threads=False)
     fixed.run({"x": x})
     assert fixed.thread_runs() == {}
+
+
+def _threaded_model() -> tuple[object, dict[str, np.ndarray]]:
+    """Conv (Winograd-sized), depthwise, pointwise and a GEMM, each large enough to run on two
+    threads."""
+    rng = np.random.default_rng(2)
+
+    def const(name: str, *shape: int) -> object:
+        return numpy_helper.from_array((0.1 * rng.standard_normal(shape)).astype(np.float32),
+                                       name)
+
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], pads=[1, 1, 1, 1], group=64),
+             helper.make_node("Conv", ["c2", "w3"], ["c3"]),
+             helper.make_node("Flatten", ["c3"], ["f"]),
+             helper.make_node("Gemm", ["f", "w4"], ["y"], transB=1)]
+    graph = helper.make_graph(
+        nodes, "threaded", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32, 28, 28])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256])],
+        [const("w1", 64, 32, 3, 3), const("b1", 64), const("w2", 64, 1, 3, 3),
+         const("w3", 32, 64, 1, 1), const("w4", 256, 32 * 28 * 28)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, {"x": rng.standard_normal((1, 32, 28, 28)).astype(np.float32)}
+
+
+def test_outputs_do_not_depend_on_the_thread_count() -> None:
+    """What lets the governor switch counts between runs: one program gives the same bits on
+    one thread and on two (kernels split work, never a reduction), and matches onnxruntime."""
+    model, feeds = _threaded_model()
+    expected = ort.InferenceSession(model.SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    compiled = gb.compile(model, threads=2, adaptive_threads=False)
+    executable, arrays = compiled.executable(feeds)
+    executable.set_threads(1)
+    one = executable.run(arrays)[0]
+    executable.set_threads(2)
+    two = executable.run(arrays)[0]
+    assert np.array_equal(one, two)
+    np.testing.assert_allclose(two, expected, rtol=1e-4, atol=1e-4)
